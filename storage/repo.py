@@ -1,0 +1,274 @@
+"""Repository functions: every read and write the arena makes, each taking an open Session.
+
+Callers own the transaction (``with factory.begin() as session: ...``), so a group of writes such as
+"record the vote and mark the battle voted" commits or rolls back as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.images import StoredImage
+from storage.schema import (
+    BATTLE_MODES,
+    WINNERS,
+    Battle,
+    Image,
+    ModelRow,
+    Response,
+    Turn,
+    TurnImage,
+    Vote,
+    VoterSession,
+)
+
+
+class VoteRejected(ValueError):
+    """A vote that cannot be recorded (unknown battle, not ready, already voted, bad winner)."""
+
+
+@dataclass(frozen=True)
+class ModelSeed:
+    """What the roster says about a model when it is first registered."""
+
+    name: str
+    display_name: str
+    organization: str
+    backend: str
+    enabled: bool = True
+    sampling_weight: float = 1.0
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back naive; they were written as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _insert(session: Session, table):  # type: ignore[no-untyped-def]
+    """A dialect insert that supports ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike)."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def sync_models(session: Session, seeds: Iterable[ModelSeed], now: datetime) -> dict[str, int]:
+    """Register roster models missing from the database; return every model's id by name.
+
+    Existing rows are left as they are: once a model is in the database, operators' edits win.
+    """
+    seeds = list(seeds)
+    if seeds:
+        stmt = _insert(session, ModelRow).values(
+            [
+                {
+                    "name": s.name,
+                    "display_name": s.display_name,
+                    "organization": s.organization,
+                    "backend": s.backend,
+                    "enabled": s.enabled,
+                    "sampling_weight": s.sampling_weight,
+                    "created_at": now,
+                }
+                for s in seeds
+            ]
+        )
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+    return {name: id_ for name, id_ in session.execute(select(ModelRow.name, ModelRow.id))}
+
+
+def list_models(session: Session) -> list[ModelRow]:
+    return list(session.scalars(select(ModelRow).order_by(ModelRow.name)))
+
+
+def ensure_voter_session(session: Session, session_id: str, user_agent: str | None, now: datetime) -> None:
+    stmt = _insert(session, VoterSession).values(
+        id=session_id, user_agent=(user_agent or None) and user_agent[:512], created_at=now
+    )
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+
+
+def create_battle(
+    session: Session,
+    *,
+    battle_id: str,
+    model_a_id: int,
+    model_b_id: int,
+    session_id: str | None,
+    now: datetime,
+    mode: str = "anony",
+) -> Battle:
+    if mode not in BATTLE_MODES:
+        raise ValueError(f"unknown battle mode {mode!r}")
+    battle = Battle(
+        id=battle_id,
+        mode=mode,
+        model_a_id=model_a_id,
+        model_b_id=model_b_id,
+        session_id=session_id,
+        state="generating",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(battle)
+    session.flush()
+    return battle
+
+
+def add_images(session: Session, images: Sequence[StoredImage], now: datetime) -> None:
+    """Record stored images; an image already known (same sha256) is not written twice."""
+    if not images:
+        return
+    rows = {
+        img.sha256: {
+            "sha256": img.sha256,
+            "mime": img.mime,
+            "width": img.width,
+            "height": img.height,
+            "size_bytes": img.size_bytes,
+            "created_at": now,
+        }
+        for img in images
+    }
+    stmt = _insert(session, Image).values(list(rows.values()))
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["sha256"]))
+
+
+def add_turn(
+    session: Session, *, battle_id: str, index: int, prompt: str, image_hashes: Sequence[str], now: datetime
+) -> Turn:
+    """Add a user turn (with its images in order) and put the battle back into 'generating'."""
+    turn = Turn(battle_id=battle_id, index=index, prompt=prompt, created_at=now)
+    session.add(turn)
+    session.flush()
+    session.add_all(
+        TurnImage(turn_id=turn.id, position=pos, image_sha256=sha) for pos, sha in enumerate(image_hashes)
+    )
+    set_battle_state(session, battle_id, "generating", now)
+    session.flush()
+    return turn
+
+
+def save_response(
+    session: Session,
+    *,
+    turn_id: int,
+    side: str,
+    model_id: int,
+    text: str,
+    started_at: datetime,
+    first_token_at: datetime | None,
+    finished_at: datetime | None,
+    output_chunks: int,
+    finish_reason: str | None,
+    error: str | None = None,
+) -> Response:
+    response = Response(
+        turn_id=turn_id,
+        side=side,
+        model_id=model_id,
+        text=text,
+        started_at=started_at,
+        first_token_at=first_token_at,
+        finished_at=finished_at,
+        output_chunks=output_chunks,
+        finish_reason=finish_reason,
+        error=error,
+    )
+    session.add(response)
+    session.flush()
+    return response
+
+
+def set_battle_state(
+    session: Session, battle_id: str, state: str, now: datetime, reason: str | None = None
+) -> None:
+    session.execute(
+        update(Battle)
+        .where(Battle.id == battle_id)
+        .values(state=state, updated_at=now, invalid_reason=reason)
+    )
+
+
+def get_battle(session: Session, battle_id: str) -> Battle | None:
+    return session.get(Battle, battle_id)
+
+
+def record_vote(
+    session: Session, *, battle_id: str, winner: str, session_id: str | None, now: datetime
+) -> Vote:
+    """Record the battle's one vote and mark it voted, in the caller's transaction.
+
+    The battle must be 'ready' (both answers complete). The unique constraint on votes.battle_id is
+    the last word on duplicates: if another writer got there first, this raises VoteRejected.
+    """
+    if winner not in WINNERS:
+        raise VoteRejected(f"unknown winner {winner!r}; expected one of {', '.join(WINNERS)}")
+    # Lock the battle row on PostgreSQL so the state check and the vote are one decision.
+    battle = session.scalars(select(Battle).where(Battle.id == battle_id).with_for_update()).one_or_none()
+    if battle is None:
+        raise VoteRejected("unknown battle")
+    if battle.state == "voted":
+        raise VoteRejected("this battle has already been voted on")
+    if battle.state != "ready":
+        raise VoteRejected(f"this battle cannot take a vote while it is {battle.state}")
+    vote = Vote(battle_id=battle_id, winner=winner, session_id=session_id, created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(vote)
+            session.flush()
+    except IntegrityError as exc:
+        raise VoteRejected("this battle has already been voted on") from exc
+    battle.state = "voted"
+    battle.updated_at = now
+    session.flush()
+    return vote
+
+
+def vote_records(session: Session, *, anony_only: bool = False) -> list[dict[str, object]]:
+    """Every voted battle as a FastChat-style battle record (for ratings and export)."""
+    a = ModelRow.__table__.alias("ma")
+    b = ModelRow.__table__.alias("mb")
+    turn_count = select(Turn.battle_id, func.count().label("turns")).group_by(Turn.battle_id).subquery()
+    stmt = (
+        select(
+            Battle.id,
+            a.c.name,
+            b.c.name,
+            Vote.winner,
+            Vote.session_id,
+            Battle.mode,
+            Vote.created_at,
+            turn_count.c.turns,
+        )
+        .join(Vote, Vote.battle_id == Battle.id)
+        .join(a, a.c.id == Battle.model_a_id)
+        .join(b, b.c.id == Battle.model_b_id)
+        .outerjoin(turn_count, turn_count.c.battle_id == Battle.id)
+        .order_by(Vote.created_at, Vote.id)
+    )
+    if anony_only:
+        stmt = stmt.where(Battle.mode == "anony")
+    records = []
+    for battle_id, model_a, model_b, winner, voter, mode, created, n_turns in session.execute(stmt):
+        records.append(
+            {
+                "question_id": battle_id,
+                "model_a": model_a,
+                "model_b": model_b,
+                "winner": winner,
+                "judge": voter or "arena_user",
+                "turn": int(n_turns or 1),
+                "anony": mode == "anony",
+                "tstamp": as_utc(created).timestamp(),
+            }
+        )
+    return records

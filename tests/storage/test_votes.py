@@ -1,0 +1,129 @@
+"""One vote per battle, decided by the database; votes only on battles whose answers are complete."""
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from storage import repo
+from storage.schema import Battle, Vote
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _battle(sessions, battle_id: str = "b1", state: str = "ready") -> None:  # type: ignore[no-untyped-def]
+    seeds = [repo.ModelSeed(n, n.upper(), "org", "scripted") for n in ("m1", "m2", "m3")]
+    with sessions.begin() as db:
+        ids = repo.sync_models(db, seeds, NOW)
+        repo.ensure_voter_session(db, "s1", "pytest", NOW)
+        repo.create_battle(
+            db, battle_id=battle_id, model_a_id=ids["m1"], model_b_id=ids["m2"], session_id="s1", now=NOW
+        )
+        repo.add_turn(db, battle_id=battle_id, index=0, prompt="hi", image_hashes=[], now=NOW)
+        repo.set_battle_state(db, battle_id, state, NOW)
+
+
+def _count(sessions, table) -> int:  # type: ignore[no-untyped-def]
+    with sessions() as db:
+        return db.scalar(sa.select(sa.func.count()).select_from(table))
+
+
+def test_vote_is_recorded_and_battle_marked_voted(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions)
+    with sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="model_b", session_id="s1", now=NOW)
+    with sessions() as db:
+        assert db.get(Battle, "b1").state == "voted"
+        [record] = repo.vote_records(db)
+    assert record == {
+        "question_id": "b1",
+        "model_a": "m1",
+        "model_b": "m2",
+        "winner": "model_b",
+        "judge": "s1",
+        "turn": 1,
+        "anony": True,
+        "tstamp": NOW.timestamp(),
+    }
+
+
+def test_second_vote_is_refused(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions)
+    with sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="tie", session_id="s1", now=NOW)
+    with pytest.raises(repo.VoteRejected, match="already been voted"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="model_a", session_id="s1", now=NOW)
+    assert _count(sessions, Vote) == 1
+
+
+def test_unique_constraint_refuses_a_duplicate_written_behind_the_repository(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Even a writer that skips every check (another replica, a script) cannot add a second vote."""
+    _battle(sessions)
+    with sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="tie", session_id="s1", now=NOW)
+    with pytest.raises(IntegrityError), sessions.begin() as db:
+        db.add(Vote(battle_id="b1", winner="model_a", session_id="s1", created_at=NOW))
+    assert _count(sessions, Vote) == 1
+
+
+def test_stale_state_check_is_backed_by_the_constraint(sessions) -> None:  # type: ignore[no-untyped-def]
+    """A race where both writers saw 'ready': the second insert still fails, as VoteRejected."""
+    _battle(sessions)
+    with sessions.begin() as db:
+        db.add(Vote(battle_id="b1", winner="tie", session_id="s1", created_at=NOW))  # battle still 'ready'
+    with pytest.raises(repo.VoteRejected, match="already been voted"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="model_a", session_id="s1", now=NOW)
+    assert _count(sessions, Vote) == 1
+
+
+@pytest.mark.parametrize("state", ["generating", "invalid"])
+def test_vote_refused_unless_ready(sessions, state: str) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions, state=state)
+    with pytest.raises(repo.VoteRejected, match=f"while it is {state}"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="model_a", session_id="s1", now=NOW)
+    assert _count(sessions, Vote) == 0
+
+
+def test_bad_votes_leave_the_database_unchanged(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions)
+    with pytest.raises(repo.VoteRejected, match="unknown winner"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="model_c", session_id="s1", now=NOW)
+    with pytest.raises(repo.VoteRejected, match="unknown battle"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="nope", winner="tie", session_id="s1", now=NOW)
+    assert _count(sessions, Vote) == 0
+    with sessions() as db:
+        assert db.get(Battle, "b1").state == "ready"
+
+
+def test_database_refuses_bad_rows(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions)
+    with pytest.raises(IntegrityError), sessions.begin() as db:
+        db.add(Vote(battle_id="b1", winner="model_c", created_at=NOW))
+    with pytest.raises(IntegrityError), sessions.begin() as db:
+        repo.create_battle(db, battle_id="b2", model_a_id=1, model_b_id=1, session_id=None, now=NOW)
+
+
+def test_sync_models_keeps_operator_edits(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as db:
+        repo.sync_models(db, [repo.ModelSeed("m1", "M1", "org", "hf")], NOW)
+        db.execute(sa.text("UPDATE models SET display_name = 'Edited' WHERE name = 'm1'"))
+    with sessions.begin() as db:
+        ids = repo.sync_models(
+            db, [repo.ModelSeed("m1", "M1", "org", "hf"), repo.ModelSeed("m2", "M2", "", "hf")], NOW
+        )
+        assert set(ids) == {"m1", "m2"}
+        assert [m.display_name for m in repo.list_models(db)] == ["Edited", "M2"]
+
+
+def test_images_are_recorded_once(sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from storage.images import ImageStore
+    from storage.schema import Image as ImageRow
+
+    stored = ImageStore(tmp_path).put_image(Image.new("RGB", (5, 5), "red"))
+    for _ in range(2):
+        with sessions.begin() as db:
+            repo.add_images(db, [stored, stored], NOW)
+    assert _count(sessions, ImageRow) == 1
