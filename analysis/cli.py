@@ -1,0 +1,235 @@
+"""Command line for offline analysis: ``python -m analysis <command> ...``.
+
+Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence intervals).
+Errors in the input (unreadable or malformed file, unknown winner, bad anchor, ...) print one line
+on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error the user can fix; reported as one line on stderr with exit status 2."""
+
+
+def parse_anchor(text: str) -> tuple[str, float]:
+    """Parse ``MODEL=RATING`` (the model name may itself contain '=')."""
+    model, sep, value = text.rpartition("=")
+    if not sep or not model:
+        raise CliError(f"bad --anchor {text!r}: expected MODEL=RATING, e.g. gpt-4o=1000")
+    try:
+        rating = float(value)
+    except ValueError:
+        raise CliError(f"bad --anchor {text!r}: RATING must be a number") from None
+    if not np.isfinite(rating):
+        raise CliError(f"bad --anchor {text!r}: RATING must be finite")
+    return model, rating
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type for a count >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m analysis`` argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Offline analysis of VLM Arena battles.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser(
+        "ratings",
+        help="leaderboard ratings (Bradley-Terry or online Elo) with bootstrap CIs",
+        description=(
+            "Compute a leaderboard from pairwise battles.\n\n"
+            "Ratings are on the 400*log10-odds scale (a 400-point gap = 10:1 odds); without --anchor\n"
+            "the mean rating is 1000.\n"
+            "  bt   Bradley-Terry maximum likelihood (a tie counts half a win each way); the 95% CI\n"
+            "       comes from a multinomial bootstrap over the aggregated pair counts.\n"
+            "  elo  classic online Elo (K=4) in timestamp order; the bootstrap resamples battles and\n"
+            "       replays each sample in time order.\n"
+            "rank_ub = 1 + number of models whose CI lower bound is above this model's CI upper bound.\n"
+            "Only anonymous battles count unless --include-named is given."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m analysis ratings --db sqlite:///arena.db\n"
+            "  python -m analysis ratings --battles battles.jsonl --anchor gpt-4o=1000 --format json\n"
+            "  python -m analysis ratings --battles clean_battle.json --method elo --bootstrap 100"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--db", metavar="URL", help="SQLAlchemy database URL of the arena (e.g. sqlite:///arena.db)"
+    )
+    src.add_argument(
+        "--battles", metavar="PATH", help="battle records: a JSON list or JSONL in FastChat's format"
+    )
+    r.add_argument("--method", choices=("bt", "elo"), default="bt", help="rating method (default: bt)")
+    r.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=1000,
+        metavar="N",
+        help="bootstrap rounds for the 95%% intervals; 0 = no intervals (default: 1000)",
+    )
+    r.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="random seed of the bootstrap (default: 0)"
+    )
+    r.add_argument(
+        "--anchor",
+        metavar="MODEL=RATING",
+        help="pin one model's rating (e.g. claude-3-sonnet-20240229=1000) instead of mean 1000",
+    )
+    r.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)"
+    )
+    r.add_argument("--out", metavar="PATH", help="write the output here instead of stdout")
+    r.add_argument(
+        "--include-named",
+        action="store_true",
+        help="also use non-anonymous (named) battles; by default only anony battles count",
+    )
+    r.add_argument(
+        "--drop-self-battles",
+        action="store_true",
+        help="skip rows where model_a == model_b instead of failing (e.g. WildVision-Bench files)",
+    )
+    r.add_argument("--progress", action="store_true", help="show a bootstrap progress bar on stderr")
+    r.set_defaults(func=run_ratings)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> pd.DataFrame:
+    """Load battles from --battles or --db, keeping only anonymous ones unless --include-named."""
+    from analysis.io import load_battles_db, load_battles_file
+
+    if args.battles is not None:
+        try:
+            df = load_battles_file(args.battles)
+        except FileNotFoundError:
+            raise CliError(f"battles file not found: {args.battles}") from None
+        except IsADirectoryError:
+            raise CliError(f"battles path is a directory: {args.battles}") from None
+        if not args.include_named and "anony" in df.columns:
+            df = df.loc[df["anony"].astype(bool)].reset_index(drop=True)
+        return df
+    try:
+        return load_battles_db(args.db, anony_only=not args.include_named)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"cannot read votes from {args.db}: {exc}") from None
+    except ImportError as exc:
+        raise CliError(f"database support is not available: {exc}") from None
+    except Exception as exc:  # driver / SQL errors: report them in one line, not a traceback
+        raise CliError(f"cannot read votes from {args.db}: {type(exc).__name__}: {exc}") from None
+
+
+def to_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Leaderboard rows as plain JSON-ready dicts (ratings rounded to 2 decimals)."""
+    rows: list[dict[str, Any]] = []
+    for rec in table.to_dict(orient="records"):
+        rows.append(
+            {
+                "model": str(rec["model"]),
+                "rating": round(float(rec["rating"]), 2),
+                "ci_lower": round(float(rec["ci_lower"]), 2),
+                "ci_upper": round(float(rec["ci_upper"]), 2),
+                "rank_ub": int(rec["rank_ub"]),
+                "num_battles": int(rec["num_battles"]),
+            }
+        )
+    return rows
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """An aligned plain-text leaderboard."""
+    header = ["rank_ub", "model", "rating", "95% CI", "num_battles"]
+    body = [
+        [
+            str(int(row.rank_ub)),
+            str(row.model),
+            f"{row.rating:.1f}",
+            f"{row.ci_lower - row.rating:+.1f} / {row.ci_upper - row.rating:+.1f}",
+            str(int(row.num_battles)),
+        ]
+        for row in table.itertuples(index=False)
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    left = {1}  # model names left-aligned, numbers right-aligned
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in body)]) + "\n"
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """Render the leaderboard in the requested output format."""
+    if fmt == "json":
+        return json.dumps(to_records(table), indent=2) + "\n"
+    if fmt == "csv":
+        return pd.DataFrame(to_records(table)).to_csv(index=False)
+    return format_table(table)
+
+
+def run_ratings(args: argparse.Namespace) -> int:
+    """The ``ratings`` command: load battles, compute the leaderboard, write it out."""
+    from analysis.ratings import ratings_table
+
+    anchor = parse_anchor(args.anchor) if args.anchor else None
+    df = _load(args)
+    table = ratings_table(
+        df,
+        method=args.method,
+        bootstrap=args.bootstrap,
+        rng=np.random.default_rng(args.seed),
+        anchor=anchor,
+        progress=args.progress,
+        self_battles="drop" if args.drop_self_battles else "error",
+    )
+    text = render(table, args.format)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m analysis``; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except (CliError, ValueError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE

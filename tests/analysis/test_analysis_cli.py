@@ -1,0 +1,126 @@
+"""``python -m analysis ratings``: output formats, determinism and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m analysis`` in a subprocess from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture()
+def battles_file(tmp_path: Path, simulator) -> Path:
+    """A small JSONL of simulated battles among 4 models (one named battle)."""
+    df = simulator({"w": 1150.0, "x": 1050.0, "y": 980.0, "z": 900.0}, 400, np.random.default_rng(4))
+    df.loc[0, "anony"] = False
+    path = tmp_path / "battles.jsonl"
+    df.to_json(path, orient="records", lines=True)
+    return path
+
+
+def test_json_output_and_same_seed_same_output(battles_file: Path) -> None:
+    args = ["ratings", "--battles", str(battles_file), "--format", "json", "--bootstrap", "50", "--seed", "1"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    rows = json.loads(first.stdout)
+    assert [r["model"] for r in rows] == ["w", "x", "y", "z"]
+    for r in rows:
+        assert {"model", "rating", "ci_lower", "ci_upper", "rank_ub", "num_battles"} <= set(r)
+        assert isinstance(r["rating"], float) and isinstance(r["rank_ub"], int)
+        assert isinstance(r["num_battles"], int)
+        assert r["ci_lower"] <= r["rating"] <= r["ci_upper"]
+    assert sum(r["rating"] for r in rows) / 4 == pytest.approx(1000.0, abs=0.01)
+    assert sum(r["num_battles"] for r in rows) == 2 * 399  # the named battle is left out
+    second = run_cli(*args)
+    assert second.stdout == first.stdout
+
+
+def test_bad_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"model_a": "a", "model_b": "b", "winner": "model_a"}\n{"model_a": "a", "mod')
+    proc = run_cli("ratings", "--battles", str(bad), "--format", "json")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "line 2" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_in_process_errors_exit_2(
+    tmp_path: Path, battles_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps([{"model_a": "a", "model_b": "b", "winner": "A>>B"}]))
+    cases = {
+        "unknown winner": ["--battles", str(unknown)],
+        "missing file": ["--battles", str(tmp_path / "nope.jsonl")],
+        "unknown anchor": ["--battles", str(battles_file), "--anchor", "nobody=1000"],
+        "malformed anchor": ["--battles", str(battles_file), "--anchor", "w:1000"],
+    }
+    expected = {
+        "unknown winner": "unknown winner",
+        "missing file": "not found",
+        "unknown anchor": "unknown anchor model 'nobody'",
+        "malformed anchor": "MODEL=RATING",
+    }
+    for name, args in cases.items():
+        assert main(["ratings", *args, "--bootstrap", "0"]) == 2, name
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and expected[name] in err, (name, err)
+
+
+def test_table_csv_out_anchor_and_elo(
+    battles_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ratings", "--battles", str(battles_file), "--bootstrap", "20", "--anchor", "y=1200"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["rank_ub", "model", "rating", "95%", "CI", "num_battles"]
+    assert len(table) == 2 + 4 and len({len(line) for line in table}) == 1  # aligned
+    assert "1200.0" in next(line for line in table if " y " in line)
+
+    out = tmp_path / "r.csv"
+    args = [
+        "ratings",
+        "--battles",
+        str(battles_file),
+        "--format",
+        "csv",
+        "--bootstrap",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--method", "elo", "--include-named"]) == 0
+    assert capsys.readouterr().out == ""
+    csv = pd.read_csv(out)
+    assert list(csv.columns) == ["model", "rating", "ci_lower", "ci_upper", "rank_ub", "num_battles"]
+    assert csv["num_battles"].sum() == 2 * 400
+    assert (csv["ci_lower"] == csv["rating"]).all()
+
+
+def test_help_lists_ratings() -> None:
+    proc = run_cli("ratings", "--help")
+    assert proc.returncode == 0
+    for flag in ("--db", "--battles", "--method", "--bootstrap", "--seed", "--anchor", "--format", "--out"):
+        assert flag in proc.stdout

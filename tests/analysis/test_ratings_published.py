@@ -1,0 +1,82 @@
+"""Reproduce published leaderboards: WildVision-Bench scores and Chatbot Arena rank (UB)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.io import load_battles_file
+from analysis.ratings import aggregate, fit_bt, predict_win_rate, summarize, validate_battles
+
+REF = Path("/work/shared/ref-data")
+WV_BATTLES = REF / "wildvision_bench" / "vision_bench_battles.jsonl"
+WV_TABLE = REF / "wildvision_bench" / "elo_leaderboard_6d1ab63.md"
+WV_BOOT = REF / "wildvision_bench" / "bootstrapping_results.jsonl"
+CA_BOOT = REF / "arena_hard_notebook" / "chatbot_arena_bootstrap_df_20240329.json"
+CA_TABLE = REF / "arena_hard_notebook" / "chatbot_arena_leaderboard_table_20240329.json"
+BASELINE = "claude-3-sonnet-20240229"
+
+
+def need(*paths: Path) -> None:
+    """Skip the test when the reference data is not on this machine."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        pytest.skip(f"reference data not available: {', '.join(missing)}")
+
+
+def published_wildvision_scores() -> dict[str, float]:
+    """Model -> Score from the published WildVision-Bench markdown table."""
+    scores: dict[str, float] = {}
+    for line in WV_TABLE.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or cells[0] in {"Model", ""} or cells[0].startswith(":"):
+            continue
+        scores[cells[0]] = float(cells[1])
+    return scores
+
+
+@pytest.fixture(scope="module")
+def wildvision_fit() -> pd.Series:
+    """BT ratings of the WildVision-Bench judge battles, anchored baseline = 1000."""
+    need(WV_BATTLES)
+    # the file holds 500 baseline-vs-baseline rows; the published fit skips them (m_a == m_b)
+    df = validate_battles(load_battles_file(WV_BATTLES), self_battles="drop")
+    assert len(df) == 19_644 - 500
+    return fit_bt(aggregate(df), anchor=(BASELINE, 1000.0))
+
+
+def test_wildvision_bench_scores_match_published_table(wildvision_fit: pd.Series) -> None:
+    need(WV_TABLE)
+    published = published_wildvision_scores()
+    assert len(published) == 21
+    # Score = predicted win rate vs the baseline x 100, rounded to two decimals
+    win_rate = predict_win_rate(wildvision_fit)[BASELINE]
+    ours = {m: round(float(win_rate[m]) * 100, 2) for m in published}
+    mismatched = {m: (ours[m], published[m]) for m in published if ours[m] != published[m]}
+    assert not mismatched, mismatched
+
+
+def test_wildvision_bench_ratings_match_published_full_fit(wildvision_fit: pd.Series) -> None:
+    need(WV_BOOT)
+    full_fit = pd.read_json(WV_BOOT, lines=True).iloc[0]  # row 0 = their fit on all battles
+    diff = (wildvision_fit - full_fit[wildvision_fit.index].astype(float)).abs()
+    assert diff.max() < 0.01, diff.sort_values().tail()
+
+
+def test_chatbot_arena_rank_ub_and_intervals() -> None:
+    need(CA_BOOT, CA_TABLE)
+    boot = pd.read_json(CA_BOOT, orient="split")
+    table = pd.read_json(CA_TABLE)
+    assert boot.shape == (100, 76)
+    point = table.set_index("model")["rating"]
+    ours = summarize(point, boot, table.set_index("model")["num_battles"]).set_index("model")
+    ref = table.set_index("model").loc[ours.index]
+    np.testing.assert_allclose(ours["ci_lower"], ref["rating_q025"], atol=1e-8)
+    np.testing.assert_allclose(ours["ci_upper"], ref["rating_q975"], atol=1e-8)
+    assert (ours["rank_ub"] == ref["final_ranking"]).all(), ours.loc[
+        ours["rank_ub"] != ref["final_ranking"], "rank_ub"
+    ]
+    assert (ours["num_battles"] == ref["num_battles"]).all()
