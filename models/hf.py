@@ -1,0 +1,342 @@
+"""Local transformers vision-language models (``AutoModelForImageTextToText`` + ``AutoProcessor``).
+
+Roster ``params``:
+
+``model``
+    A local directory (or, where a hub is reachable, a hub id) to load.
+``tiny_demo``
+    Instead of ``model``: one of :data:`models.tiny.ARCHITECTURES`; a tiny random-weight model of that
+    architecture is built once into the backend context's cache directory and loaded from there.
+``device``
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (cuda when available, else cpu; the default).
+``dtype``
+    ``"auto"`` (bfloat16 on cuda, float32 on cpu), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+``attn_implementation``
+    Passed through to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``, ``"flash_attention_2"``).
+``trust_remote_code``
+    Allow model repositories' own code (default false).
+
+Generation runs in the model's own worker thread, one request at a time in arrival order; text reaches
+the event loop through a thread-safe hand-off, so the loop never blocks. Closing or cancelling the
+stream stops generation after the current token (or drops the request if it has not started).
+``GenerationParams.extra`` is ignored by this backend; a ``seed`` seeds torch's global generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import re
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCriteria, TextStreamer
+
+from models.base import BackendError, GenerationParams, ImagePart, Message, ModelBackend
+from models.tiny import ARCHITECTURES, ensure_tiny_model
+
+if TYPE_CHECKING:
+    from models.registry import BackendContext
+    from models.roster import ModelSpec
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFParams(BaseModel):
+    """The ``params`` an ``hf`` roster entry accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    tiny_demo: Literal[ARCHITECTURES] | None = None  # type: ignore[valid-type]
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HFParams:
+        """Exactly one of ``model`` and ``tiny_demo`` says what to load."""
+        if (self.model is None) == (self.tiny_demo is None):
+            raise ValueError("set exactly one of 'model' and 'tiny_demo'")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        return self
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``"auto"`` into ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """Turn a dtype name into a torch dtype; ``"auto"`` is bfloat16 on cuda and float32 on cpu."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return _DTYPES[dtype]
+
+
+class _StopOnEvent(StoppingCriteria):
+    """Stops ``generate`` at the next token once the event is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        """True for every sequence once the stream's consumer has gone."""
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+@dataclass
+class _End:
+    """Queue sentinel: generation finished, with the worker's exception if it failed."""
+
+    error: BaseException | None = None
+
+
+class _LoopStreamer(TextStreamer):
+    """A text streamer that hands each finalised piece of text to an asyncio queue from the worker thread."""
+
+    def __init__(
+        self, tokenizer: Any, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | _End]
+    ) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.loop = loop
+        self.queue = queue
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        """Forward a decoded piece of the answer to the stream (empty pieces are dropped)."""
+        if text:
+            _post(self.loop, self.queue, text)
+
+
+def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], item: Any) -> None:
+    """Put ``item`` on ``queue`` from another thread; dropped if the loop has already closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+
+class HFBackend(ModelBackend):
+    """A transformers image-text-to-text model loaded in this process, streaming its answers."""
+
+    def __init__(
+        self,
+        name: str,
+        model_path: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        max_images: int = 4,
+    ) -> None:
+        self.name = name
+        self.model_path = str(model_path)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.max_images = max_images
+        # One long-lived worker thread per model runs the generations one after another, in order.
+        # A fresh thread per request would be simpler, but on CUDA each new thread pays ~1.5 s of
+        # per-thread setup on its first generate (measured on an H200 with the tiny demo models).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hf-generate-{name}")
+        self._jobs: dict[Future[None], threading.Event] = {}
+        self._closed = False
+        #: Tokens generated by the most recent finished ``generate`` call (for tests and benchmarks).
+        self.last_new_tokens: int | None = None
+        load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.model_path, **load_kwargs)
+            if attn_implementation:
+                load_kwargs["attn_implementation"] = attn_implementation
+            if self.device != "cpu" and importlib.util.find_spec("accelerate") is not None:
+                # Load the weights straight onto the GPU (transformers needs accelerate for device_map).
+                load_kwargs["device_map"] = self.device
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                self.model_path, dtype=self.dtype, **load_kwargs
+            )
+            if "device_map" not in load_kwargs:
+                self.model.to(self.device)
+        except Exception as exc:
+            raise BackendError(f"model {name!r}: cannot load {self.model_path!r}: {exc}") from exc
+        self.model.eval()
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self._control_tokens = _control_token_pattern(self.processor)
+
+    @property
+    def active_generations(self) -> int:
+        """Requests queued or generating now (for tests and shutdown)."""
+        return sum(1 for job in self._jobs if not job.done())
+
+    def _check_images(self, messages: Sequence[Message]) -> None:
+        """Refuse a conversation with a message carrying more images than the roster allows."""
+        for message in messages:
+            if len(message.images) > self.max_images:
+                raise BackendError(
+                    f"model {self.name!r} accepts at most {self.max_images} image(s) per message, "
+                    f"got {len(message.images)}"
+                )
+
+    def _chat(self, messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[Any]]:
+        """The conversation in the HF chat format, and its images (RGB, in order of appearance)."""
+        chat: list[dict[str, Any]] = []
+        images: list[Any] = []
+        for message in messages:
+            content: list[dict[str, Any]] = []
+            for part in message.parts:
+                if isinstance(part, ImagePart):
+                    content.append({"type": "image"})
+                    images.append(part.image.convert("RGB"))
+                else:
+                    content.append({"type": "text", "text": self._neutralise(part.text)})
+            chat.append({"role": message.role, "content": content})
+        return chat, images
+
+    def _neutralise(self, text: str) -> str:
+        """Break up control tokens (``<image>``, turn markers…) typed in the text, so they stay plain text."""
+        if self._control_tokens is None:
+            return text
+        return self._control_tokens.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
+
+    def _inputs(self, messages: Sequence[Message]) -> Any:
+        """Tokenised prompt and pixel tensors for ``messages``, on the model's device."""
+        chat, images = self._chat(messages)
+        prompt = self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
+        inputs.pop("labels", None)  # PaliGemma's processor adds training labels
+        inputs = inputs.to(self.model.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
+    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        """Sampling arguments for ``generate``: greedy at temperature 0, else nucleus sampling."""
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _work(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        stop: threading.Event,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[str | _End],
+    ) -> None:
+        """Worker thread: prepare inputs, generate, and report the end or the error to the stream."""
+        error: BaseException | None = None
+        try:
+            if stop.is_set():
+                return
+            inputs = self._inputs(messages)
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **inputs,
+                    **self._generate_kwargs(params),
+                    streamer=_LoopStreamer(self.tokenizer, loop, queue),
+                    stopping_criteria=[_StopOnEvent(stop)],
+                )
+            self.last_new_tokens = int(output.shape[-1] - inputs["input_ids"].shape[-1])
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the consumer
+            error = exc
+        finally:
+            _post(loop, queue, _End(error))
+
+    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[str]:
+        """Yield the model's answer as it is generated; closing the stream stops generation."""
+        if self._closed:
+            raise BackendError(f"model {self.name!r} is closed")
+        self._check_images(messages)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | _End] = asyncio.Queue()
+        stop = threading.Event()
+        job = self._executor.submit(self._work, messages, params, stop, loop, queue)
+        self._jobs[job] = stop
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise BackendError(
+                            f"model {self.name!r}: generation failed: {item.error}"
+                        ) from item.error
+                    return
+                yield item
+        finally:
+            stop.set()
+            # A request still waiting its turn is dropped; a running one stops after the current token.
+            if not job.cancel():
+                await asyncio.wrap_future(job)
+            self._jobs.pop(job, None)
+
+    async def aclose(self) -> None:
+        """Stop running generations, wait for the worker thread and free the model's memory."""
+        self._closed = True
+        for job, stop in list(self._jobs.items()):
+            stop.set()
+            job.cancel()
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self._jobs.clear()
+        if hasattr(self, "model"):
+            del self.model
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _control_token_pattern(processor: Any) -> re.Pattern[str] | None:
+    """A regex matching the tokenizer's special/markup tokens, longest first, or None if it has none."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokens: set[str] = set()
+    for token in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        content = str(token.content if hasattr(token, "content") else token)
+        markup = content.startswith("<") and content.endswith(">")
+        if len(content) > 1 and not content.isspace() and (getattr(token, "special", False) or markup):
+            tokens.add(content)
+    for attr in ("image_token", "boi_token", "eoi_token", "video_token"):
+        value = getattr(processor, attr, None)
+        if isinstance(value, str) and len(value) > 1:
+            tokens.add(value)
+    if not tokens:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+
+def create(spec: ModelSpec, context: BackendContext) -> HFBackend:
+    """Registry factory: load the roster entry's local transformers model (building a tiny demo if asked)."""
+    try:
+        params = HFParams.model_validate(spec.params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ValueError(f"model {spec.name!r}: invalid hf params: {problems}") from None
+    if params.tiny_demo is not None:
+        path: str | Path = ensure_tiny_model(params.tiny_demo, context.cache_dir)
+    else:
+        assert params.model is not None
+        path = params.model
+    return HFBackend(
+        spec.name,
+        path,
+        device=params.device,
+        dtype=params.dtype,
+        attn_implementation=params.attn_implementation,
+        trust_remote_code=params.trust_remote_code,
+        max_images=spec.max_images,
+    )

@@ -1,0 +1,175 @@
+"""The model roster: which models the arena serves, read from a YAML file and validated.
+
+A roster file looks like::
+
+    models:
+      - name: demo-llava-tiny
+        display_name: Tiny LLaVA (untrained demo)
+        backend: hf
+        params: {tiny_demo: llava, device: cpu}
+        generation: {max_new_tokens: 48, temperature: 0.8}
+
+Any invalid entry raises :class:`RosterError` naming the file, the model and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.base import GenerationParams
+
+BackendKind = Literal["hf", "openai", "scripted"]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
+
+
+class GenerationDefaults(BaseModel):
+    """Per-model sampling defaults; the arena turns them into :class:`GenerationParams` per request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+
+    def to_params(self, seed: int | None = None) -> GenerationParams:
+        """The generation settings for one request, with an optional sampling seed."""
+        return GenerationParams(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, seed=seed
+        )
+
+
+class ModelSpec(BaseModel):
+    """One roster entry: how to reach a model and how the arena presents and samples it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
+    display_name: str | None = None
+    organization: str = ""
+    license: str = ""
+    link: str = ""
+    backend: BackendKind
+    params: dict[str, Any] = Field(default_factory=dict)
+    sampling_weight: float = Field(default=1.0, ge=0)
+    enabled: bool = True
+    max_images: int = Field(default=4, ge=0)
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    demo: bool = False
+
+    @model_validator(mode="after")
+    def _default_display_name(self) -> ModelSpec:
+        """Show the roster name when no display name is given."""
+        if not self.display_name:
+            self.display_name = self.name
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name shown to people once the vote has revealed the model."""
+        return self.display_name or self.name
+
+
+class Roster(BaseModel):
+    """The validated list of models, with unique names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Roster:
+        """Reject two entries with the same name; the arena keys votes by name."""
+        seen: dict[str, int] = {}
+        for index, spec in enumerate(self.models):
+            if spec.name in seen:
+                raise ValueError(
+                    f"duplicate model name {spec.name!r} (entries #{seen[spec.name] + 1} and #{index + 1})"
+                )
+            seen[spec.name] = index
+        return self
+
+    def enabled(self) -> list[ModelSpec]:
+        """The models that take part in battles, in roster order."""
+        return [spec for spec in self.models if spec.enabled]
+
+    def get(self, name: str) -> ModelSpec:
+        """The entry called ``name``; KeyError naming the known models if there is none."""
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        known = ", ".join(spec.name for spec in self.models)
+        raise KeyError(f"no model named {name!r} in the roster (known: {known})")
+
+    @property
+    def names(self) -> list[str]:
+        """All model names, in roster order."""
+        return [spec.name for spec in self.models]
+
+
+class RosterError(ValueError):
+    """A roster file is missing, unreadable or invalid; the message says where and why."""
+
+
+def _describe_location(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn a pydantic error location into 'model 'x' (#2), field 'generation.top_p''."""
+    if not loc or loc[0] != "models":
+        return f"field {'.'.join(map(str, loc))!r}" if loc else "roster"
+    if len(loc) == 1:
+        return "field 'models'"
+    index = loc[1]
+    where = f"model #{index + 1}" if isinstance(index, int) else f"model {index!r}"
+    entries = data.get("models") if isinstance(data, dict) else None
+    if isinstance(index, int) and isinstance(entries, list) and index < len(entries):
+        entry = entries[index]
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]:
+            where = f"model {entry['name']!r} (#{index + 1})"
+    rest = loc[2:]
+    if rest:
+        where += f", field {'.'.join(map(str, rest))!r}"
+    return where
+
+
+def _format_validation_error(path: Path, error: ValidationError, data: Any) -> str:
+    """One line per problem, each naming the file, the model and the field."""
+    lines = [f"invalid roster {path}:"]
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path}: {_describe_location(tuple(item['loc']), data)}: {message}")
+    return "\n".join(lines)
+
+
+def parse_roster(data: Any, source: str | Path = "<roster>") -> Roster:
+    """Validate already-parsed YAML/JSON data as a roster; ``source`` names it in error messages."""
+    path = Path(source)
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise RosterError(
+            f"invalid roster {path}: the top level must be a mapping with a 'models:' list, got {kind}"
+        )
+    if "models" not in data:
+        raise RosterError(f"invalid roster {path}: missing the top-level 'models:' list")
+    try:
+        return Roster.model_validate(data)
+    except ValidationError as exc:
+        raise RosterError(_format_validation_error(path, exc, data)) from None
+
+
+def load_roster(path: str | Path) -> Roster:
+    """Read and validate the roster YAML file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RosterError(f"roster file not found: {path}") from None
+    except OSError as exc:
+        raise RosterError(f"cannot read roster file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RosterError(f"invalid YAML in roster {path}: {exc}") from None
+    return parse_roster(data, path)

@@ -1,0 +1,198 @@
+"""A deterministic fake model for tests, demos without weights and load benchmarks.
+
+Roster ``params`` (all optional):
+
+``reply``
+    A fixed answer; ``{prompt}`` and ``{n_images}`` are replaced by the last user text and the number of
+    images in the conversation. Without it, the answer is a sentence drawn from a fixed word list by a
+    hash of (model name, whole conversation, number of images, seed), so two scripted models answer the
+    same prompt differently and the same model always answers it the same way.
+``chunk_words``
+    Words per streamed delta (default 1).
+``delay_s`` / ``first_token_delay_s``
+    Seconds to sleep between deltas / before the first one (default 0).
+``fail_after``
+    Raise :class:`BackendError` after this many deltas, or after the whole answer if it is shorter
+    (for failure tests).
+
+The answer never contains the model's name or display name, so battles stay anonymous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.base import BackendError, GenerationParams, Message, ModelBackend, TextPart
+
+if TYPE_CHECKING:
+    from models.registry import BackendContext
+    from models.roster import ModelSpec
+
+_WORD_LIST = """
+the a image shows picture scene small large red blue green yellow bright dark wooden stone table
+window street river mountain tree cup plate chair dog cat bird person child boat car bicycle sign
+near behind beside above under left right corner center background foreground light shadow morning
+evening quiet busy clearly perhaps likely appears seems holds stands sits looks toward across with
+and of in on two three several many one text reads chart value higher lower between answer because
+detail colour shape edge
+"""
+
+#: The vocabulary of default answers.
+WORDS = tuple(_WORD_LIST.split())
+
+_MIN_WORDS, _MAX_WORDS = 12, 40
+
+
+class ScriptedParams(BaseModel):
+    """The ``params`` a scripted roster entry accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reply: str | None = None
+    delay_s: float = Field(default=0.0, ge=0)
+    first_token_delay_s: float = Field(default=0.0, ge=0)
+    chunk_words: int = Field(default=1, ge=1)
+    fail_after: int | None = Field(default=None, ge=0)
+
+
+def _conversation_text(messages: Sequence[Message]) -> str:
+    """The whole conversation as one string (roles, texts and image markers), for hashing."""
+    return "\x1e".join(
+        f"{m.role}\x1f" + "\x1f".join(p.text if isinstance(p, TextPart) else "<image>" for p in m.parts)
+        for m in messages
+    )
+
+
+def _scrub(text: str, forbidden: Sequence[str]) -> str:
+    """Remove every case-insensitive occurrence of the forbidden strings, until none is left."""
+    patterns = [re.compile(re.escape(term), re.IGNORECASE) for term in forbidden if term]
+    changed = True
+    while changed:
+        changed = False
+        for pattern in patterns:
+            text, count = pattern.subn("", text)
+            changed = changed or count > 0
+    return text
+
+
+def _split_words(text: str) -> list[str]:
+    """Split text into word pieces that concatenate back to exactly ``text``."""
+    return re.findall(r"\s*\S+\s*|\s+", text) if text else []
+
+
+class ScriptedBackend(ModelBackend):
+    """Streams a deterministic answer word by word, with optional delays and injected failures."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        reply: str | None = None,
+        delay_s: float = 0.0,
+        first_token_delay_s: float = 0.0,
+        chunk_words: int = 1,
+        fail_after: int | None = None,
+        max_images: int | None = None,
+    ) -> None:
+        self.name = name
+        self.display_name = display_name or name
+        self.reply = reply
+        self.delay_s = delay_s
+        self.first_token_delay_s = first_token_delay_s
+        self.chunk_words = max(1, chunk_words)
+        self.fail_after = fail_after
+        self.max_images = max_images
+        self._active = 0
+        self._closed = False
+
+    @property
+    def active_streams(self) -> int:
+        """How many streams are running now (to check that cancelled streams clean up)."""
+        return self._active
+
+    def _forbidden(self) -> list[str]:
+        return [self.name, self.display_name]
+
+    def _words_for(self, messages: Sequence[Message], seed: int | None) -> list[str]:
+        """Words of the default answer, drawn deterministically from the conversation."""
+        n_images = sum(len(m.images) for m in messages)
+        key = "\x1d".join([self.name, _conversation_text(messages), str(n_images), repr(seed)])
+        rng = random.Random(hashlib.sha256(key.encode("utf-8")).digest())
+        lowered = [term.lower() for term in self._forbidden() if term]
+        vocabulary = [w for w in WORDS if not any(term in w for term in lowered)] or ["..."]
+        return [rng.choice(vocabulary) for _ in range(rng.randint(_MIN_WORDS, _MAX_WORDS))]
+
+    def answer(self, messages: Sequence[Message], params: GenerationParams) -> str:
+        """The full answer :meth:`stream` will send for this conversation (before chunking)."""
+        n_images = sum(len(m.images) for m in messages)
+        if self.reply is not None:
+            prompt = next((m.text for m in reversed(messages) if m.role == "user"), "")
+            text = self.reply.replace("{prompt}", prompt).replace("{n_images}", str(n_images))
+        else:
+            words = self._words_for(messages, params.seed)
+            text = " ".join(words)
+            text = text[:1].upper() + text[1:] + "."
+        text = _scrub(text, self._forbidden())
+        words = _split_words(text)
+        if len(words) > params.max_new_tokens:
+            text = "".join(words[: params.max_new_tokens]).rstrip()
+        return text
+
+    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[str]:
+        """Yield the scripted answer in chunks of ``chunk_words`` words, honouring delays and failures."""
+        if self._closed:
+            raise BackendError(f"model {self.name!r} is closed")
+        if self.max_images is not None:
+            for message in messages:
+                if len(message.images) > self.max_images:
+                    raise BackendError(
+                        f"model {self.name!r} accepts at most {self.max_images} image(s) per message, "
+                        f"got {len(message.images)}"
+                    )
+        words = _split_words(self.answer(messages, params))
+        chunks = ["".join(words[i : i + self.chunk_words]) for i in range(0, len(words), self.chunk_words)]
+        self._active += 1
+        try:
+            if self.first_token_delay_s:
+                await asyncio.sleep(self.first_token_delay_s)
+            if self.fail_after is not None:
+                chunks = chunks[: self.fail_after]
+            for index, chunk in enumerate(chunks):
+                if index and self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                yield chunk
+            if self.fail_after is not None:
+                raise BackendError(f"model {self.name!r}: scripted failure after {len(chunks)} chunk(s)")
+        finally:
+            self._active -= 1
+
+    async def aclose(self) -> None:
+        """Refuse further streams."""
+        self._closed = True
+
+
+def create(spec: ModelSpec, context: BackendContext) -> ScriptedBackend:
+    """Registry factory: a scripted backend configured from the roster entry's ``params``."""
+    try:
+        params = ScriptedParams.model_validate(spec.params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"model {spec.name!r}: invalid scripted params: {problems}") from None
+    return ScriptedBackend(
+        spec.name,
+        display_name=spec.display_name,
+        reply=params.reply,
+        delay_s=params.delay_s,
+        first_token_delay_s=params.first_token_delay_s,
+        chunk_words=params.chunk_words,
+        fail_after=params.fail_after,
+        max_images=spec.max_images,
+    )
