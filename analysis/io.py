@@ -141,13 +141,10 @@ def load_battles_db(url: str, *, anony_only: bool = True) -> pd.DataFrame:
     engine = make_engine(url)
     try:
         with Session(engine) as session:
-            records = vote_records(session)
+            records = vote_records(session, anony_only=anony_only)
     finally:
         engine.dispose()
-    df = battles_frame(records)
-    if anony_only:
-        df = df.loc[df["anony"]].reset_index(drop=True)
-    return df
+    return battles_frame(records)
 
 
 __all__ = ["BATTLE_COLUMNS", "battles_frame", "load_battles_db", "load_battles_file"]

@@ -1,0 +1,111 @@
+"""Assembles the arena: services from settings, and the Gradio app over them. Nothing runs at import."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+from sqlalchemy import Engine
+
+from arena.leaderboard import LeaderboardService
+from arena.service import BattleService, Limits
+from arena.settings import ArenaSettings
+from arena.ui.battle import build_battle_tab
+from arena.ui.leaderboard import build_leaderboard_tab
+from models.base import ModelBackend
+from models.registry import BackendContext, create_backend
+from models.roster import Roster, load_roster
+from storage.db import make_engine, session_factory, upgrade
+from storage.images import ImageLimits, ImageStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: ArenaSettings
+    roster: Roster
+    engine: Engine
+    battle: BattleService
+    leaderboard: LeaderboardService
+
+    @property
+    def demo(self) -> bool:
+        """True when every model is an untrained demo model (the UI then says so)."""
+        return all(spec.demo for spec in self.roster.models)
+
+
+def load_backends(roster: Roster, context: BackendContext) -> dict[str, ModelBackend]:
+    """Load or connect every enabled model; one that fails is logged and left out of sampling."""
+    backends: dict[str, ModelBackend] = {}
+    for spec in roster.enabled():
+        started = time.perf_counter()
+        try:
+            backends[spec.name] = create_backend(spec, context)
+        except Exception:
+            log.exception("model %s could not be loaded; it is left out of battles", spec.name)
+            continue
+        log.info("model %s ready (%s) in %.1fs", spec.name, spec.backend, time.perf_counter() - started)
+    return backends
+
+
+def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | None = None) -> Services:
+    """Migrate the database, load the roster's models and wire the services together."""
+    roster = load_roster(settings.config)
+    upgrade(settings.db)
+    engine = make_engine(settings.db)
+    sessions = session_factory(engine)
+    if backends is None:
+        backends = load_backends(roster, BackendContext(cache_dir=settings.cache_dir))
+    battle = BattleService(
+        specs=roster.enabled(),
+        backends=backends,
+        sessions=sessions,
+        images=ImageStore(
+            settings.data_dir / "images", ImageLimits(max_bytes=settings.max_image_mb * 1024 * 1024)
+        ),
+        rng=random.Random(settings.seed),
+        limits=Limits(
+            max_images=settings.max_images,
+            max_prompt_chars=settings.max_prompt_chars,
+            max_turns=settings.max_turns,
+            response_timeout_s=settings.response_timeout_s,
+        ),
+    )
+    leaderboard = LeaderboardService(sessions, bootstrap=settings.leaderboard_bootstrap)
+    return Services(settings, roster, engine, battle, leaderboard)
+
+
+def build_app(services: Services) -> gr.Blocks:
+    """The Gradio app: a Battle tab and a Leaderboard tab over the given services."""
+    with gr.Blocks(title="VLM Arena", analytics_enabled=False) as app:
+        gr.Markdown("# 🏟️ VLM Arena", elem_id="arena-title")
+        with gr.Tabs():
+            with gr.Tab("⚔️ Battle", id="battle", elem_id="tab-battle"):
+                build_battle_tab(
+                    services.battle, demo=services.demo, concurrency=services.settings.concurrency
+                )
+            with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
+                build_leaderboard_tab(services.leaderboard, tab)
+    app.queue(default_concurrency_limit=services.settings.concurrency)
+    return app
+
+
+def serve(settings: ArenaSettings) -> None:
+    """Build everything and serve until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    services = build_services(settings)
+    app = build_app(services)
+    log.info("arena built in %.1fs", time.perf_counter() - started)
+    app.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        max_file_size=f"{settings.max_image_mb}mb",
+        footer_links=["gradio"],
+        show_error=False,
+        quiet=False,
+    )

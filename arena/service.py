@@ -1,0 +1,366 @@
+"""The battle service: pair sampling, concurrent streaming, persistence and voting.
+
+Gradio callbacks in ``arena/ui`` are thin wrappers over this module; everything here runs (and is
+tested) without a browser. A voter's progress lives in a :class:`BattleSession`, which the UI keeps in
+server-side ``gr.State``: model names are held there and never sent to the page before the vote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.base import GenerationParams, Message, ModelBackend
+from models.roster import ModelSpec
+from storage import repo
+from storage.images import ImageRejected, ImageStore, StoredImage
+
+log = logging.getLogger(__name__)
+
+Side = Literal["a", "b"]
+SIDES: tuple[Side, Side] = ("a", "b")
+Status = Literal["idle", "generating", "ready", "voted", "invalid"]
+
+#: What a voter sees when a model fails: never which model, provider or exception.
+NEUTRAL_FAILURE = (
+    "One of the models could not finish its answer, so this battle will not count. "
+    "Please press New round to start another."
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ArenaError(Exception):
+    """A request the arena refuses; the message is safe to show to the voter as it is."""
+
+
+@dataclass
+class TurnRecord:
+    prompt: str
+    images: list[Image.Image]
+    answers: dict[Side, str] = field(default_factory=lambda: {"a": "", "b": ""})
+
+
+@dataclass
+class BattleSession:
+    """One voter's state across rounds. Kept server side; holds the (secret) model names."""
+
+    session_id: str
+    user_agent: str | None = None
+    battle_id: str | None = None
+    models: dict[Side, str] = field(default_factory=dict)
+    turns: list[TurnRecord] = field(default_factory=list)
+    turn_id: int | None = None
+    status: Status = "idle"
+    winner: str | None = None
+
+    def conversation(self, side: Side) -> list[Message]:
+        """The conversation as the model on ``side`` saw it: its own earlier answers only."""
+        messages: list[Message] = []
+        for turn in self.turns:
+            messages.append(Message.user(turn.prompt, turn.images))
+            if turn.answers[side] and turn is not self.turns[-1]:
+                messages.append(Message.assistant(turn.answers[side]))
+        return messages
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(t.images) for t in self.turns)
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """The answers so far. ``done`` on the last update; ``failed`` when the battle became invalid."""
+
+    text_a: str
+    text_b: str
+    done: bool = False
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class Reveal:
+    winner: str
+    name_a: str
+    name_b: str
+    display_a: str
+    display_b: str
+
+
+@dataclass
+class _Answer:
+    started_at: datetime
+    text: str = ""
+    chunks: int = 0
+    first_token_at: datetime | None = None
+    finished_at: datetime | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images: int = 4
+    max_prompt_chars: int = 4000
+    max_turns: int = 8
+    response_timeout_s: float = 300.0
+
+
+class BattleService:
+    """Runs anonymous battles between the roster's models and records them."""
+
+    def __init__(
+        self,
+        *,
+        specs: Sequence[ModelSpec],
+        backends: Mapping[str, ModelBackend],
+        sessions: sessionmaker[Session],
+        images: ImageStore,
+        rng: random.Random,
+        now: Callable[[], datetime] = utc_now,
+        limits: Limits | None = None,
+    ) -> None:
+        self.specs = {s.name: s for s in specs if s.name in backends}
+        self.backends = backends
+        self.sessions = sessions
+        self.images = images
+        self.rng = rng
+        self.now = now
+        self.limits = limits or Limits()
+        seeds = [
+            repo.ModelSeed(
+                name=s.name,
+                display_name=s.display_name or s.name,
+                organization=s.organization,
+                backend=s.backend,
+                enabled=s.enabled,
+                sampling_weight=s.sampling_weight,
+            )
+            for s in self.specs.values()
+        ]
+        with self.sessions.begin() as db:
+            self.model_ids = repo.sync_models(db, seeds, self.now())
+
+    # -- sessions and sampling -------------------------------------------------------------------
+
+    def new_session(self, user_agent: str | None = None) -> BattleSession:
+        return BattleSession(session_id=secrets.token_hex(16), user_agent=user_agent)
+
+    def reset(self, state: BattleSession) -> BattleSession:
+        """Start a new round for the same voter."""
+        if state.status == "generating":
+            raise ArenaError("Please wait until both answers are complete.")
+        return BattleSession(session_id=state.session_id, user_agent=state.user_agent)
+
+    def sample_pair(self, n_images: int = 0) -> tuple[str, str]:
+        """Two distinct enabled models, drawn by sampling weight, in random sides."""
+        pool = [
+            s for s in self.specs.values() if s.enabled and s.sampling_weight > 0 and s.max_images >= n_images
+        ]
+        if len(pool) < 2:
+            raise ArenaError("Not enough models are available for a battle right now. Please try later.")
+        first = self.rng.choices(pool, weights=[s.sampling_weight for s in pool])[0]
+        rest = [s for s in pool if s.name != first.name]
+        second = self.rng.choices(rest, weights=[s.sampling_weight for s in rest])[0]
+        pair = (first.name, second.name)
+        return pair if self.rng.random() < 0.5 else (pair[1], pair[0])
+
+    # -- a turn ----------------------------------------------------------------------------------
+
+    def start_turn(self, state: BattleSession, prompt: str, uploads: Sequence[bytes] = ()) -> None:
+        """Validate and record a user turn; starts a battle on the first turn of a round."""
+        if state.status == "generating":
+            raise ArenaError("Please wait until both answers are complete.")
+        if state.status in ("voted", "invalid"):
+            raise ArenaError("This battle is over. Press New round to start another.")
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise ArenaError("Please write a prompt.")
+        if len(prompt) > self.limits.max_prompt_chars:
+            raise ArenaError(f"The prompt is longer than {self.limits.max_prompt_chars} characters.")
+        if len(uploads) > self.limits.max_images:
+            raise ArenaError(f"Please upload at most {self.limits.max_images} images per turn.")
+        if len(state.turns) >= self.limits.max_turns:
+            raise ArenaError(f"A battle has at most {self.limits.max_turns} turns. Please vote.")
+
+        stored: list[StoredImage] = []
+        for position, data in enumerate(uploads, start=1):
+            try:
+                stored.append(self.images.put(data))
+            except ImageRejected as exc:
+                raise ArenaError(f"Image {position}: {exc}.") from exc
+        pictures = [img.open() for img in stored]
+
+        now = self.now()
+        new_battle = state.battle_id is None
+        if new_battle:
+            model_a, model_b = self.sample_pair(len(stored))
+            battle_id = secrets.token_hex(16)
+        else:
+            model_a, model_b = state.models["a"], state.models["b"]
+            battle_id = state.battle_id
+            total = state.image_count + len(stored)
+            if total > min(self.specs[model_a].max_images, self.specs[model_b].max_images):
+                raise ArenaError("This battle cannot take more images. Press New round to start another.")
+
+        with self.sessions.begin() as db:
+            if new_battle:
+                repo.ensure_voter_session(db, state.session_id, state.user_agent, now)
+                repo.create_battle(
+                    db,
+                    battle_id=battle_id,
+                    model_a_id=self.model_ids[model_a],
+                    model_b_id=self.model_ids[model_b],
+                    session_id=state.session_id,
+                    now=now,
+                )
+            repo.add_images(db, stored, now)
+            turn = repo.add_turn(
+                db,
+                battle_id=battle_id,
+                index=len(state.turns),
+                prompt=prompt,
+                image_hashes=[img.sha256 for img in stored],
+                now=now,
+            )
+        state.battle_id = battle_id
+        state.models = {"a": model_a, "b": model_b}
+        state.turns.append(TurnRecord(prompt=prompt, images=pictures))
+        state.turn_id = turn.id
+        state.status = "generating"
+
+    async def stream(self, state: BattleSession) -> AsyncIterator[StreamUpdate]:
+        """Stream both answers to the current turn at the same time, then record them.
+
+        If either model fails or times out, the battle is marked invalid (no vote accepted) and the
+        last update says so without naming anyone. If the consumer goes away mid-stream, generation is
+        cancelled and the battle is marked invalid as abandoned.
+        """
+        if state.status != "generating" or state.turn_id is None:
+            raise ArenaError("There is no answer to wait for. Send a prompt first.")
+        turn = state.turns[-1]
+        answers = {side: _Answer(started_at=self.now()) for side in SIDES}
+        changed: asyncio.Queue[Side | None] = asyncio.Queue()
+        tasks = [asyncio.create_task(self._run_side(state, side, answers[side], changed)) for side in SIDES]
+        try:
+            running = len(tasks)
+            while running:
+                item = await changed.get()
+                running -= item is None
+                while not changed.empty():  # coalesce bursts into one update
+                    running -= changed.get_nowait() is None
+                yield StreamUpdate(answers["a"].text, answers["b"].text)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            self._finish_turn(state, answers, abandoned=True)
+            raise
+        for side in SIDES:
+            turn.answers[side] = answers[side].text
+        failed = self._finish_turn(state, answers, abandoned=False)
+        yield StreamUpdate(answers["a"].text, answers["b"].text, done=True, failed=failed)
+
+    async def _run_side(
+        self, state: BattleSession, side: Side, answer: _Answer, changed: asyncio.Queue[Side | None]
+    ) -> None:
+        name = state.models[side]
+        spec = self.specs[name]
+        params: GenerationParams = spec.generation.to_params()
+        try:
+            async with asyncio.timeout(self.limits.response_timeout_s):
+                async for delta in self.backends[name].stream(state.conversation(side), params):
+                    if not delta:
+                        continue
+                    if answer.first_token_at is None:
+                        answer.first_token_at = self.now()
+                    answer.text += delta
+                    answer.chunks += 1
+                    changed.put_nowait(side)
+            answer.finish_reason = "stop"
+        except asyncio.CancelledError:
+            answer.finish_reason = "cancelled"
+            raise
+        except TimeoutError:
+            answer.error = f"timed out after {self.limits.response_timeout_s:g}s"
+            log.warning("battle %s: model %s timed out", state.battle_id, name)
+        except Exception as exc:  # any backend failure invalidates the battle, never the page
+            answer.error = f"{type(exc).__name__}: {exc}"
+            log.exception("battle %s: model %s failed", state.battle_id, name)
+        finally:
+            answer.finished_at = self.now()
+            changed.put_nowait(None)
+
+    def _finish_turn(self, state: BattleSession, answers: dict[Side, _Answer], *, abandoned: bool) -> bool:
+        """Record both responses and move the battle to ready or invalid; return True if invalid."""
+        errors = [a.error for a in answers.values() if a.error]
+        reason = "abandoned before the answers finished" if abandoned else None
+        if errors:
+            reason = "model failure"
+        if not abandoned and not errors and not all(a.text.strip() for a in answers.values()):
+            reason = "empty answer"
+        now = self.now()
+        with self.sessions.begin() as db:
+            for side in SIDES:
+                answer = answers[side]
+                repo.save_response(
+                    db,
+                    turn_id=state.turn_id,
+                    side=side,
+                    model_id=self.model_ids[state.models[side]],
+                    text=answer.text,
+                    started_at=answer.started_at,
+                    first_token_at=answer.first_token_at,
+                    finished_at=answer.finished_at or now,
+                    output_chunks=answer.chunks,
+                    finish_reason=answer.finish_reason or ("cancelled" if abandoned else None),
+                    error=answer.error,
+                )
+            repo.set_battle_state(db, state.battle_id, "invalid" if reason else "ready", now, reason)
+        state.status = "invalid" if reason else "ready"
+        return reason is not None
+
+    # -- voting ----------------------------------------------------------------------------------
+
+    def vote(self, state: BattleSession, winner: str) -> Reveal:
+        """Record the battle's one vote, then reveal who was who.
+
+        The database decides: the battle must be ready, and a second vote is refused by the unique
+        constraint on votes, whichever process or replica it comes from.
+        """
+        if state.battle_id is None:
+            raise ArenaError("There is no battle to vote on yet.")
+        try:
+            with self.sessions.begin() as db:
+                repo.record_vote(
+                    db, battle_id=state.battle_id, winner=winner, session_id=state.session_id, now=self.now()
+                )
+        except repo.VoteRejected as exc:
+            raise ArenaError(f"Vote not recorded: {exc}.") from exc
+        state.status = "voted"
+        state.winner = winner
+        return self.reveal(state)
+
+    def reveal(self, state: BattleSession) -> Reveal:
+        if state.status != "voted" or state.winner is None:
+            raise ArenaError("Model names are shown after the vote.")
+        a, b = self.specs[state.models["a"]], self.specs[state.models["b"]]
+        return Reveal(state.winner, a.name, b.name, a.display_name or a.name, b.display_name or b.name)
+
+
+def image_bytes(image: Image.Image) -> bytes:
+    """Encode an in-memory image for :meth:`BattleService.start_turn` (tests, scripted clients)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,31 @@
+"""The arena's settings: one typed object, read from the command line and ``ARENA_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ROSTER = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+class ArenaSettings(BaseSettings):
+    """Everything an operator can set. Environment variables use the ``ARENA_`` prefix (ARENA_DB, …)."""
+
+    model_config = SettingsConfigDict(env_prefix="ARENA_", extra="ignore")
+
+    config: Path = Field(DEFAULT_ROSTER, description="roster YAML listing the models")
+    db: str = Field("sqlite:///arena.db", description="SQLAlchemy URL (SQLite file or PostgreSQL)")
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=0, le=65535)
+    data_dir: Path = Field(Path("arena_data"), description="where uploaded images are kept")
+    cache_dir: Path = Field(Path.home() / ".cache" / "vlm-arena", description="built demo models")
+    seed: int | None = Field(None, description="seed for pair sampling (tests, reproducible demos)")
+    max_images: int = Field(4, ge=0, le=16, description="images per turn")
+    max_image_mb: int = Field(15, ge=1, description="largest accepted upload, MiB")
+    max_prompt_chars: int = Field(4000, ge=1)
+    max_turns: int = Field(8, ge=1, description="turns per battle")
+    response_timeout_s: float = Field(300.0, gt=0, description="longest a model may take to answer")
+    concurrency: int = Field(32, ge=1, description="battles generating at once, across all sessions")
+    leaderboard_bootstrap: int = Field(200, ge=0, description="bootstrap rounds for leaderboard CIs")

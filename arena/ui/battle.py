@@ -1,0 +1,185 @@
+"""The Battle tab: upload images, ask, watch two anonymous models answer, vote, see who they were.
+
+Callbacks only translate between Gradio values and :class:`arena.service.BattleService` calls.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from arena.service import NEUTRAL_FAILURE, ArenaError, BattleService, BattleSession
+
+VOTES = (
+    ("vote-a", "👈 A is better", "model_a"),
+    ("vote-b", "👉 B is better", "model_b"),
+    ("vote-tie", "🤝 Tie", "tie"),
+    ("vote-bothbad", "👎 Both are bad", "tie (bothbad)"),
+)
+
+INTRO = """## ⚔️ Battle: two anonymous vision-language models
+Upload one or more images, ask a question, and compare the two answers. The models' names are
+revealed after you vote. You can ask follow-up questions before voting. Do not upload private or
+personal images: uploads and votes are stored and may be used for research."""
+
+DEMO_NOTICE = """> **Demo roster.** The models in this arena are tiny, *untrained* random-weight models
+> built on this machine so the arena runs offline: their answers are gibberish by design. To compare
+> real models, write a roster YAML (see `configs/` and the README) and start the arena with
+> `python launch.py --config your-roster.yaml`."""
+
+
+def _chat_message(role: str, text: str, image_paths: list[str] | None = None) -> dict[str, Any]:
+    content: list[Any] = [{"path": p} for p in image_paths or []]
+    content.append(text)
+    return {"role": role, "content": content if len(content) > 1 else text}
+
+
+def _vote_buttons(enabled: bool) -> list[Any]:
+    return [gr.update(interactive=enabled) for _ in VOTES]
+
+
+def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) -> None:
+    """Lay out the Battle tab inside the current Blocks context and wire its events."""
+    state = gr.State(None)
+    gr.Markdown(INTRO)
+    if demo:
+        gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
+    with gr.Row(equal_height=True):
+        chat_a = gr.Chatbot(label="Model A", elem_id="battle-answer-a", height=420, buttons=["copy"])
+        chat_b = gr.Chatbot(label="Model B", elem_id="battle-answer-b", height=420, buttons=["copy"])
+    with gr.Row():
+        name_a = gr.Markdown("", elem_id="battle-name-a")
+        name_b = gr.Markdown("", elem_id="battle-name-b")
+    with gr.Row():
+        vote_buttons = [gr.Button(label, elem_id=eid, interactive=False) for eid, label, _ in VOTES]
+    status = gr.Markdown("", elem_id="battle-status")
+    with gr.Row():
+        images = gr.File(
+            label="Images",
+            file_count="multiple",
+            file_types=["image"],
+            elem_id="battle-images",
+            scale=1,
+        )
+        prompt = gr.Textbox(
+            label="Prompt",
+            placeholder="Ask something about the images and press Send",
+            lines=3,
+            elem_id="battle-prompt",
+            scale=3,
+        )
+    with gr.Row():
+        send = gr.Button("Send", variant="primary", elem_id="battle-send")
+        new_round = gr.Button("🎲 New round", elem_id="battle-new-round")
+
+    async def on_send(files, text, current, history_a, history_b, request: gr.Request):  # type: ignore[no-untyped-def]
+        current = current or service.new_session(request.headers.get("user-agent") if request else None)
+        paths = [str(f) for f in files or []]
+        try:
+            service.start_turn(current, text, [Path(p).read_bytes() for p in paths])
+        except ArenaError as exc:
+            gr.Warning(str(exc))
+            yield (
+                current,
+                history_a,
+                history_b,
+                gr.update(),
+                gr.update(),
+                *_vote_buttons(False),
+                gr.update(),
+                "",
+            )
+            return
+        user = _chat_message("user", text.strip(), paths)
+        history_a = [*(history_a or []), user]
+        history_b = [*(history_b or []), user]
+        lock = gr.update(interactive=False)
+        async for update in service.stream(current):
+            answer_a = {"role": "assistant", "content": update.text_a or "…"}
+            answer_b = {"role": "assistant", "content": update.text_b or "…"}
+            note = ""
+            if update.done:
+                note = (
+                    "⚠️ " + NEUTRAL_FAILURE
+                    if update.failed
+                    else "Both answers are in: vote, or ask a follow-up."
+                )
+            yield (
+                current,
+                [*history_a, answer_a],
+                [*history_b, answer_b],
+                "" if update.done else gr.update(),
+                None if update.done else gr.update(),
+                *_vote_buttons(update.done and not update.failed),
+                gr.update(interactive=update.done and not update.failed) if update.done else lock,
+                note,
+            )
+
+    send_inputs = [images, prompt, state, chat_a, chat_b]
+    send_outputs = [state, chat_a, chat_b, prompt, images, *vote_buttons, send, status]
+    for trigger in (send.click, prompt.submit):
+        trigger(
+            on_send,
+            send_inputs,
+            send_outputs,
+            concurrency_limit=concurrency,
+            concurrency_id="battle",
+            api_visibility="private",
+            show_progress="hidden",
+        )
+
+    def on_vote(winner: str, current: BattleSession | None):  # type: ignore[no-untyped-def]
+        if current is None:
+            gr.Warning("There is no battle to vote on yet.")
+            return current, gr.update(), gr.update(), *_vote_buttons(False), gr.update(), gr.update()
+        try:
+            reveal = service.vote(current, winner)
+        except ArenaError as exc:
+            gr.Warning(str(exc))
+            return current, gr.update(), gr.update(), *_vote_buttons(False), gr.update(), gr.update()
+        return (
+            current,
+            f"Model A: **{reveal.display_a}**",
+            f"Model B: **{reveal.display_b}**",
+            *_vote_buttons(False),
+            gr.update(interactive=False),
+            "Thanks for voting! Press New round for another battle.",
+        )
+
+    for button, (_, _, winner) in zip(vote_buttons, VOTES, strict=True):
+        button.click(
+            partial(on_vote, winner),
+            [state],
+            [state, name_a, name_b, *vote_buttons, send, status],
+            api_visibility="private",
+            show_progress="hidden",
+        )
+
+    def on_new_round(current: BattleSession | None):  # type: ignore[no-untyped-def]
+        if current is not None:
+            try:
+                current = service.reset(current)
+            except ArenaError as exc:
+                gr.Warning(str(exc))
+                return (
+                    current,
+                    gr.update(),
+                    gr.update(),
+                    gr.update(),
+                    gr.update(),
+                    *_vote_buttons(False),
+                    gr.update(),
+                    gr.update(),
+                )
+        return current, [], [], "", "", *_vote_buttons(False), gr.update(interactive=True), ""
+
+    new_round.click(
+        on_new_round,
+        [state],
+        [state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, status],
+        api_visibility="private",
+        show_progress="hidden",
+    )

@@ -1,0 +1,40 @@
+"""A battle service over real storage (SQLite and PostgreSQL) and scripted model backends."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from arena.service import BattleService, Limits
+from models.registry import BackendContext, create_backend
+from models.roster import ModelSpec
+from storage.images import ImageStore
+
+
+def scripted(name: str, weight: float = 1.0, **params: object) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        display_name=f"{name.title()} Display",
+        organization="Test Org",
+        backend="scripted",
+        params=params,
+        sampling_weight=weight,
+    )
+
+
+@pytest.fixture
+def make_service(sessions, tmp_path):  # type: ignore[no-untyped-def]
+    def make(specs: list[ModelSpec] | None = None, seed: int = 0, **limits: object) -> BattleService:
+        specs = specs or [scripted("alpha"), scripted("bravo"), scripted("charlie")]
+        context = BackendContext(cache_dir=tmp_path / "cache")
+        return BattleService(
+            specs=specs,
+            backends={s.name: create_backend(s, context) for s in specs},
+            sessions=sessions,
+            images=ImageStore(tmp_path / "images"),
+            rng=random.Random(seed),
+            limits=Limits(**limits),
+        )
+
+    return make

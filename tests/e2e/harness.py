@@ -1,0 +1,110 @@
+"""Runs the real arena as a user would (``python launch.py``) and finds Debian's Chromium.
+
+Shared by the browser tests and the start-up benchmark."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("ARENA_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ArenaServer:
+    def __init__(self, url: str, db_path: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.url, self.db_path, self.process, self.log = url, db_path, process, log
+
+
+def start_arena(tmp: Path, *args: str, timeout: float = 240.0) -> ArenaServer:
+    """Run ``python launch.py`` as a user would and wait until it serves its page."""
+    port = free_port()
+    db_path = tmp / "arena.db"
+    log = tmp / "server.log"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "ARENA_CACHE_DIR": os.environ.get("ARENA_TEST_CACHE_DIR") or str(tmp / "cache"),
+    }
+    command = [
+        sys.executable,
+        "launch.py",
+        "--db",
+        f"sqlite:///{db_path}",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp / "data"),
+        *args,
+    ]
+    handle = log.open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"arena exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return ArenaServer(url, db_path, process, log)
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"arena did not start within {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def stop_arena(server: ArenaServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def ask(page, image: Path, prompt: str, timeout_ms: int = 180_000) -> None:  # type: ignore[no-untyped-def]
+    """In the Battle tab: upload ``image``, send ``prompt``, wait until both answers are complete."""
+    page.set_input_files("#battle-images input[type=file]", str(image))
+    page.wait_for_selector(f"#battle-images >> text={image.name}", timeout=30_000)
+    page.fill("#battle-prompt textarea", prompt)
+    page.click("#battle-send")
+    # The vote buttons unlock only when both answers are complete.
+    page.wait_for_function(
+        "() => !document.querySelector('#vote-a').disabled", timeout=timeout_ms, polling=200
+    )
+
+
+def vote(page, button: str = "vote-a") -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Click a vote button and return the two revealed names (A, B)."""
+    page.click(f"#{button}")
+    page.wait_for_function(
+        "() => document.querySelector('#battle-name-a').innerText.includes('Model A:')", timeout=30_000
+    )
+    shown_a = page.inner_text("#battle-name-a").split("Model A:")[1].strip()
+    shown_b = page.inner_text("#battle-name-b").split("Model B:")[1].strip()
+    return shown_a, shown_b
