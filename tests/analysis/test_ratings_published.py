@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from analysis.io import load_battles_file
 from analysis.ratings import aggregate, fit_bt, predict_win_rate, summarize, validate_battles
 
-REF = Path("/work/shared/ref-data")
+# shared/ sits beside the checkout (here and in CI); ARENA_REF_DATA points elsewhere.
+REF = Path(os.environ.get("ARENA_REF_DATA") or Path(__file__).resolve().parents[3] / "shared" / "ref-data")
 WV_BATTLES = REF / "wildvision_bench" / "vision_bench_battles.jsonl"
 WV_TABLE = REF / "wildvision_bench" / "elo_leaderboard_6d1ab63.md"
 WV_BOOT = REF / "wildvision_bench" / "bootstrapping_results.jsonl"
@@ -23,6 +25,8 @@ BASELINE = "claude-3-sonnet-20240229"
 def need(*paths: Path) -> None:
     """Skip the test when the reference data is not on this machine."""
     missing = [str(p) for p in paths if not p.is_file()]
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(f"reference data missing under CI: {', '.join(missing)}")
     if missing:
         pytest.skip(f"reference data not available: {', '.join(missing)}")
 
