@@ -269,7 +269,7 @@ class BattleService:
             raise
         for side in SIDES:
             turn.answers[side] = answers[side].text
-        failed = self._finish_turn(state, answers, abandoned=False)
+        failed = await asyncio.to_thread(self._finish_turn, state, answers, abandoned=False)
         yield StreamUpdate(answers["a"].text, answers["b"].text, done=True, failed=failed)
 
     async def _run_side(

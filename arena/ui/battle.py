@@ -5,6 +5,7 @@ Callbacks only translate between Gradio values and :class:`arena.service.BattleS
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ def _vote_buttons(enabled: bool) -> list[Any]:
 
 def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) -> None:
     """Lay out the Battle tab inside the current Blocks context and wire its events."""
-    state = gr.State(None)
+    # Per-browser state, server side only; dropped after two idle hours so memory stays bounded.
+    state = gr.State(None, time_to_live=2 * 3600)
     gr.Markdown(INTRO)
     if demo:
         gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
@@ -79,7 +81,9 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
         current = current or service.new_session(request.headers.get("user-agent") if request else None)
         paths = [str(f) for f in files or []]
         try:
-            service.start_turn(current, text, [Path(p).read_bytes() for p in paths])
+            # Image decoding and the database write run off the event loop.
+            uploads = await asyncio.to_thread(lambda: [Path(p).read_bytes() for p in paths])
+            await asyncio.to_thread(service.start_turn, current, text, uploads)
         except ArenaError as exc:
             gr.Warning(str(exc))
             yield (
