@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -32,9 +33,18 @@ NAMING_CONVENTION = {
 
 #: Vote outcomes, in the FastChat / Chatbot Arena vocabulary.
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
-BATTLE_MODES = ("anony", "named")
+BATTLE_MODES = ("anony", "named", "direct")
 BATTLE_STATES = ("generating", "ready", "voted", "invalid")
 SIDES = ("a", "b")
+FEEDBACK_KINDS = ("up", "down", "flag")
+JUDGE_ORDERS = ("ab", "ba")
+#: A vote's optional free-text reason is capped so one request cannot bloat the database.
+MAX_REASON_CHARS = 2000
+
+
+def sa_false():  # type: ignore[no-untyped-def]
+    """Server-side default FALSE, portable across SQLite and PostgreSQL."""
+    return false()
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -54,19 +64,26 @@ class ModelRow(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     display_name: Mapped[str] = mapped_column(String(200))
     organization: Mapped[str] = mapped_column(String(200), default="")
+    license: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    link: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    knowledge_cutoff: Mapped[str | None] = mapped_column(String(32))
     backend: Mapped[str] = mapped_column(String(32))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    deprecated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     sampling_weight: Mapped[float] = mapped_column(Float, default=1.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class VoterSession(Base):
-    """One browser session. Only a random id and the user agent are kept, never the raw IP."""
+    """One browser session: a random id, a salted hash of the IP (never the IP) and the user agent."""
 
     __tablename__ = "voter_sessions"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ip_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     user_agent: Mapped[str | None] = mapped_column(String(512))
+    banned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    anomalous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -77,23 +94,42 @@ class Battle(Base):
     __table_args__ = (
         CheckConstraint(_in("mode", BATTLE_MODES), name="mode"),
         CheckConstraint(_in("state", BATTLE_STATES), name="state"),
-        CheckConstraint("model_a_id <> model_b_id", name="distinct_models"),
+        CheckConstraint("model_b_id IS NULL OR model_a_id <> model_b_id", name="distinct_models"),
+        CheckConstraint("(mode = 'direct') = (model_b_id IS NULL)", name="direct_has_one_model"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     mode: Mapped[str] = mapped_column(String(16))
     model_a_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
-    model_b_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
-    session_id: Mapped[str | None] = mapped_column(ForeignKey("voter_sessions.id"), index=True)
+    #: NULL only for direct chats, which have one model.
+    model_b_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"), index=True)
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("voter_sessions.id", ondelete="SET NULL"), index=True
+    )
     state: Mapped[str] = mapped_column(String(16))
     invalid_reason: Mapped[str | None] = mapped_column(Text)
+    #: Set when an answer revealed a model's identity (such battles are left out of ratings).
+    identity_leak: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    language: Mapped[str | None] = mapped_column(String(32))
+    #: Where the battle came from: "arena" (played here) or "import" (a FastChat file).
+    source: Mapped[str] = mapped_column(String(16), default="arena", server_default="arena")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     model_a: Mapped[ModelRow] = relationship(foreign_keys=[model_a_id])
-    model_b: Mapped[ModelRow] = relationship(foreign_keys=[model_b_id])
+    model_b: Mapped[ModelRow | None] = relationship(foreign_keys=[model_b_id])
     turns: Mapped[list[Turn]] = relationship(back_populates="battle", order_by="Turn.index")
     vote: Mapped[Vote | None] = relationship(back_populates="battle")
+    tags: Mapped[list[BattleTag]] = relationship(order_by="BattleTag.tag")
+
+
+class BattleTag(Base):
+    """A category tag on a battle (e.g. "ocr", "chart", "multi-image"), for filtered leaderboards."""
+
+    __tablename__ = "battle_tags"
+
+    battle_id: Mapped[str] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class Turn(Base):
@@ -154,6 +190,7 @@ class Response(Base):
     first_token_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     output_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -167,7 +204,73 @@ class Vote(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     battle_id: Mapped[str] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), unique=True)
     winner: Mapped[str] = mapped_column(String(16))
-    session_id: Mapped[str | None] = mapped_column(ForeignKey("voter_sessions.id"), index=True)
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("voter_sessions.id", ondelete="SET NULL"), index=True
+    )
+    #: Who voted, as an external label (FastChat's "judge" field) for imported votes.
+    judge: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: The client's idempotency token: retrying a vote with the same token returns the stored vote.
+    client_token: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
     battle: Mapped[Battle] = relationship(back_populates="vote")
+
+
+class Feedback(Base):
+    """Thumbs up / down / flag on a direct chat (or any battle), one of each kind per session."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint(_in("kind", FEEDBACK_KINDS), name="kind"),
+        UniqueConstraint("battle_id", "session_id", "kind", name="uq_feedback_battle_session_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    battle_id: Mapped[str] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("voter_sessions.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(8))
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JudgeVerdict(Base):
+    """One judge model's verdict on one battle, in one answer order, with one prompt template."""
+
+    __tablename__ = "judge_verdicts"
+    __table_args__ = (
+        CheckConstraint(_in("answer_order", JUDGE_ORDERS), name="answer_order"),
+        UniqueConstraint(
+            "battle_id", "judge_model", "template_version", "answer_order", name="uq_judge_verdicts_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    battle_id: Mapped[str] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), index=True)
+    judge_model: Mapped[str] = mapped_column(String(200))
+    template_version: Mapped[str] = mapped_column(String(32))
+    answer_order: Mapped[str] = mapped_column(String(2))
+    #: "A", "B" or "tie" in the order shown to the judge; NULL when the output could not be parsed.
+    verdict: Mapped[str | None] = mapped_column(String(8))
+    raw_output: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModerationFlag(Base):
+    """Something an operator should look at: a flagged prompt, image, answer or voter."""
+
+    __tablename__ = "moderation_flags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    battle_id: Mapped[str | None] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("voter_sessions.id", ondelete="CASCADE"), index=True
+    )
+    image_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
