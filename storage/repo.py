@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from storage.images import StoredImage
 from storage.schema import (
     BATTLE_MODES,
+    MAX_REASON_CHARS,
     WINNERS,
     Battle,
     Image,
@@ -44,6 +45,8 @@ class ModelSeed:
     backend: str
     enabled: bool = True
     sampling_weight: float = 1.0
+    license: str = ""
+    link: str = ""
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -76,6 +79,8 @@ def sync_models(session: Session, seeds: Iterable[ModelSeed], now: datetime) -> 
                     "backend": s.backend,
                     "enabled": s.enabled,
                     "sampling_weight": s.sampling_weight,
+                    "license": s.license,
+                    "link": s.link,
                     "created_at": now,
                 }
                 for s in seeds
@@ -89,9 +94,12 @@ def list_models(session: Session) -> list[ModelRow]:
     return list(session.scalars(select(ModelRow).order_by(ModelRow.name)))
 
 
-def ensure_voter_session(session: Session, session_id: str, user_agent: str | None, now: datetime) -> None:
+def ensure_voter_session(
+    session: Session, session_id: str, user_agent: str | None, now: datetime, ip_hash: str | None = None
+) -> None:
+    """Register a voter session once; ``ip_hash`` is the salted hash, never the address."""
     stmt = _insert(session, VoterSession).values(
-        id=session_id, user_agent=(user_agent or None) and user_agent[:512], created_at=now
+        id=session_id, user_agent=(user_agent or None) and user_agent[:512], ip_hash=ip_hash, created_at=now
     )
     session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
 
@@ -101,7 +109,7 @@ def create_battle(
     *,
     battle_id: str,
     model_a_id: int,
-    model_b_id: int,
+    model_b_id: int | None,
     session_id: str | None,
     now: datetime,
     mode: str = "anony",
@@ -203,34 +211,67 @@ def get_battle(session: Session, battle_id: str) -> Battle | None:
 
 
 def record_vote(
-    session: Session, *, battle_id: str, winner: str, session_id: str | None, now: datetime
+    session: Session,
+    *,
+    battle_id: str,
+    winner: str,
+    session_id: str | None,
+    now: datetime,
+    reason: str | None = None,
+    client_token: str | None = None,
 ) -> Vote:
     """Record the battle's one vote and mark it voted, in the caller's transaction.
 
-    The battle must be 'ready' (both answers complete). The unique constraint on votes.battle_id is
-    the last word on duplicates: if another writer got there first, this raises VoteRejected.
+    The battle must be 'ready' (both answers complete). Retrying with the same ``client_token`` and
+    winner returns the stored vote instead of failing, so a client whose acknowledgement was lost can
+    safely send again. The unique constraint on votes.battle_id is the last word on duplicates: if
+    another writer got there first, this raises VoteRejected (or returns that writer's vote when it
+    was this client's own retry).
     """
     if winner not in WINNERS:
         raise VoteRejected(f"unknown winner {winner!r}; expected one of {', '.join(WINNERS)}")
+    if reason is not None and len(reason) > MAX_REASON_CHARS:
+        raise VoteRejected(f"the reason is longer than {MAX_REASON_CHARS} characters")
+    if client_token is not None and not 0 < len(client_token) <= 64:
+        raise VoteRejected("the client token must be 1 to 64 characters")
     # Lock the battle row on PostgreSQL so the state check and the vote are one decision.
     battle = session.scalars(select(Battle).where(Battle.id == battle_id).with_for_update()).one_or_none()
     if battle is None:
         raise VoteRejected("unknown battle")
+    if battle.mode == "direct":
+        raise VoteRejected("a direct chat takes feedback, not votes")
     if battle.state == "voted":
-        raise VoteRejected("this battle has already been voted on")
+        return _replayed_vote(session, battle_id, winner, client_token)
     if battle.state != "ready":
         raise VoteRejected(f"this battle cannot take a vote while it is {battle.state}")
-    vote = Vote(battle_id=battle_id, winner=winner, session_id=session_id, created_at=now)
+    vote = Vote(
+        battle_id=battle_id,
+        winner=winner,
+        session_id=session_id,
+        reason=reason,
+        client_token=client_token,
+        created_at=now,
+    )
     try:
         with session.begin_nested():
             session.add(vote)
             session.flush()
-    except IntegrityError as exc:
-        raise VoteRejected("this battle has already been voted on") from exc
+    except IntegrityError:  # the savepoint rollback already discarded the pending vote
+        return _replayed_vote(session, battle_id, winner, client_token)
     battle.state = "voted"
     battle.updated_at = now
     session.flush()
     return vote
+
+
+def _replayed_vote(session: Session, battle_id: str, winner: str, client_token: str | None) -> Vote:
+    """The stored vote when this is the same client's retry of it; otherwise the vote is refused."""
+    stored = session.scalars(select(Vote).where(Vote.battle_id == battle_id)).one_or_none()
+    if stored is not None and client_token is not None and stored.client_token == client_token:
+        if stored.winner != winner:
+            raise VoteRejected("this vote was already recorded with a different choice")
+        return stored
+    raise VoteRejected("this battle has already been voted on")
 
 
 def vote_records(session: Session, *, anony_only: bool = False) -> list[dict[str, object]]:

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from storage import repo
+from storage.repo import as_utc
 from storage.schema import Battle, Vote
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -127,3 +128,66 @@ def test_images_are_recorded_once(sessions, tmp_path) -> None:  # type: ignore[n
         with sessions.begin() as db:
             repo.add_images(db, [stored, stored], NOW)
     assert _count(sessions, ImageRow) == 1
+
+
+def test_retry_with_the_same_client_token_is_idempotent(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions)
+    with sessions.begin() as db:
+        first = repo.record_vote(
+            db,
+            battle_id="b1",
+            winner="model_a",
+            session_id="s1",
+            now=NOW,
+            reason="sharper",
+            client_token="t-1",
+        )
+        first_id = first.id
+    later = NOW.replace(hour=9)
+    with sessions.begin() as db:  # the acknowledgement was lost; the client sends the same vote again
+        again = repo.record_vote(
+            db,
+            battle_id="b1",
+            winner="model_a",
+            session_id="s1",
+            now=later,
+            reason="sharper",
+            client_token="t-1",
+        )
+        assert (again.id, again.winner, as_utc(again.created_at)) == (first_id, "model_a", NOW)
+    with pytest.raises(repo.VoteRejected, match="different choice"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="model_b", session_id="s1", now=later, client_token="t-1")
+    with pytest.raises(repo.VoteRejected, match="already been voted"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="model_a", session_id="s1", now=later, client_token="t-2")
+    with sessions() as db:
+        [vote] = db.scalars(sa.select(Vote)).all()
+        assert (vote.winner, vote.reason, vote.client_token) == ("model_a", "sharper", "t-1")
+
+
+def test_oversized_reason_and_token_are_refused(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions)
+    with pytest.raises(repo.VoteRejected, match="longer than 2000"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="tie", session_id="s1", now=NOW, reason="x" * 2001)
+    with pytest.raises(repo.VoteRejected, match="client token"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="b1", winner="tie", session_id="s1", now=NOW, client_token="t" * 65)
+    assert _count(sessions, Vote) == 0
+
+
+def test_direct_chats_have_one_model_and_take_no_vote(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions)
+    with sessions.begin() as db:
+        repo.create_battle(
+            db, battle_id="d1", model_a_id=1, model_b_id=None, session_id="s1", now=NOW, mode="direct"
+        )
+        repo.set_battle_state(db, "d1", "ready", NOW)
+    with pytest.raises(repo.VoteRejected, match="direct chat"), sessions.begin() as db:
+        repo.record_vote(db, battle_id="d1", winner="model_a", session_id="s1", now=NOW)
+    # The database itself refuses a direct chat with two models and a battle with one.
+    with pytest.raises(IntegrityError), sessions.begin() as db:
+        repo.create_battle(
+            db, battle_id="d2", model_a_id=1, model_b_id=2, session_id=None, now=NOW, mode="direct"
+        )
+    with pytest.raises(IntegrityError), sessions.begin() as db:
+        repo.create_battle(db, battle_id="d3", model_a_id=1, model_b_id=None, session_id=None, now=NOW)
+    with sessions() as db:
+        assert repo.vote_records(db) == []
