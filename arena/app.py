@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -52,6 +54,19 @@ def load_backends(roster: Roster, context: BackendContext) -> dict[str, ModelBac
     return backends
 
 
+def ip_salt(settings: ArenaSettings) -> bytes:
+    """The secret salt for IP hashes: from the settings, else one generated once and kept on disk."""
+    if settings.ip_salt is not None:
+        return settings.ip_salt.get_secret_value().encode()
+    path = settings.data_dir / "ip_salt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
 def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | None = None) -> Services:
     """Migrate the database, load the roster's models and wire the services together."""
     roster = load_roster(settings.config)
@@ -68,6 +83,7 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
             settings.data_dir / "images", ImageLimits(max_bytes=settings.max_image_mb * 1024 * 1024)
         ),
         rng=random.Random(settings.seed),
+        ip_salt=ip_salt(settings),
         limits=Limits(
             max_images=settings.max_images,
             max_prompt_chars=settings.max_prompt_chars,

@@ -8,6 +8,8 @@ server-side ``gr.State``: model names are held there and never sent to the page 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import io
 import logging
 import random
@@ -59,7 +61,10 @@ class BattleSession:
 
     session_id: str
     user_agent: str | None = None
+    ip_hash: str | None = None
     battle_id: str | None = None
+    #: Idempotency token sent with this battle's vote, so a repeated click is not a second vote.
+    vote_token: str | None = None
     models: dict[Side, str] = field(default_factory=dict)
     turns: list[TurnRecord] = field(default_factory=list)
     turn_id: int | None = None
@@ -131,6 +136,7 @@ class BattleService:
         rng: random.Random,
         now: Callable[[], datetime] = utc_now,
         limits: Limits | None = None,
+        ip_salt: bytes = b"",
     ) -> None:
         self.specs = {s.name: s for s in specs if s.name in backends}
         self.backends = backends
@@ -139,6 +145,7 @@ class BattleService:
         self.rng = rng
         self.now = now
         self.limits = limits or Limits()
+        self.ip_salt = ip_salt
         seeds = [
             repo.ModelSeed(
                 name=s.name,
@@ -147,6 +154,8 @@ class BattleService:
                 backend=s.backend,
                 enabled=s.enabled,
                 sampling_weight=s.sampling_weight,
+                license=s.license,
+                link=s.link,
             )
             for s in self.specs.values()
         ]
@@ -155,14 +164,16 @@ class BattleService:
 
     # -- sessions and sampling -------------------------------------------------------------------
 
-    def new_session(self, user_agent: str | None = None) -> BattleSession:
-        return BattleSession(session_id=secrets.token_hex(16), user_agent=user_agent)
+    def new_session(self, user_agent: str | None = None, ip: str | None = None) -> BattleSession:
+        """A new voter. The IP address is kept only as a salted hash (to spot vote stuffing)."""
+        ip_hash = hmac.new(self.ip_salt, ip.encode(), hashlib.sha256).hexdigest() if ip else None
+        return BattleSession(session_id=secrets.token_hex(16), user_agent=user_agent, ip_hash=ip_hash)
 
     def reset(self, state: BattleSession) -> BattleSession:
         """Start a new round for the same voter."""
         if state.status == "generating":
             raise ArenaError("Please wait until both answers are complete.")
-        return BattleSession(session_id=state.session_id, user_agent=state.user_agent)
+        return BattleSession(session_id=state.session_id, user_agent=state.user_agent, ip_hash=state.ip_hash)
 
     def sample_pair(self, n_images: int = 0) -> tuple[str, str]:
         """Two distinct enabled models, drawn by sampling weight, in random sides."""
@@ -217,7 +228,7 @@ class BattleService:
 
         with self.sessions.begin() as db:
             if new_battle:
-                repo.ensure_voter_session(db, state.session_id, state.user_agent, now)
+                repo.ensure_voter_session(db, state.session_id, state.user_agent, now, state.ip_hash)
                 repo.create_battle(
                     db,
                     battle_id=battle_id,
@@ -235,6 +246,8 @@ class BattleService:
                 image_hashes=[img.sha256 for img in stored],
                 now=now,
             )
+        if new_battle:
+            state.vote_token = secrets.token_hex(16)
         state.battle_id = battle_id
         state.models = {"a": model_a, "b": model_b}
         state.turns.append(TurnRecord(prompt=prompt, images=pictures))
@@ -333,19 +346,27 @@ class BattleService:
 
     # -- voting ----------------------------------------------------------------------------------
 
-    def vote(self, state: BattleSession, winner: str) -> Reveal:
+    def vote(self, state: BattleSession, winner: str, reason: str | None = None) -> Reveal:
         """Record the battle's one vote, then reveal who was who.
 
         The database decides: the battle must be ready, and a second vote is refused by the unique
-        constraint on votes, whichever process or replica it comes from.
+        constraint on votes, whichever process or replica it comes from. The same click arriving
+        twice carries the same token and gets the same answer.
         """
         if state.battle_id is None:
             raise ArenaError("There is no battle to vote on yet.")
         try:
             with self.sessions.begin() as db:
-                repo.record_vote(
-                    db, battle_id=state.battle_id, winner=winner, session_id=state.session_id, now=self.now()
+                stored = repo.record_vote(
+                    db,
+                    battle_id=state.battle_id,
+                    winner=winner,
+                    session_id=state.session_id,
+                    now=self.now(),
+                    reason=reason,
+                    client_token=state.vote_token,
                 )
+                winner = stored.winner
         except repo.VoteRejected as exc:
             raise ArenaError(f"Vote not recorded: {exc}.") from exc
         state.status = "voted"

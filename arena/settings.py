@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ROSTER = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -28,4 +28,7 @@ class ArenaSettings(BaseSettings):
     max_turns: int = Field(8, ge=1, description="turns per battle")
     response_timeout_s: float = Field(300.0, gt=0, description="longest a model may take to answer")
     concurrency: int = Field(32, ge=1, description="battles generating at once, across all sessions")
+    ip_salt: SecretStr | None = Field(
+        None, description="secret salt for hashing voters' IPs; generated and kept in data_dir if unset"
+    )
     leaderboard_bootstrap: int = Field(200, ge=0, description="bootstrap rounds for leaderboard CIs")

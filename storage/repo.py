@@ -274,8 +274,15 @@ def _replayed_vote(session: Session, battle_id: str, winner: str, client_token: 
     raise VoteRejected("this battle has already been voted on")
 
 
-def vote_records(session: Session, *, anony_only: bool = False) -> list[dict[str, object]]:
-    """Every voted battle as a FastChat-style battle record (for ratings and export)."""
+def vote_records(
+    session: Session, *, anony_only: bool = False, include_flagged: bool = False
+) -> list[dict[str, object]]:
+    """Every voted battle as a FastChat-style battle record, in vote order (for ratings).
+
+    By default battles where an answer leaked a model's identity, and votes from voter sessions
+    flagged as banned or anomalous, are left out, as the leaderboard requires; ``include_flagged``
+    keeps them (audits, exports).
+    """
     a = ModelRow.__table__.alias("ma")
     b = ModelRow.__table__.alias("mb")
     turn_count = select(Turn.battle_id, func.count().label("turns")).group_by(Turn.battle_id).subquery()
@@ -285,7 +292,7 @@ def vote_records(session: Session, *, anony_only: bool = False) -> list[dict[str
             a.c.name,
             b.c.name,
             Vote.winner,
-            Vote.session_id,
+            func.coalesce(Vote.judge, Vote.session_id),
             Battle.mode,
             Vote.created_at,
             turn_count.c.turns,
@@ -298,6 +305,12 @@ def vote_records(session: Session, *, anony_only: bool = False) -> list[dict[str
     )
     if anony_only:
         stmt = stmt.where(Battle.mode == "anony")
+    if not include_flagged:
+        flagged = select(VoterSession.id).where(VoterSession.banned | VoterSession.anomalous)
+        stmt = stmt.where(
+            Battle.identity_leak.is_(False),
+            (Vote.session_id.is_(None)) | Vote.session_id.not_in(flagged),
+        )
     records = []
     for battle_id, model_a, model_b, winner, voter, mode, created, n_turns in session.execute(stmt):
         records.append(

@@ -78,7 +78,10 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
         new_round = gr.Button("🎲 New round", elem_id="battle-new-round")
 
     async def on_send(files, text, current, history_a, history_b, request: gr.Request):  # type: ignore[no-untyped-def]
-        current = current or service.new_session(request.headers.get("user-agent") if request else None)
+        if current is None:
+            agent = request.headers.get("user-agent") if request else None
+            ip = request.client.host if request and request.client else None
+            current = service.new_session(agent, ip)
         paths = [str(f) for f in files or []]
         try:
             # Image decoding and the database write run off the event loop.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import hmac
 from collections import Counter
 
 import pytest
@@ -10,7 +13,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from arena.service import NEUTRAL_FAILURE, ArenaError, image_bytes
-from storage.schema import Battle, Response, Turn, TurnImage, Vote
+from storage.schema import Battle, Response, Turn, TurnImage, Vote, VoterSession
 from tests.arena.conftest import scripted
 
 
@@ -113,15 +116,31 @@ def test_second_vote_is_refused_even_from_another_replica(make_service, sessions
     service = make_service()
     state, _ = _play(service)
     service.vote(state, "model_a")
-    with pytest.raises(ArenaError, match="already been voted"):
+    # The same click arriving twice (a double click, a retried request) is one vote.
+    assert service.vote(state, "model_a").winner == "model_a"
+    with pytest.raises(ArenaError, match="different choice"):
         service.vote(state, "model_b")
-    # Another arena process sharing the database, holding a stale copy of the session state.
+    # Another arena process sharing the database, with a stale copy of the state and its own token.
     replica = make_service()
-    state.status = "ready"
+    stale = dataclasses.replace(state, status="ready", vote_token="another-client")
     with pytest.raises(ArenaError, match="already been voted"):
-        replica.vote(state, "model_b")
+        replica.vote(stale, "model_b")
     with sessions() as db:
         assert [v.winner for v in db.scalars(sa.select(Vote))] == ["model_a"]
+
+
+def test_voter_ip_is_kept_only_as_a_salted_hash(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+    service = make_service()
+    service.ip_salt = b"pepper"
+    state = service.new_session("agent/1.0", "203.0.113.9")
+    service.start_turn(state, "hello", [])
+    asyncio.run(_drain(service, state))
+    with sessions() as db:
+        row = db.get(VoterSession, state.session_id)
+        assert row.ip_hash == hmac.new(b"pepper", b"203.0.113.9", hashlib.sha256).hexdigest()
+        dump = " ".join(str(v) for v in db.execute(sa.select(VoterSession.__table__)).one())
+    assert "203.0.113" not in dump
+    assert service.new_session(ip="203.0.113.9").ip_hash == row.ip_hash  # same voter, same hash
 
 
 def test_follow_up_turn_sees_each_sides_own_history(make_service, sessions) -> None:  # type: ignore[no-untyped-def]

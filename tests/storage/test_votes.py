@@ -191,3 +191,18 @@ def test_direct_chats_have_one_model_and_take_no_vote(sessions) -> None:  # type
         repo.create_battle(db, battle_id="d3", model_a_id=1, model_b_id=None, session_id=None, now=NOW)
     with sessions() as db:
         assert repo.vote_records(db) == []
+
+
+def test_ratings_leave_out_identity_leaks_and_flagged_voters(sessions) -> None:  # type: ignore[no-untyped-def]
+    _battle(sessions, "b1")
+    _battle(sessions, "b2")
+    _battle(sessions, "b3")
+    with sessions.begin() as db:
+        repo.ensure_voter_session(db, "bad", "bot", NOW)
+        for bid, voter in (("b1", "s1"), ("b2", "s1"), ("b3", "bad")):
+            repo.record_vote(db, battle_id=bid, winner="model_a", session_id=voter, now=NOW)
+        db.execute(sa.update(Battle).where(Battle.id == "b2").values(identity_leak=True))
+        db.execute(sa.text("UPDATE voter_sessions SET banned = TRUE WHERE id = 'bad'"))
+    with sessions() as db:
+        assert [r["question_id"] for r in repo.vote_records(db)] == ["b1"]
+        assert {r["question_id"] for r in repo.vote_records(db, include_flagged=True)} == {"b1", "b2", "b3"}
