@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.base import GenerationParams, Message, ModelBackend
 from models.roster import ModelSpec
 from storage import repo
+from storage.db import run_in_transaction
 from storage.images import ImageRejected, ImageStore, StoredImage
 
 log = logging.getLogger(__name__)
@@ -355,18 +356,21 @@ class BattleService:
         """
         if state.battle_id is None:
             raise ArenaError("There is no battle to vote on yet.")
+
+        def record(db: Session) -> repo.RecordedVote:
+            return repo.record_vote(
+                db,
+                battle_id=state.battle_id,
+                winner=winner,
+                session_id=state.session_id,
+                now=self.now(),
+                reason=reason,
+                client_token=state.vote_token,
+            )
+
         try:
-            with self.sessions.begin() as db:
-                stored = repo.record_vote(
-                    db,
-                    battle_id=state.battle_id,
-                    winner=winner,
-                    session_id=state.session_id,
-                    now=self.now(),
-                    reason=reason,
-                    client_token=state.vote_token,
-                )
-                winner = stored.winner
+            # A dropped connection or a lock timeout is retried; the vote token makes that safe.
+            winner = run_in_transaction(self.sessions, record).winner
         except repo.VoteRejected as exc:
             raise ArenaError(f"Vote not recorded: {exc}.") from exc
         state.status = "voted"

@@ -1,12 +1,31 @@
-"""Engines, sessions and schema upgrades for SQLite (embedded default) and PostgreSQL, by URL."""
+"""Engines, sessions and schema upgrades for SQLite (embedded default) and PostgreSQL, by URL.
+
+Durability of an acknowledged write (``factory.begin()`` returned without an exception):
+
+- PostgreSQL: the server's own guarantee (``synchronous_commit=on``, the default: the commit record is
+  flushed to its WAL before the client is told).
+- SQLite: WAL journal with ``synchronous=NORMAL``. A committed transaction is in the WAL file before
+  ``COMMIT`` returns, so it survives the writing process being killed at any moment (the next opener
+  replays the WAL); the WAL is only fsync'ed at checkpoints, so an OS crash or power loss may lose the
+  last transactions (never corrupting the file). ``synchronous=FULL`` would close that window at the
+  price of an fsync per commit. ``tests/storage/test_durability.py`` kills writers to check this.
+"""
 
 from __future__ import annotations
 
+import random
+import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import ExecutionContext, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -33,8 +52,37 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def _sqlite_begin_for_savepoints_and_locks(  # type: ignore[no-untyped-def]
+    _conn: Connection, cursor, statement: str, _parameters, context: ExecutionContext | None, _many: bool
+) -> None:
+    """Open the transaction (``BEGIN IMMEDIATE``) before a SAVEPOINT or ``SELECT ... FOR UPDATE``.
+
+    The sqlite3 driver's legacy transaction control, kept because code writes through the raw
+    driver connection and relies on it, sends BEGIN only before INSERT/UPDATE/DELETE. A SAVEPOINT
+    sent first then opens a transaction of its own, and its RELEASE commits: ``begin_nested()`` at
+    the start of a transaction (as in ``repo.record_vote``) committed early, ahead of the rest, and
+    a later failure could not roll it back. SQLite also ignores FOR UPDATE, so a locking read ran
+    outside any transaction. Taking the write lock here (waiting up to ``busy_timeout``) puts the
+    savepoint inside the caller's transaction and makes "read, check, write" one decision, as row
+    locks do on PostgreSQL. Other SELECTs still run outside the transaction until its first write.
+    """
+    dbapi_connection = cursor.connection
+    if dbapi_connection.in_transaction or dbapi_connection.isolation_level is None:  # or autocommit
+        return
+    locks = statement.lstrip()[:9].upper() == "SAVEPOINT"
+    if not locks and context is not None and context.compiled is not None:
+        locks = getattr(context.compiled.statement, "_for_update_arg", None) is not None
+    if locks:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
-    """An engine for ``url`` with the settings the arena relies on (pragmas, pre-ping)."""
+    """An engine for ``url`` with the settings the arena relies on (pragmas, pre-ping).
+
+    Engines are safe to share between threads: file SQLite gets SQLAlchemy's QueuePool with
+    ``check_same_thread=False`` (one sqlite3 connection per thread at a time), PostgreSQL the usual
+    QueuePool. A process must build its own engine (never inherit one across fork/spawn).
+    """
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -43,6 +91,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "before_cursor_execute", _sqlite_begin_for_savepoints_and_locks)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)  # type: ignore[arg-type]
@@ -51,6 +100,71 @@ def make_engine(url: str, **kwargs: object) -> Engine:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions whose objects stay readable after commit (the service hands them to the UI)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+#: PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, the server shutting a session.
+_PG_TRANSIENT_STATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
+#: SQLite primary result codes worth retrying: SQLITE_BUSY ("database is locked"), SQLITE_LOCKED.
+_SQLITE_TRANSIENT_CODES = frozenset({5, 6})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` failed a transaction that may succeed if run again from the start.
+
+    - any database: the connection was lost (SQLAlchemy invalidated it; the pool reconnects);
+    - PostgreSQL: serialization failure (40001), deadlock (40P01), connection errors (class 08) and
+      administrator/crash shutdown (57P01-57P03, e.g. ``pg_terminate_backend``);
+    - SQLite: "database is locked" / "database table is locked" (SQLITE_BUSY, SQLITE_LOCKED): the
+      write lock stayed taken past ``busy_timeout``, or a deferred transaction that read first found
+      its snapshot stale when it came to write.
+
+    A connection lost during COMMIT leaves the outcome unknown: the work may have been committed.
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _SQLITE_TRANSIENT_CODES
+        return "locked" in str(orig)
+    state = getattr(orig, "sqlstate", None)
+    return state is not None and (state in _PG_TRANSIENT_STATES or state.startswith("08"))
+
+
+def run_in_transaction(
+    factory: sessionmaker[Session],
+    fn: Callable[[Session], T],
+    *,
+    retries: int = 8,
+    backoff_s: float = 0.005,
+    max_backoff_s: float = 0.5,
+    on_retry: Callable[[BaseException, int], Any] | None = None,
+) -> T:
+    """Run ``fn(session)`` in a transaction and commit; rerun it on transient errors.
+
+    Each attempt gets a fresh session and transaction; between attempts it sleeps an exponential,
+    jittered backoff. Errors that are not transient (see ``is_transient``), and the last transient
+    one after ``retries`` reruns, propagate. Because a connection lost during COMMIT may hide a
+    commit that happened, ``fn`` must be safe to rerun: e.g. ``repo.record_vote`` with a
+    ``client_token`` returns the stored vote instead of recording a second one.
+    ``on_retry(exc, attempt)`` is called before each rerun (for counting or logging).
+    """
+    attempt = 0
+    while True:
+        try:
+            with factory.begin() as session:
+                return fn(session)
+        except DBAPIError as exc:
+            if attempt >= retries or not is_transient(exc):
+                raise
+            attempt += 1
+            if on_retry is not None:
+                on_retry(exc, attempt)
+            delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
+            time.sleep(delay * random.uniform(0.5, 1.5))
 
 
 def _alembic_config(url: str):  # type: ignore[no-untyped-def]

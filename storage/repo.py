@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.images import StoredImage
@@ -210,6 +209,18 @@ def get_battle(session: Session, battle_id: str) -> Battle | None:
     return session.get(Battle, battle_id)
 
 
+@dataclass(frozen=True)
+class RecordedVote:
+    """A vote as stored; ``replayed`` when this call was a retry of a vote already recorded."""
+
+    id: int
+    battle_id: str
+    winner: str
+    client_token: str | None
+    created_at: datetime
+    replayed: bool = False
+
+
 def record_vote(
     session: Session,
     *,
@@ -219,14 +230,16 @@ def record_vote(
     now: datetime,
     reason: str | None = None,
     client_token: str | None = None,
-) -> Vote:
+) -> RecordedVote:
     """Record the battle's one vote and mark it voted, in the caller's transaction.
 
-    The battle must be 'ready' (both answers complete). Retrying with the same ``client_token`` and
-    winner returns the stored vote instead of failing, so a client whose acknowledgement was lost can
-    safely send again. The unique constraint on votes.battle_id is the last word on duplicates: if
-    another writer got there first, this raises VoteRejected (or returns that writer's vote when it
-    was this client's own retry).
+    The battle must be 'ready' (both answers complete). The common case is two statements: an
+    UPDATE that moves the battle from 'ready' to 'voted' (atomic: of two racing writers only one
+    matches, the other waits for its row lock, then finds 'voted') and an INSERT of the vote. The
+    unique constraint on votes.battle_id is still the last word: a vote written behind the
+    repository makes the INSERT a no-op and the call fail, rolling the UPDATE back with the caller's
+    transaction. Retrying with the same ``client_token`` and winner returns the stored vote, so a
+    client whose acknowledgement was lost can safely send again.
     """
     if winner not in WINNERS:
         raise VoteRejected(f"unknown winner {winner!r}; expected one of {', '.join(WINNERS)}")
@@ -234,43 +247,54 @@ def record_vote(
         raise VoteRejected(f"the reason is longer than {MAX_REASON_CHARS} characters")
     if client_token is not None and not 0 < len(client_token) <= 64:
         raise VoteRejected("the client token must be 1 to 64 characters")
-    # Lock the battle row on PostgreSQL so the state check and the vote are one decision.
-    battle = session.scalars(select(Battle).where(Battle.id == battle_id).with_for_update()).one_or_none()
-    if battle is None:
+    claimed = session.execute(
+        update(Battle)
+        .where(Battle.id == battle_id, Battle.state == "ready", Battle.mode != "direct")
+        .values(state="voted", updated_at=now)
+        .returning(Battle.id)
+    ).first()
+    if claimed is None:
+        return _not_claimed(session, battle_id, winner, client_token)
+    inserted = session.execute(
+        _insert(session, Vote)
+        .values(
+            battle_id=battle_id,
+            winner=winner,
+            session_id=session_id,
+            reason=reason,
+            client_token=client_token,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["battle_id"])
+        .returning(Vote.id)
+    ).first()
+    if inserted is None:
+        return _replayed_vote(session, battle_id, winner, client_token)
+    return RecordedVote(inserted[0], battle_id, winner, client_token, now)
+
+
+def _not_claimed(session: Session, battle_id: str, winner: str, client_token: str | None) -> RecordedVote:
+    """Why a battle could not take the vote: unknown, a direct chat, not ready, or already voted."""
+    row = session.execute(select(Battle.mode, Battle.state).where(Battle.id == battle_id)).first()
+    if row is None:
         raise VoteRejected("unknown battle")
-    if battle.mode == "direct":
+    mode, state = row
+    if mode == "direct":
         raise VoteRejected("a direct chat takes feedback, not votes")
-    if battle.state == "voted":
+    if state == "voted":
         return _replayed_vote(session, battle_id, winner, client_token)
-    if battle.state != "ready":
-        raise VoteRejected(f"this battle cannot take a vote while it is {battle.state}")
-    vote = Vote(
-        battle_id=battle_id,
-        winner=winner,
-        session_id=session_id,
-        reason=reason,
-        client_token=client_token,
-        created_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(vote)
-            session.flush()
-    except IntegrityError:  # the savepoint rollback already discarded the pending vote
-        return _replayed_vote(session, battle_id, winner, client_token)
-    battle.state = "voted"
-    battle.updated_at = now
-    session.flush()
-    return vote
+    raise VoteRejected(f"this battle cannot take a vote while it is {state}")
 
 
-def _replayed_vote(session: Session, battle_id: str, winner: str, client_token: str | None) -> Vote:
+def _replayed_vote(session: Session, battle_id: str, winner: str, client_token: str | None) -> RecordedVote:
     """The stored vote when this is the same client's retry of it; otherwise the vote is refused."""
     stored = session.scalars(select(Vote).where(Vote.battle_id == battle_id)).one_or_none()
     if stored is not None and client_token is not None and stored.client_token == client_token:
         if stored.winner != winner:
             raise VoteRejected("this vote was already recorded with a different choice")
-        return stored
+        return RecordedVote(
+            stored.id, battle_id, stored.winner, stored.client_token, as_utc(stored.created_at), replayed=True
+        )
     raise VoteRejected("this battle has already been voted on")
 
 
