@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -247,26 +247,39 @@ def record_vote(
         raise VoteRejected(f"the reason is longer than {MAX_REASON_CHARS} characters")
     if client_token is not None and not 0 < len(client_token) <= 64:
         raise VoteRejected("the client token must be 1 to 64 characters")
-    claimed = session.execute(
-        update(Battle)
-        .where(Battle.id == battle_id, Battle.state == "ready", Battle.mode != "direct")
+    # Table-level statements: the ORM's bulk-DML machinery would cost more than the round trips.
+    battles, votes = Battle.__table__, Vote.__table__
+    claim = (
+        battles.update()
+        .where(battles.c.id == battle_id, battles.c.state == "ready", battles.c.mode != "direct")
         .values(state="voted", updated_at=now)
-        .returning(Battle.id)
-    ).first()
-    if claimed is None:
+        .returning(battles.c.id)
+    )
+    row = {
+        "winner": winner,
+        "session_id": session_id,
+        "reason": reason,
+        "client_token": client_token,
+        "created_at": now,
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip: claim the battle and insert the vote in a single statement.
+        claimed = claim.cte("claimed")
+        source = select(claimed.c.id, *(literal(v, votes.c[k].type).label(k) for k, v in row.items()))
+        stmt = postgresql.insert(votes).from_select(["battle_id", *row], source).add_cte(claimed)
+        inserted = session.execute(
+            stmt.on_conflict_do_nothing(index_elements=["battle_id"]).returning(votes.c.id)
+        ).first()
+        if inserted is None:
+            return _not_claimed(session, battle_id, winner, client_token)
+        return RecordedVote(inserted[0], battle_id, winner, client_token, now)
+    if session.execute(claim).first() is None:
         return _not_claimed(session, battle_id, winner, client_token)
     inserted = session.execute(
-        _insert(session, Vote)
-        .values(
-            battle_id=battle_id,
-            winner=winner,
-            session_id=session_id,
-            reason=reason,
-            client_token=client_token,
-            created_at=now,
-        )
+        sqlite.insert(votes)
+        .values(battle_id=battle_id, **row)
         .on_conflict_do_nothing(index_elements=["battle_id"])
-        .returning(Vote.id)
+        .returning(votes.c.id)
     ).first()
     if inserted is None:
         return _replayed_vote(session, battle_id, winner, client_token)

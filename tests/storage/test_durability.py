@@ -36,15 +36,15 @@ def _acks_until_killed(db_url: str, first: int) -> list[str]:
         [sys.executable, str(WRITER), db_url, "--first", str(first), "--count", str(BATTLES - first)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,  # unbuffered: communicate() below reads the pipe's fd, so nothing may sit in a buffer
     )
     watchdog = threading.Timer(TIMEOUT_S, writer.kill)
     watchdog.start()
     acks: list[str] = []
     try:
         assert writer.stdout is not None
-        for line in writer.stdout:
-            acks.append(line.strip())
+        for line in iter(writer.stdout.readline, b""):
+            acks.append(line.decode().strip())
             if len(acks) >= ACKS_BEFORE_KILL:
                 writer.send_signal(signal.SIGKILL)  # mid-run: the next transaction is under way
                 break
@@ -52,8 +52,8 @@ def _acks_until_killed(db_url: str, first: int) -> list[str]:
     finally:
         watchdog.cancel()
         writer.kill()
-    acks.extend(rest.split())  # acknowledged before the kill, still in the pipe
-    assert writer.returncode == -signal.SIGKILL, errors
+    acks.extend(rest.decode().split())  # acknowledged before the kill, still in the pipe
+    assert writer.returncode == -signal.SIGKILL, errors.decode()
     return acks
 
 
