@@ -1,9 +1,12 @@
 """Command line for the arena's database.
 
-    python -m storage upgrade --db URL                 create or migrate the schema
-    python -m storage current --db URL                 print the schema revision
-    python -m storage forget --db URL --session ID     delete one voter's data (privacy requests)
-    python -m storage backup --db URL --out PATH       online backup of an SQLite database
+python -m storage upgrade --db URL                 create or migrate the schema
+python -m storage current --db URL                 print the schema revision
+python -m storage forget --db URL --session ID     delete one voter's data (privacy requests)
+python -m storage backup --db URL --out PATH       online backup of an SQLite database
+python -m storage export --db URL --format fastchat|jsonl|parquet --out PATH
+                                                   write voted battles as FastChat records
+python -m storage import --db URL PATH             load a FastChat battle file (all or nothing)
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from storage.db import current_revision, make_engine, normalize_url, session_factory, upgrade
 
@@ -60,15 +64,54 @@ def _backup(args: argparse.Namespace) -> str:
     return f"backed up {pages} pages to {args.out} (integrity check ok)"
 
 
+def _export(args: argparse.Namespace) -> str:
+    from storage.transfer import export_battles
+
+    engine = make_engine(args.db)
+    try:
+        count = _one_line_errors(export_battles, engine, args.out, args.format)
+    finally:
+        engine.dispose()
+    return f"exported {count} battles to {args.out} ({args.format})"
+
+
+def _import(args: argparse.Namespace) -> str:
+    from storage.transfer import import_battles
+
+    engine = make_engine(args.db)
+    try:
+        # A progress bar only for a person watching: logs and pipes get the summary line alone.
+        progress = not args.no_progress and sys.stderr.isatty()
+        report = _one_line_errors(import_battles, engine, args.path, progress=progress)
+    finally:
+        engine.dispose()
+    return report.summary()
+
+
+def _one_line_errors(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn``; a database error becomes one line (the driver's first line, no SQL or links)."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    try:
+        return fn(*args, **kwargs)
+    except SQLAlchemyError as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        raise RuntimeError(f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m storage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler: Callable[[argparse.Namespace], str], help: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], str], help: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--db", default=DEFAULT_DB, help=f"SQLAlchemy URL or SQLite file path (default {DEFAULT_DB})")
+        sub.add_argument(
+            "--db", default=DEFAULT_DB, help=f"SQLAlchemy URL or SQLite file path (default {DEFAULT_DB})"
+        )
         sub.set_defaults(handler=handler)
         return sub
 
@@ -81,9 +124,57 @@ def build_parser() -> argparse.ArgumentParser:
         "delete a voter session's battles, votes, feedback and the images only it uploaded",
     )
     forget.add_argument("--session", required=True, help="the voter session id")
-    forget.add_argument("--images", type=Path, help="the arena's image folder (ARENA_DATA_DIR/images), to delete files")
+    forget.add_argument(
+        "--images", type=Path, help="the arena's image folder (ARENA_DATA_DIR/images), to delete files"
+    )
     backup = command("backup", _backup, "copy a live SQLite database with the online backup API")
     backup.add_argument("--out", type=Path, required=True, help="the backup file to write (must not exist)")
+
+    export = command("export", _export, "write every voted battle as FastChat battle records")
+    export.formatter_class = argparse.RawDescriptionHelpFormatter
+    export.description = (
+        "Write one record per voted battle (anonymous or named; direct chats are left out), ordered\n"
+        "by vote time, in the FastChat / Chatbot Arena vocabulary: question_id, model_a, model_b,\n"
+        "winner, judge, turn, anony, language, tstamp, conversation_a/b, images, reason.\n"
+        "The same database always gives a byte-identical file."
+    )
+    export.epilog = (
+        "formats:\n"
+        "  fastchat  one JSON list (FastChat's clean_battle file), one record a line\n"
+        "  jsonl     JSON Lines, one record a line\n"
+        "  parquet   a Parquet table with the same columns (absent fields are nulls)\n\n"
+        "example:\n"
+        "  python -m storage export --db sqlite:///arena.db --format jsonl --out battles.jsonl"
+    )
+    export.add_argument(
+        "--format", required=True, choices=("fastchat", "jsonl", "parquet"), help="output format"
+    )
+    export.add_argument("--out", type=Path, required=True, help="the file to write (replaced if it exists)")
+
+    imp = command(
+        "import", _import, "load a FastChat battle file (JSON list, JSONL or Parquet), all or nothing"
+    )
+    imp.formatter_class = argparse.RawDescriptionHelpFormatter
+    imp.description = (
+        "Load battle records into the database, all or nothing: every record is checked first, then\n"
+        "everything is written in one transaction. A JSON list or JSONL is told apart by content,\n"
+        "Parquet by its magic bytes. Required fields: question_id, model_a, model_b, winner;\n"
+        "optional: judge, turn, anony (default true), language, tstamp (default now),\n"
+        "conversation_a/b, images, reason. Unknown models are created disabled (backend\n"
+        "'imported'), so live battles never sample them. A question_id already in the database\n"
+        "refuses the whole import."
+    )
+    imp.epilog = (
+        "exit status: 0 imported; 2 nothing imported (the reason is one line on stderr)\n\n"
+        "example:\n"
+        "  python -m storage import --db sqlite:///arena.db clean_battle_20240814.json"
+    )
+    imp.add_argument("path", type=Path, metavar="PATH", help="the battle file: JSON list, JSONL or Parquet")
+    imp.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="draw no progress bar (one is drawn on stderr only when it is a terminal)",
+    )
     return parser
 
 

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -137,7 +138,35 @@ def is_transient(exc: BaseException) -> bool:
     return state is not None and (state in _PG_TRANSIENT_STATES or state.startswith("08"))
 
 
-_SQLITE_WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+class _FairLock:
+    """A mutex granted in arrival order. ``threading.Lock`` lets the releasing thread take it straight
+    back while the others sleep, which starves some writers and sets the tail latency."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+        self._held = False
+
+    def __enter__(self) -> _FairLock:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return self
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        turn.acquire()  # released by the previous holder, which hands the mutex over directly
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._held = False
+
+
+_SQLITE_WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, _FairLock] = weakref.WeakKeyDictionary()
 
 
 def _writer_lock(factory: sessionmaker[Session]) -> AbstractContextManager[object]:
@@ -145,7 +174,7 @@ def _writer_lock(factory: sessionmaker[Session]) -> AbstractContextManager[objec
     engine = factory.kw.get("bind")
     if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
         return nullcontext()
-    return _SQLITE_WRITER_LOCKS.setdefault(engine, threading.Lock())
+    return _SQLITE_WRITER_LOCKS.setdefault(engine, _FairLock())
 
 
 def run_in_transaction(

@@ -23,7 +23,9 @@ class ForgetReport:
     image_files: int
 
 
-def forget_session(factory: sessionmaker[Session], session_id: str, images: ImageStore | None) -> ForgetReport:
+def forget_session(
+    factory: sessionmaker[Session], session_id: str, images: ImageStore | None
+) -> ForgetReport:
     """Delete everything a voter session left: its battles (with their turns, answers and votes), its
     feedback and flags, the session itself, and the images that only this session uploaded.
 
@@ -31,7 +33,9 @@ def forget_session(factory: sessionmaker[Session], session_id: str, images: Imag
     removed only after it commits, so a failure never leaves rows pointing at missing files.
     """
     with factory.begin() as db:
-        found = db.get(VoterSession, session_id) is not None
+        # A locking read first: on PostgreSQL it locks the session row, on SQLite it opens the
+        # transaction with the write lock, so the reads below and the deletes are one snapshot.
+        found = db.get(VoterSession, session_id, with_for_update=True) is not None
         battle_ids = list(db.scalars(select(Battle.id).where(Battle.session_id == session_id)))
         shas = set(
             db.scalars(

@@ -1,0 +1,141 @@
+"""How fast ``storage.transfer.import_battles`` loads a FastChat battle file, per database.
+
+Generates N synthetic FastChat battles (100 models, 35% ties, short one-turn conversations) into a
+JSONL file, imports it into a freshly migrated database and reports battles/s (the time includes
+reading and validating the file). Without ``--db`` it runs on a temporary SQLite file and on a
+temporary PostgreSQL database created (and dropped) through the admin URL in ``ARENA_TEST_PG_URL``
+(default: the ``test`` database on 127.0.0.1:5432).
+
+  python benchmarks/storage_import_bench.py [--db URL ...] [--battles N]
+
+``run(db_url, n)`` is the entry point other benchmarks call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sqlalchemy as sa  # noqa: E402
+
+from storage.db import make_engine, normalize_url, upgrade  # noqa: E402
+from storage.transfer import import_battles  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("ARENA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MODELS = [f"bench-model-{i:03d}" for i in range(100)]
+TIE_SHARE = 0.35
+
+
+def write_battles(path: Path, n: int, seed: int = 0) -> None:
+    """Write ``n`` synthetic FastChat clean-battle records as JSON Lines."""
+    rng = random.Random(seed)
+    t0 = 1_700_000_000.0
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            model_a, model_b = rng.sample(MODELS, 2)
+            draw = rng.random()
+            if draw < TIE_SHARE:
+                winner = "tie" if draw < TIE_SHARE / 2 else "tie (bothbad)"
+            else:
+                winner = "model_a" if draw < (1 + TIE_SHARE) / 2 else "model_b"
+            prompt = f"What is in picture {i}?"
+            record = {
+                "question_id": f"{rng.getrandbits(128):032x}",
+                "model_a": model_a,
+                "model_b": model_b,
+                "winner": winner,
+                "judge": f"arena_user_{rng.randrange(20_000)}",
+                "turn": 1,
+                "anony": True,
+                "language": "English",
+                "tstamp": round(t0 + i * 0.5, 3),
+                "conversation_a": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": f"A cat, says {model_a}."},
+                ],
+                "conversation_b": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": f"A dog, says {model_b}."},
+                ],
+            }
+            fh.write(json.dumps(record) + "\n")
+
+
+def run(db_url: str, n: int) -> dict[str, object]:
+    """Import ``n`` synthetic battles into ``db_url`` (migrated first); return the timing.
+
+    The database should be empty: the battle ids are random, but the same ``n`` always gives the
+    same file, so a second run into the same database is refused as a re-import.
+    """
+    upgrade(db_url)
+    with tempfile.TemporaryDirectory(prefix="arena-import-bench-") as tmp:
+        path = Path(tmp) / "battles.jsonl"
+        write_battles(path, n)
+        engine = make_engine(db_url)
+        try:
+            report = import_battles(engine, path, progress=False)
+        finally:
+            engine.dispose()
+    return {
+        "database": sa.engine.make_url(normalize_url(db_url)).get_backend_name(),
+        "url": normalize_url(db_url).split("@")[-1],
+        "battles": report.battles,
+        "seconds": round(report.seconds, 3),
+        "battles_per_s": round(report.battles_per_second),
+    }
+
+
+@contextmanager
+def temporary_postgres() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"arena_bench_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--db", action="append", metavar="URL", help="database to import into (repeatable; should be empty)"
+    )
+    parser.add_argument("--battles", type=int, default=500_000, metavar="N", help="battles to generate")
+    args = parser.parse_args(argv)
+
+    results = []
+    if args.db:
+        results = [run(url, args.battles) for url in args.db]
+    else:
+        with tempfile.TemporaryDirectory(prefix="arena-import-bench-db-") as tmp:
+            results.append(run(f"sqlite:///{Path(tmp) / 'bench.db'}", args.battles))
+        with temporary_postgres() as url:
+            results.append(run(url, args.battles))
+
+    print(f"\nimport of {args.battles:,} synthetic FastChat battles (JSONL, read + validate + write)\n")
+    print("| database | battles | seconds | battles/s |")
+    print("|---|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['database']} | {r['battles']:,} | {r['seconds']:.2f} | {r['battles_per_s']:,} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1282 @@
+"""Bulk import and export of voted battles in the FastChat / Chatbot Arena "clean battle" format.
+
+Export writes one record per voted battle (anonymous or named; direct chats are not battles), in vote
+time order, as a FastChat JSON list (``fastchat``), JSON Lines (``jsonl``) or Parquet (``parquet``).
+The same database always gives the same bytes.
+
+Import reads a FastChat JSON list or JSONL file (told apart by content) or a Parquet file (by its
+``PAR1`` magic or ``.parquet`` extension), validates every record before touching the database, then
+writes everything in one transaction, in batches, in question_id order (so indexes grow at their end):
+on SQLite each batch is staged with ``executemany`` into TEMPORARY tables without constraints, one row
+per battle and one per turn, then moved with one ``INSERT ... SELECT`` per table; on PostgreSQL rows
+go straight into the tables with binary ``COPY``. No ORM objects are made. An invalid file raises
+:class:`TransferError` and leaves the database as it was. What import does with the data:
+
+* models missing from the database are created (name = display name, backend ``"imported"``,
+  disabled so the arena never samples them for live battles); existing models are matched by name;
+* a record whose ``question_id`` is already a battle in the database refuses the whole import (the
+  file is not merged into or over existing battles); so does a ``question_id`` repeated in the file;
+* battles get state ``"voted"``, source ``"import"``; turns and both sides' answers are rebuilt from
+  ``conversation_a``/``conversation_b``. A record without conversations gets ``turn`` (default 1)
+  turns with empty prompts and no answers, and exports again without conversation keys;
+* ``images`` (a list of image sha256 per turn) become turn images; a hash not yet in ``images`` gets
+  a placeholder row (``application/octet-stream``, size 0), since the file does not carry the bytes;
+* text holding a NUL character is refused (PostgreSQL cannot store it), on every database alike.
+
+Speed notes: on SQLite the import turns foreign-key enforcement off for its own connection while it
+runs (it builds every reference itself, under SQLite's single write lock). On PostgreSQL, when the
+role may set ``session_replication_role``, the transaction sets it to ``replica`` so the per-row
+foreign-key triggers are skipped, after locking the referenced pre-existing rows ``FOR KEY SHARE``
+just as those triggers would; otherwise the triggers run and the import is slower.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    literal,
+    select,
+    text,
+    union_all,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.schema import (
+    MAX_REASON_CHARS,
+    WINNERS,
+    Battle,
+    Image,
+    ModelRow,
+    Response,
+    Turn,
+    TurnImage,
+    Vote,
+)
+
+try:  # orjson comes with gradio; it parses JSON Lines about three times faster than json
+    import orjson
+
+    _loads: Callable[[bytes | str], Any] = orjson.loads
+except ImportError:  # pragma: no cover - exercised only without orjson
+    _loads = json.loads
+
+EXPORT_FORMATS = ("fastchat", "jsonl", "parquet")
+IMPORTED_BACKEND = "imported"
+DEFAULT_BATCH_SIZE = 50_000
+#: Without conversations, ``turn`` empty turns are created; this caps what one record can ask for.
+MAX_TURNS_WITHOUT_CONVERSATION = 1000
+PARQUET_MAGIC = b"PAR1"
+
+_WINNERS = frozenset(WINNERS)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MAX_ID = Battle.__table__.c.id.type.length  # 64
+_MAX_MODEL = ModelRow.__table__.c.name.type.length  # 200
+_MAX_JUDGE = Vote.__table__.c.judge.type.length  # 128
+_MAX_LANGUAGE = Battle.__table__.c.language.type.length  # 32
+_EXPORT_CHUNK = 900  # battles a query asks about (old SQLite builds allow 999 parameters)
+
+
+class TransferError(ValueError):
+    """A battle file that cannot be imported (or a database that cannot be exported), said in one line."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What one import wrote, and how fast."""
+
+    path: str
+    battles: int
+    models_created: tuple[str, ...]
+    turns: int
+    responses: int
+    images_created: int
+    seconds: float
+
+    @property
+    def battles_per_second(self) -> float:
+        return self.battles / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """The one line the CLI prints."""
+        return (
+            f"imported {self.battles} battles ({self.turns} turns, {self.responses} responses), "
+            f"{len(self.models_created)} models created, {self.images_created} image placeholders, "
+            f"in {self.seconds:.2f} s ({self.battles_per_second:,.0f} battles/s)"
+        )
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def export_battles(source: Session | Engine | Connection, out_path: str | Path, fmt: str) -> int:
+    """Write every voted battle to ``out_path`` in ``fmt`` (fastchat, jsonl or parquet); return the count.
+
+    Records are ordered by vote time, then battle id (byte order), and always serialise the same
+    way, so exporting the same database twice gives byte-identical files.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise TransferError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out_path)
+    with _reader(source) as conn:
+        _require_schema(conn)
+        records = iter_export_records(conn)
+        if fmt == "parquet":
+            return _write_parquet(records, out)
+        return _write_json(records, out, as_list=fmt == "fastchat")
+
+
+def iter_export_records(conn: Connection | Session) -> Iterator[dict[str, Any]]:
+    """Yield the export record of every voted anony/named battle, in export order.
+
+    Keys, in order: question_id, model_a, model_b, winner, judge, turn, anony, language, tstamp,
+    conversation_a and conversation_b (left out when the battle has no answers and only empty
+    prompts, as after importing a record without conversations), images, and reason when there is one.
+    """
+    ma = ModelRow.__table__.alias("ma")
+    mb = ModelRow.__table__.alias("mb")
+    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    battle_order = Battle.id.collate("C") if dialect == "postgresql" else Battle.id
+    stmt = (
+        select(
+            Battle.id,
+            ma.c.name,
+            mb.c.name,
+            Vote.winner,
+            Vote.judge,
+            Vote.session_id,
+            Battle.mode,
+            Battle.language,
+            Vote.created_at,
+            Vote.reason,
+        )
+        .join(Vote, Vote.battle_id == Battle.id)
+        .join(ma, ma.c.id == Battle.model_a_id)
+        .join(mb, mb.c.id == Battle.model_b_id)
+        .where(Battle.state == "voted", Battle.mode.in_(("anony", "named")))
+        .order_by(Vote.created_at, battle_order)
+    )
+    # Streamed (a server-side cursor on PostgreSQL); each chunk's turns come in three more queries.
+    result = conn.execute(stmt.execution_options(yield_per=_EXPORT_CHUNK))
+    for chunk in result.partitions():
+        turns = _turns_of(conn, [row[0] for row in chunk])
+        for battle_id, model_a, model_b, winner, judge, voter, mode, language, voted_at, reason in chunk:
+            battle_turns = turns.get(battle_id, [])
+            record: dict[str, Any] = {
+                "question_id": battle_id,
+                "model_a": model_a,
+                "model_b": model_b,
+                "winner": winner,
+                "judge": judge or voter or "arena_user",
+                "turn": len(battle_turns),
+                "anony": mode == "anony",
+                "language": language,
+                "tstamp": _as_utc(voted_at).timestamp(),
+            }
+            if any(t.prompt or t.answers for t in battle_turns):
+                record["conversation_a"] = _conversation(battle_turns, "a")
+                record["conversation_b"] = _conversation(battle_turns, "b")
+            record["images"] = [t.images for t in battle_turns]
+            if reason is not None:
+                record["reason"] = reason
+            yield record
+
+
+@dataclass
+class _ExportTurn:
+    prompt: str
+    answers: dict[str, str] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)
+
+
+def _turns_of(conn: Connection | Session, battle_ids: list[str]) -> dict[str, list[_ExportTurn]]:
+    """The turns (prompt, answers by side, image hashes) of some battles, in turn order."""
+    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    wanted = _member_of(Turn.battle_id, battle_ids, dialect)
+    by_id: dict[int, _ExportTurn] = {}
+    by_battle: dict[str, list[_ExportTurn]] = {}
+    turn_rows = conn.execute(
+        select(Turn.id, Turn.battle_id, Turn.prompt).where(wanted).order_by(Turn.battle_id, Turn.index)
+    )
+    for turn_id, battle_id, prompt in turn_rows:
+        turn = by_id[turn_id] = _ExportTurn(prompt)
+        by_battle.setdefault(battle_id, []).append(turn)
+    responses = conn.execute(
+        select(Response.turn_id, Response.side, Response.text)
+        .join(Turn, Turn.id == Response.turn_id)
+        .where(wanted)
+    )
+    for turn_id, side, answer in responses:
+        by_id[turn_id].answers[side] = answer
+    images = conn.execute(
+        select(TurnImage.turn_id, TurnImage.image_sha256)
+        .join(Turn, Turn.id == TurnImage.turn_id)
+        .where(wanted)
+        .order_by(TurnImage.turn_id, TurnImage.position)
+    )
+    for turn_id, sha in images:
+        by_id[turn_id].images.append(sha)
+    return by_battle
+
+
+def _member_of(column: Any, values: list[str], dialect: str) -> Any:
+    """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of thousands."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _conversation(turns: list[_ExportTurn], side: str) -> list[dict[str, str]]:
+    """One side's conversation in the OpenAI chat shape: each prompt, then that side's answer."""
+    messages = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn.prompt})
+        answer = turn.answers.get(side)
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def _write_json(records: Iterable[dict[str, Any]], out: Path, *, as_list: bool) -> int:
+    """JSONL: one record a line. FastChat: a JSON list, one record a line inside the brackets."""
+    count = 0
+    with out.open("w", encoding="utf-8", newline="\n") as fh:
+        if as_list:
+            fh.write("[")
+        for record in records:
+            line = json.dumps(record, ensure_ascii=False)
+            if as_list:
+                fh.write(("\n" if count == 0 else ",\n") + line)
+            else:
+                fh.write(line + "\n")
+            count += 1
+        if as_list:
+            fh.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _parquet_schema():  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema(
+        [
+            ("question_id", pa.string()),
+            ("model_a", pa.string()),
+            ("model_b", pa.string()),
+            ("winner", pa.string()),
+            ("judge", pa.string()),
+            ("turn", pa.int64()),
+            ("anony", pa.bool_()),
+            ("language", pa.string()),
+            ("tstamp", pa.float64()),
+            ("conversation_a", pa.list_(message)),
+            ("conversation_b", pa.list_(message)),
+            ("images", pa.list_(pa.list_(pa.string()))),
+            ("reason", pa.string()),
+        ]
+    )
+
+
+def _write_parquet(records: Iterable[dict[str, Any]], out: Path) -> int:
+    """One Parquet file with a fixed schema; absent conversations and reasons are nulls."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _parquet_schema()
+    count = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == DEFAULT_BATCH_SIZE:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                count += len(batch)
+                batch = []
+        if batch or count == 0:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            count += len(batch)
+    return count
+
+
+@contextmanager
+def _reader(source: Session | Engine | Connection) -> Iterator[Connection | Session]:
+    """Something to run selects on, from whatever the caller holds."""
+    if isinstance(source, Engine):
+        with source.connect() as conn:
+            yield conn
+    else:
+        yield source
+
+
+def _require_schema(conn: Connection | Session) -> None:
+    bind = conn.connection() if isinstance(conn, Session) else conn
+    if not inspect(bind).has_table(Battle.__tablename__):
+        raise TransferError(
+            "the database has no arena schema; run `python -m storage upgrade --db URL` first"
+        )
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite hands timestamps back naive; they were written as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Source:
+    """An opened battle file: its records as (position, record), and what a position counts.
+
+    Positions are 1-based: line numbers for JSONL, list indices for a JSON list, rows for Parquet.
+    """
+
+    word: str
+    records: Iterator[tuple[int, Any]]
+    size: int = 0  # positions expected, for the progress bar (0: unknown)
+    may_hold_nul: bool = True  # False when the file cannot contain a NUL character in a string
+
+
+def _read_records(path: Path) -> _Source:
+    """Open a battle file, telling JSON list, JSONL and Parquet apart."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError:
+        raise TransferError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TransferError(f"{path}: is a directory") from None
+    if head == PARQUET_MAGIC or path.suffix.lower() == ".parquet":
+        return _read_parquet(path)
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    # JSON can only spell NUL as an escape; without one, no string needs the per-string check.
+    may_hold_nul = b"\\u0000" in data
+    stripped = data.lstrip()
+    if not stripped:
+        return _Source("record", iter(()))
+    if stripped[:1] == b"[":
+        return _Source("record", _read_json_list(data, path), 0, may_hold_nul)
+    if stripped[:1] == b"{":
+        return _Source("line", _read_jsonl(data, path), data.count(b"\n") + 1, may_hold_nul)
+    raise TransferError(f"{path}: not a FastChat battle file (expected a JSON list, JSON Lines or Parquet)")
+
+
+def _read_json_list(data: bytes, path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        items = _loads(data)
+    except ValueError as exc:
+        raise TransferError(f"{path}: malformed or truncated JSON: {_json_problem(exc, True)}") from None
+    if not isinstance(items, list):
+        raise TransferError(f"{path}: expected a JSON list of battle records")
+    return enumerate(items, start=1)
+
+
+def _read_jsonl(data: bytes, path: Path) -> Iterator[tuple[int, Any]]:
+    for lineno, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = _loads(line)
+        except ValueError as exc:
+            raise TransferError(
+                f"{path}: line {lineno}: malformed or truncated JSON record: {_json_problem(exc, False)}"
+            ) from None
+        yield lineno, record
+
+
+def _json_problem(exc: ValueError, with_line: bool) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        where = f"line {exc.lineno}, column {exc.colno}" if with_line else f"column {exc.colno}"
+        return f"{exc.msg} ({where})"
+    return str(exc)
+
+
+def _read_parquet(path: Path) -> _Source:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TransferError(f"{path}: not a readable Parquet file: {exc}") from None
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        position = 0
+        for batch in parquet.iter_batches(batch_size=DEFAULT_BATCH_SIZE):
+            for record in batch.to_pylist():
+                position += 1
+                # Parquet has no absent keys: a null optional column means "not given".
+                yield position, {k: v for k, v in record.items() if v is not None}
+
+    return _Source("row", rows(), parquet.metadata.num_rows)
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+#: A validated turn: the prompt, side a's and side b's answer (None: no answer), image hashes in order.
+_Turn = tuple[str, "str | None", "str | None", tuple[str, ...]]
+_NO_IMAGES: tuple[str, ...] = ()
+
+
+@dataclass
+class _Plan:
+    """Validated battles, one tuple each, ready to be written.
+
+    A battle is (question_id, mode, model_a, model_b, language, time, winner, judge, reason, turns).
+    """
+
+    battles: list[tuple[Any, ...]] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)  # question_id -> position in the file
+    word: str = "record"  # what a position counts: line, record or row
+    turns: int = 0
+    image_hashes: set[str] = field(default_factory=set)
+
+    def model_names(self) -> set[str]:
+        return {b[2] for b in self.battles} | {b[3] for b in self.battles}
+
+
+class _Problem(Exception):
+    """A record-level validation problem; the caller adds where it is."""
+
+
+def _validate(path: Path, source: _Source, now: datetime, progress: Any) -> _Plan:
+    """Check every record and keep what to write; the first problem raises TransferError."""
+    word = source.word
+    plan = _Plan(word=word)
+    positions = plan.positions
+    battles = plan.battles
+    now_ts = now.timestamp()
+    tick = 0
+    for position, record in source.records:
+        qid = record.get("question_id") if type(record) is dict else None
+        try:
+            if type(record) is not dict:
+                raise _Problem(f"expected a JSON object, got {type(record).__name__}")
+            battle = _check_record(record, now_ts, plan.image_hashes)
+            if source.may_hold_nul:
+                _refuse_nul(battle)
+        except _Problem as problem:
+            raise TransferError(f"{path}: {_where(word, position, qid)}: {problem}") from None
+        if qid in positions:
+            raise TransferError(
+                f"{path}: {_where(word, position, qid)}: duplicate question_id "
+                f"(already at {word} {positions[qid]})"
+            )
+        positions[qid] = position
+        battles.append(battle)
+        plan.turns += len(battle[9])
+        tick += 1
+        if tick == 10_000:
+            progress.update(tick)
+            tick = 0
+    progress.update(tick)
+    return plan
+
+
+def _refuse_nul(battle: tuple[Any, ...]) -> None:
+    """PostgreSQL text cannot hold NUL; refuse it everywhere so every database takes the same files."""
+    texts = [battle[0], battle[2], battle[3], battle[4], battle[7], battle[8]]
+    texts += [text for turn in battle[9] for text in turn[:3]]
+    if any(text is not None and "\x00" in text for text in texts):
+        raise _Problem("text holds a NUL character (\\u0000), which PostgreSQL cannot store")
+
+
+def _where(word: str, position: int, qid: Any) -> str:
+    if type(qid) is str:
+        return f"{word} {position} (question_id {qid!r})"
+    return f"{word} {position}"
+
+
+def _check_record(record: dict[str, Any], now_ts: float, image_hashes: set[str]) -> tuple[Any, ...]:
+    """Validate one record; return its battle tuple (see ``_Plan``)."""
+    get = record.get
+    qid = get("question_id")
+    model_a = get("model_a")
+    model_b = get("model_b")
+    winner = get("winner")
+    if not (
+        type(qid) is str
+        and 0 < len(qid) <= _MAX_ID
+        and type(model_a) is str
+        and 0 < len(model_a) <= _MAX_MODEL
+        and type(model_b) is str
+        and 0 < len(model_b) <= _MAX_MODEL
+        and model_a != model_b
+        and winner in _WINNERS
+    ):
+        raise _Problem(_required_problem(record))
+
+    judge = get("judge")
+    turn = get("turn")
+    anony = get("anony", True)
+    language = get("language")
+    tstamp = get("tstamp")
+    reason = get("reason")
+    if judge is not None and not (type(judge) is str and len(judge) <= _MAX_JUDGE):
+        raise _Problem(_text_problem("judge", judge, _MAX_JUDGE))
+    if turn is not None and not (type(turn) is int and turn >= 1):
+        raise _Problem(f"turn must be a whole number >= 1, got {turn!r}")
+    if type(anony) is not bool:
+        raise _Problem(f"anony must be true or false, got {anony!r}")
+    if language is not None and not (type(language) is str and len(language) <= _MAX_LANGUAGE):
+        raise _Problem(_text_problem("language", language, _MAX_LANGUAGE))
+    if reason is not None and not (type(reason) is str and len(reason) <= MAX_REASON_CHARS):
+        raise _Problem(_text_problem("reason", reason, MAX_REASON_CHARS))
+    if tstamp is None:
+        tstamp = now_ts
+    elif type(tstamp) is not float and type(tstamp) is not int:
+        raise _Problem(f"tstamp must be a number of seconds since 1970, got {tstamp!r}")
+    try:
+        moment = datetime.fromtimestamp(tstamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _Problem(f"tstamp {tstamp!r} is not a usable time") from None
+
+    turns = _turns_from(get("conversation_a"), get("conversation_b"))
+    if turns is None:
+        count = 1 if turn is None else turn
+        if count > MAX_TURNS_WITHOUT_CONVERSATION:
+            raise _Problem(
+                f"turn {count} without conversations; at most {MAX_TURNS_WITHOUT_CONVERSATION} allowed"
+            )
+        turns = [("", None, None, _NO_IMAGES)] * count
+    elif turn is not None and turn != len(turns):
+        raise _Problem(f"turn is {turn} but the conversations have {len(turns)} user turn(s)")
+    images = get("images")
+    if images is not None:
+        _check_images(images, len(turns))
+        if any(images):
+            turns = [(p, a, b, tuple(hashes)) for (p, a, b, _), hashes in zip(turns, images, strict=True)]
+            image_hashes.update(sha for hashes in images for sha in hashes)
+    mode = "anony" if anony else "named"
+    return (qid, mode, model_a, model_b, language, moment, winner, judge, reason, turns)
+
+
+def _required_problem(record: dict[str, Any]) -> str:
+    """Say exactly what is wrong with the required fields of a record that failed the fast check."""
+    missing = [k for k in ("question_id", "model_a", "model_b", "winner") if record.get(k) is None]
+    if missing:
+        return f"missing required field(s): {', '.join(missing)}"
+    for key, limit in (("question_id", _MAX_ID), ("model_a", _MAX_MODEL), ("model_b", _MAX_MODEL)):
+        value = record[key]
+        if type(value) is not str or not value or len(value) > limit:
+            return _text_problem(key, value, limit, empty_ok=False)
+    winner = record["winner"]
+    if winner not in _WINNERS:
+        return f"unknown winner {winner!r}; expected one of {', '.join(WINNERS)}"
+    return f"model_a and model_b are the same model ({record['model_a']!r})"
+
+
+def _text_problem(key: str, value: Any, limit: int, *, empty_ok: bool = True) -> str:
+    if type(value) is not str:
+        return f"{key} must be a string, got {type(value).__name__} {value!r}"[:300]
+    if not value and not empty_ok:
+        return f"{key} must not be empty"
+    return f"{key} is {len(value)} characters long; at most {limit} allowed"
+
+
+def _turns_from(conversation_a: Any, conversation_b: Any) -> list[_Turn] | None:
+    """Turns rebuilt from both conversations; None when the record has none."""
+    if not conversation_a and not conversation_b:
+        if conversation_a not in (None, []) or conversation_b not in (None, []):
+            raise _Problem("conversation_a and conversation_b must be lists of messages")
+        return None
+    simple = _simple_turn(conversation_a, conversation_b)
+    if simple is not None:
+        return simple
+    if conversation_a is None or conversation_b is None:
+        given = "conversation_a" if conversation_b is None else "conversation_b"
+        raise _Problem(f"only {given} is given; a battle needs both conversations")
+    side_a = _split_conversation(conversation_a, "conversation_a")
+    side_b = _split_conversation(conversation_b, "conversation_b")
+    if len(side_a) != len(side_b):
+        raise _Problem(f"conversation_a has {len(side_a)} user turn(s) but conversation_b has {len(side_b)}")
+    turns: list[_Turn] = []
+    for number, ((prompt_a, answer_a), (prompt_b, answer_b)) in enumerate(
+        zip(side_a, side_b, strict=True), start=1
+    ):
+        if prompt_a != prompt_b:
+            raise _Problem(f"user turn {number} differs between conversation_a and conversation_b")
+        turns.append((prompt_a, answer_a, answer_b, _NO_IMAGES))
+    return turns
+
+
+def _simple_turn(conversation_a: Any, conversation_b: Any) -> list[_Turn] | None:
+    """The common shape, one [user, assistant] exchange on each side with the same prompt, checked
+    cheaply; None for anything else (which the general path then checks or explains)."""
+    if not (
+        type(conversation_a) is list
+        and type(conversation_b) is list
+        and len(conversation_a) == 2
+        and len(conversation_b) == 2
+    ):
+        return None
+    user_a, reply_a = conversation_a
+    user_b, reply_b = conversation_b
+    if not (
+        type(user_a) is dict
+        and type(reply_a) is dict
+        and type(user_b) is dict
+        and type(reply_b) is dict
+        and user_a.get("role") == "user"
+        and user_b.get("role") == "user"
+        and reply_a.get("role") == "assistant"
+        and reply_b.get("role") == "assistant"
+    ):
+        return None
+    prompt = user_a.get("content")
+    answer_a = reply_a.get("content")
+    answer_b = reply_b.get("content")
+    if (
+        type(prompt) is str
+        and type(answer_a) is str
+        and type(answer_b) is str
+        and prompt == user_b.get("content")
+    ):
+        return [(prompt, answer_a, answer_b, _NO_IMAGES)]
+    return None
+
+
+def _split_conversation(messages: Any, key: str) -> list[tuple[str, str | None]]:
+    """[(prompt, answer or None)] from an OpenAI-style list of user and assistant messages."""
+    if type(messages) is not list:
+        raise _Problem(f"{key} must be a list of messages, got {type(messages).__name__}")
+    turns: list[tuple[str, str | None]] = []
+    for number, message in enumerate(messages, start=1):
+        if type(message) is not dict:
+            raise _Problem(f"{key} message {number} must be an object, got {type(message).__name__}")
+        role = message.get("role")
+        content = message.get("content")
+        if type(content) is not str:
+            raise _Problem(f"{key} message {number}: content must be a string, got {type(content).__name__}")
+        if role == "user":
+            turns.append((content, None))
+        elif role == "assistant":
+            if not turns or turns[-1][1] is not None:
+                raise _Problem(f"{key} message {number}: an assistant message must follow a user message")
+            turns[-1] = (turns[-1][0], content)
+        else:
+            raise _Problem(f"{key} message {number}: role must be 'user' or 'assistant', got {role!r}")
+    return turns
+
+
+def _check_images(images: Any, turns: int) -> None:
+    if type(images) is not list or len(images) != turns:
+        raise _Problem(f"images must be a list with one list of sha256 hashes per turn ({turns})")
+    for number, hashes in enumerate(images, start=1):
+        if type(hashes) is not list:
+            raise _Problem(f"images for turn {number} must be a list of sha256 hashes")
+        for sha in hashes:
+            if type(sha) is not str or not _SHA256.fullmatch(sha):
+                raise _Problem(f"images for turn {number}: {sha!r} is not a lowercase hex sha256")
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+# Per-batch staging tables, private to the import's connection: rows are bulk-loaded here (no
+# constraints, no indexes), then moved into the real tables with one INSERT ... SELECT each.
+_STAGING = MetaData()
+_STAGE_BATTLES = Table(
+    "arena_import_battles",
+    _STAGING,
+    Column("id", String(64)),
+    Column("mode", String(16)),
+    Column("model_a_id", Integer),
+    Column("model_b_id", Integer),
+    Column("language", String(32)),
+    Column("winner", String(16)),
+    Column("judge", String(128)),
+    Column("reason", Text),
+    Column("at", DateTime(timezone=True)),
+    prefixes=["TEMPORARY"],
+)
+_STAGE_TURNS = Table(
+    "arena_import_turns",
+    _STAGING,
+    Column("id", Integer),
+    Column("battle_id", String(64)),
+    Column("idx", Integer),
+    Column("prompt", Text),
+    Column("model_a_id", Integer),
+    Column("answer_a", Text),
+    Column("model_b_id", Integer),
+    Column("answer_b", Text),
+    Column("at", DateTime(timezone=True)),
+    prefixes=["TEMPORARY"],
+)
+_STAGE_IMAGES = Table(
+    "arena_import_turn_images",
+    _STAGING,
+    Column("turn_id", Integer),
+    Column("position", Integer),
+    Column("image_sha256", String(64)),
+    prefixes=["TEMPORARY"],
+)
+
+
+def import_battles(
+    engine: Engine,
+    path: str | Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Import a FastChat battle file (JSON list, JSONL or Parquet) into the database, all or nothing.
+
+    Every record is validated before the database is touched; the inserts then run in one
+    transaction, ``batch_size`` battles at a time. ``now`` stands in for records without ``tstamp``
+    (default: the current time). Raises :class:`TransferError` for an invalid file or a question_id
+    the database already holds; the database is then unchanged. ``progress`` draws tqdm bars on
+    stderr. The cyclic garbage collector is paused while the import runs.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    path = Path(path)
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    gc_was_enabled = gc.isenabled()
+    # Hundreds of thousands of small containers: the cyclic GC would rescan them all, many times.
+    gc.disable()
+    try:
+        source = _read_records(path)
+        with tqdm(
+            total=source.size or None, desc="validate", unit=source.word, disable=not progress, leave=False
+        ) as bar:
+            plan = _validate(path, source, now, bar)
+        # Inserting in key order keeps every index append-only (ids in files are often random hex).
+        plan.battles.sort(key=itemgetter(0))
+        with engine.connect() as conn:
+            _require_schema(conn)
+            with tqdm(total=len(plan.battles), desc="import", unit="battle", disable=not progress) as bar:
+                written = _write(conn, plan, path, now, batch_size, bar.update)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return ImportReport(
+        path=str(path),
+        battles=len(plan.battles),
+        models_created=tuple(written.models_created),
+        turns=plan.turns,
+        responses=written.responses,
+        images_created=written.images_created,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class _Written:
+    models_created: list[str]
+    images_created: int
+    responses: int = 0
+
+
+def _write(
+    conn: Connection,
+    plan: _Plan,
+    path: Path,
+    now: datetime,
+    batch_size: int,
+    advance: Callable[[int], None],
+) -> _Written:
+    """Insert the plan in one transaction (rolled back on any error)."""
+    try:
+        with _bulk_session(conn) as loader:
+            model_ids, created = _ensure_models(conn, plan.model_names(), now)
+            new_images = _missing_images(conn, plan.image_hashes)
+            _refuse_existing(conn, plan, path)
+            if conn.dialect.name == "postgresql":
+                _skip_fk_triggers(conn, model_ids.values(), plan.image_hashes - set(new_images))
+            written = _Written(created, len(new_images))
+            if new_images:
+                conn.execute(
+                    insert(Image.__table__),
+                    [
+                        {
+                            "sha256": sha,
+                            "mime": "application/octet-stream",
+                            "width": 0,
+                            "height": 0,
+                            "size_bytes": 0,
+                            "created_at": now,
+                        }
+                        for sha in new_images
+                    ],
+                )
+            turn_ids: Iterator[int] = iter(())
+            for start in range(0, len(plan.battles), batch_size):
+                batch = plan.battles[start : start + batch_size]
+                times = [loader.time(battle[5]) for battle in batch]
+                loader.battles(
+                    [
+                        (qid, mode, model_ids[a], model_ids[b], language, winner, judge, reason, at)
+                        for (qid, mode, a, b, language, _, winner, judge, reason, _), at in zip(
+                            batch, times, strict=True
+                        )
+                    ]
+                )
+                if start == 0:
+                    # After the first write, which holds SQLite's write lock: no one else adds turns now.
+                    turn_ids = _allocate_turn_ids(conn, plan.turns)
+                turn_rows, image_rows, answers = _turn_rows(batch, times, model_ids, turn_ids)
+                loader.turns(turn_rows, answers)
+                if image_rows:
+                    loader.turn_images(image_rows)
+                written.responses += answers
+                advance(len(batch))
+            loader.finish()
+            if conn.dialect.name == "postgresql":
+                # Fresh statistics, as after any bulk load: without them the planner takes the new
+                # rows for a handful and picks sequential scans for later lookups.
+                tables = (Battle, Vote, Turn, Response, TurnImage)
+                conn.exec_driver_sql("ANALYZE " + ", ".join(t.__tablename__ for t in tables))
+            conn.commit()
+    except IntegrityError as exc:
+        conn.rollback()
+        clash = _existing_ids(conn, [b[0] for b in plan.battles])
+        conn.rollback()
+        if clash:
+            raise _existing_error(plan, path, clash) from None
+        raise TransferError(f"{path}: the database refused the import: {_first_line(exc)}") from None
+    except DataError as exc:
+        raise TransferError(f"{path}: the database refused a value: {_first_line(exc)}") from None
+    return written
+
+
+def _first_line(exc: DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+
+
+def _turn_rows(
+    batch: list[tuple[Any, ...]], times: list[Any], model_ids: dict[str, int], turn_ids: Iterator[int]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    """Turn rows (id, battle_id, index, prompt, model a id, answer a, model b id, answer b, time),
+    turn image rows (turn_id, position, sha256) and the number of answers, for a batch of battles."""
+    turn_rows = []
+    image_rows = []
+    answers = 0
+    for (qid, _mode, a, b, _language, _at, _winner, _judge, _reason, turns), when in zip(
+        batch, times, strict=True
+    ):
+        a_id = model_ids[a]
+        b_id = model_ids[b]
+        for index, (prompt, answer_a, answer_b, hashes) in enumerate(turns):
+            turn_id = next(turn_ids)
+            turn_rows.append((turn_id, qid, index, prompt, a_id, answer_a, b_id, answer_b, when))
+            answers += (answer_a is not None) + (answer_b is not None)
+            if hashes:
+                image_rows.extend((turn_id, position, sha) for position, sha in enumerate(hashes))
+    return turn_rows, image_rows, answers
+
+
+@contextmanager
+def _bulk_session(conn: Connection) -> Iterator[_Loader]:
+    """The fastest loader for this dialect, with the connection set up for bulk writes.
+
+    Rolls back whatever is still open on the way out (the caller commits on success).
+    """
+    dialect = conn.dialect.name
+    raw = conn.connection.driver_connection
+    if dialect == "sqlite":
+        fk_on = raw.execute("PRAGMA foreign_keys").fetchone()[0]
+        cache = raw.execute("PRAGMA cache_size").fetchone()[0]
+        # Before the transaction begins (a PRAGMA foreign_keys inside one is ignored).
+        raw.execute("PRAGMA foreign_keys=OFF")
+        raw.execute("PRAGMA cache_size=-262144")  # 256 MiB of page cache while the import runs
+    try:
+        # Lock the models' rows against deletion as foreign keys would; on SQLite this first
+        # statement takes the write lock, so nothing changes under the import's feet.
+        conn.execute(select(ModelRow.id).with_for_update(key_share=True)).all()
+        if dialect == "sqlite":
+            yield _SqliteLoader(conn)
+        elif dialect == "postgresql":
+            yield _CopyLoader(conn)
+        else:
+            yield _StagedLoader(conn, _core_stager(conn))
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        if dialect == "sqlite":
+            raw.execute(f"PRAGMA foreign_keys={int(fk_on)}")
+            raw.execute(f"PRAGMA cache_size={int(cache)}")
+            if raw.execute("PRAGMA foreign_keys").fetchone()[0] != fk_on:
+                conn.invalidate()  # never hand a connection with the wrong pragmas back to the pool
+
+
+def _aware_time(moment: datetime) -> Any:
+    return moment
+
+
+def _sqlite_time(moment: datetime) -> Any:
+    """SQLAlchemy's SQLite storage format for DateTime ("YYYY-MM-DD HH:MM:SS.ffffff", UTC)."""
+    return moment.isoformat(" ", "microseconds")[:26]
+
+
+class _Loader:
+    """Writes batches of battle rows and turn rows (as built in ``_write``) into the real tables."""
+
+    #: How this loader wants timestamps.
+    time: Callable[[datetime], Any] = staticmethod(_aware_time)
+
+    def battles(self, rows: list[tuple[Any, ...]]) -> None:
+        """Battles and their votes: (id, mode, model a id, model b id, language, winner, judge,
+        reason, time)."""
+        raise NotImplementedError
+
+    def turns(self, rows: list[tuple[Any, ...]], answers: int) -> None:
+        """Turns and their answers (see ``_turn_rows``)."""
+        raise NotImplementedError
+
+    def turn_images(self, rows: list[tuple[Any, ...]]) -> None:
+        """(turn_id, position, image_sha256) rows."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Clean up before the commit."""
+
+
+class _StagedLoader(_Loader):
+    """Rows go into TEMPORARY staging tables (no constraints, no indexes), then into the real tables
+    with one INSERT ... SELECT each, so the database runs each table's row loop itself instead of
+    re-running one statement (and re-opening every index) per row, and battle and vote, or turn and
+    its two answers, travel as one staged row."""
+
+    def __init__(self, conn: Connection, stage: Callable[[Table, list[tuple[Any, ...]]], None]) -> None:
+        self.conn = conn
+        self.stage = stage
+        _STAGING.drop_all(conn)
+        _STAGING.create_all(conn)
+
+    def battles(self, rows: list[tuple[Any, ...]]) -> None:
+        s = _STAGE_BATTLES.c
+        self.conn.execute(delete(_STAGE_BATTLES))
+        self.stage(_STAGE_BATTLES, rows)
+        self.conn.execute(
+            insert(Battle.__table__).from_select(
+                [
+                    "id",
+                    "mode",
+                    "model_a_id",
+                    "model_b_id",
+                    "state",
+                    "language",
+                    "source",
+                    "created_at",
+                    "updated_at",
+                ],
+                select(
+                    s.id,
+                    s.mode,
+                    s.model_a_id,
+                    s.model_b_id,
+                    literal("voted"),
+                    s.language,
+                    literal("import"),
+                    s.at,
+                    s.at,
+                ),
+            )
+        )
+        self.conn.execute(
+            insert(Vote.__table__).from_select(
+                ["battle_id", "winner", "judge", "reason", "created_at"],
+                select(s.id, s.winner, s.judge, s.reason, s.at),
+            )
+        )
+
+    def turns(self, rows: list[tuple[Any, ...]], answers: int) -> None:
+        s = _STAGE_TURNS.c
+        self.conn.execute(delete(_STAGE_TURNS))
+        self.stage(_STAGE_TURNS, rows)
+        self.conn.execute(
+            insert(Turn.__table__).from_select(
+                ["id", "battle_id", "index", "prompt", "created_at"],
+                select(s.id, s.battle_id, s.idx, s.prompt, s.at),
+            )
+        )
+        if answers:
+            sides = [("a", s.model_a_id, s.answer_a), ("b", s.model_b_id, s.answer_b)]
+            self.conn.execute(
+                insert(Response.__table__).from_select(
+                    ["turn_id", "side", "model_id", "text", "started_at", "output_chunks"],
+                    union_all(
+                        *(
+                            select(s.id, literal(side), model, answer, s.at, literal(0)).where(
+                                answer.is_not(None)
+                            )
+                            for side, model, answer in sides
+                        )
+                    ),
+                )
+            )
+
+    def turn_images(self, rows: list[tuple[Any, ...]]) -> None:
+        s = _STAGE_IMAGES.c
+        self.conn.execute(delete(_STAGE_IMAGES))
+        self.stage(_STAGE_IMAGES, rows)
+        self.conn.execute(
+            insert(TurnImage.__table__).from_select(
+                ["turn_id", "position", "image_sha256"], select(s.turn_id, s.position, s.image_sha256)
+            )
+        )
+
+    def finish(self) -> None:
+        _STAGING.drop_all(self.conn)
+
+
+class _SqliteLoader(_StagedLoader):
+    """Staging through ``executemany`` on the raw sqlite3 connection (same transaction)."""
+
+    time = staticmethod(_sqlite_time)
+
+    def __init__(self, conn: Connection) -> None:
+        cursor = conn.connection.driver_connection.cursor()
+
+        def stage(table: Table, rows: list[tuple[Any, ...]]) -> None:
+            cursor.executemany(f"INSERT INTO {table.name} VALUES ({', '.join('?' for _ in table.c)})", rows)
+
+        super().__init__(conn, stage)
+
+
+def _core_stager(conn: Connection) -> Callable[[Table, list[tuple[Any, ...]]], None]:
+    """Staging through SQLAlchemy Core executemany, for any other database."""
+
+    def stage(table: Table, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            keys = table.c.keys()
+            conn.execute(insert(table), [dict(zip(keys, row, strict=True)) for row in rows])
+
+    return stage
+
+
+class _CopyLoader(_Loader):
+    """PostgreSQL: binary COPY straight into the real tables, so psycopg encodes rows while the
+    server inserts them."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.cursor = conn.connection.driver_connection.cursor()
+        self.quote = conn.dialect.identifier_preparer.quote
+
+    def _copy(self, table: Table, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+        names = ", ".join(self.quote(c) for c in columns)
+        with self.cursor.copy(f"COPY {self.quote(table.name)} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([_pg_type(table.c[c].type) for c in columns])
+            write = copy.write_row
+            for row in rows:
+                write(row)
+
+    def battles(self, rows: list[tuple[Any, ...]]) -> None:
+        self._copy(
+            Battle.__table__,
+            (
+                "id",
+                "mode",
+                "model_a_id",
+                "model_b_id",
+                "state",
+                "language",
+                "source",
+                "created_at",
+                "updated_at",
+            ),
+            (
+                (qid, mode, a, b, "voted", language, "import", at, at)
+                for qid, mode, a, b, language, *_, at in rows
+            ),
+        )
+        self._copy(
+            Vote.__table__,
+            ("battle_id", "winner", "judge", "reason", "created_at"),
+            ((row[0], *row[5:]) for row in rows),
+        )
+
+    def turns(self, rows: list[tuple[Any, ...]], answers: int) -> None:
+        self._copy(
+            Turn.__table__,
+            ("id", "battle_id", "index", "prompt", "created_at"),
+            ((turn_id, qid, index, prompt, at) for turn_id, qid, index, prompt, *_, at in rows),
+        )
+        if answers:
+            self._copy(
+                Response.__table__,
+                ("turn_id", "side", "model_id", "text", "started_at", "output_chunks"),
+                _answer_rows(rows),
+            )
+
+    def turn_images(self, rows: list[tuple[Any, ...]]) -> None:
+        self._copy(TurnImage.__table__, ("turn_id", "position", "image_sha256"), rows)
+
+
+def _answer_rows(turn_rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    for turn_id, _qid, _index, _prompt, a_id, answer_a, b_id, answer_b, at in turn_rows:
+        if answer_a is not None:
+            yield (turn_id, "a", a_id, answer_a, at, 0)
+        if answer_b is not None:
+            yield (turn_id, "b", b_id, answer_b, at, 0)
+
+
+def _pg_type(kind: Any) -> str:
+    """The PostgreSQL type name binary COPY needs for a column type."""
+    if isinstance(kind, Integer):
+        return "int4"
+    if isinstance(kind, DateTime):
+        return "timestamptz"
+    return "text"
+
+
+def _dialect_insert(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def _ensure_models(conn: Connection, names: set[str], now: datetime) -> tuple[dict[str, int], list[str]]:
+    """Ids of the file's models by name, creating missing ones disabled with backend 'imported'."""
+    existing = {name: id_ for name, id_ in conn.execute(select(ModelRow.name, ModelRow.id))}
+    missing = sorted(names - existing.keys())
+    if missing:
+        stmt = _dialect_insert(conn, ModelRow.__table__).on_conflict_do_nothing(index_elements=["name"])
+        conn.execute(
+            stmt,
+            [
+                {
+                    "name": name,
+                    "display_name": name,
+                    "organization": "",
+                    "backend": IMPORTED_BACKEND,
+                    "enabled": False,
+                    "sampling_weight": 1.0,
+                    "created_at": now,
+                }
+                for name in missing
+            ],
+        )
+        existing = {name: id_ for name, id_ in conn.execute(select(ModelRow.name, ModelRow.id))}
+    return {name: existing[name] for name in names}, missing
+
+
+def _chunks(conn: Connection, items: Sequence[str]) -> Iterator[list[str]]:
+    """Slices small enough for one lookup query (old SQLite builds allow 999 parameters)."""
+    size = 10_000 if conn.dialect.name == "postgresql" else 900
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _missing_images(conn: Connection, hashes: set[str]) -> list[str]:
+    """The hashes not in ``images`` yet, sorted."""
+    if not hashes:
+        return []
+    known: set[str] = set()
+    for chunk in _chunks(conn, sorted(hashes)):
+        known.update(
+            conn.scalars(select(Image.sha256).where(_member_of(Image.sha256, chunk, conn.dialect.name)))
+        )
+    return sorted(hashes - known)
+
+
+def _existing_ids(conn: Connection, ids: Sequence[str]) -> list[str]:
+    """The question_ids that are battles in the database already (none when there are no battles)."""
+    if not ids or conn.scalar(select(Battle.id).limit(1)) is None:
+        return []
+    found: list[str] = []
+    for chunk in _chunks(conn, ids):
+        found.extend(conn.scalars(select(Battle.id).where(_member_of(Battle.id, chunk, conn.dialect.name))))
+    return found
+
+
+def _refuse_existing(conn: Connection, plan: _Plan, path: Path) -> None:
+    clash = _existing_ids(conn, [b[0] for b in plan.battles])
+    if clash:
+        raise _existing_error(plan, path, clash)
+
+
+def _existing_error(plan: _Plan, path: Path, clash: list[str]) -> TransferError:
+    first = min(clash, key=plan.positions.__getitem__)
+    more = f" (and {len(clash) - 1} more)" if len(clash) > 1 else ""
+    return TransferError(
+        f"{path}: {_where(plan.word, plan.positions[first], first)}: already a battle in the database"
+        f"{more}; nothing was imported"
+    )
+
+
+def _skip_fk_triggers(conn: Connection, model_ids: Iterable[int], images: set[str]) -> None:
+    """Skip PostgreSQL's per-row foreign-key triggers for this transaction, when the role may.
+
+    Every reference the import writes is to a row it has just written or to a pre-existing model
+    or image; those are locked FOR KEY SHARE here, as the triggers would, so they cannot vanish.
+    """
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    except DBAPIError:  # not allowed for this role: keep the triggers (slower, same result)
+        return
+    ids = sorted(model_ids)
+    if ids:
+        conn.execute(select(ModelRow.id).where(ModelRow.id.in_(ids)).with_for_update(key_share=True)).all()
+    for chunk in _chunks(conn, sorted(images)):
+        conn.execute(
+            select(Image.sha256)
+            .where(_member_of(Image.sha256, chunk, "postgresql"))
+            .with_for_update(key_share=True)
+        ).all()
+
+
+def _allocate_turn_ids(conn: Connection, count: int) -> Iterator[int]:
+    """Primary keys for the new turns (answers and turn images need them before the turns exist)."""
+    if count == 0:
+        return iter(())
+    if conn.dialect.name == "postgresql":
+        # Drawn from the sequence, so concurrent writers never collide with them; usually one run.
+        sequence = conn.scalar(select(func.pg_get_serial_sequence(Turn.__tablename__, "id")))
+        low, high, scattered = conn.execute(
+            text(
+                "SELECT min(v), max(v), CASE WHEN max(v) - min(v) + 1 = count(*) THEN NULL"
+                " ELSE array_agg(v) END"
+                " FROM (SELECT nextval(CAST(:sequence AS regclass)) AS v FROM generate_series(1, :n)) AS drawn"
+            ),
+            {"sequence": sequence, "n": count},
+        ).one()
+        return iter(sorted(scattered)) if scattered is not None else iter(range(low, high + 1))
+    # SQLite: this transaction holds the only write lock, so the ids after the largest are free.
+    first = (conn.scalar(select(func.max(Turn.id))) or 0) + 1
+    return iter(range(first, first + count))
+
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "ImportReport",
+    "TransferError",
+    "export_battles",
+    "import_battles",
+    "iter_export_records",
+]
