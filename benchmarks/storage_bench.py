@@ -17,14 +17,13 @@ import argparse
 import importlib.util
 import multiprocessing
 import os
-import secrets
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,13 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from storage import repo  # noqa: E402
-from storage.db import make_engine, run_in_transaction, session_factory, upgrade  # noqa: E402
+from storage.db import (  # noqa: E402
+    make_engine,
+    run_in_transaction,
+    scratch_postgres_database,
+    session_factory,
+    upgrade,
+)
 from storage.schema import WINNERS  # noqa: E402
 from tests.storage.vote_writers import NOW, ready_id, seed_battles  # noqa: E402
 
@@ -173,18 +178,8 @@ def sqlite_database() -> Iterator[str]:
         yield f"sqlite:///{tmp}/arena.db"
 
 
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"arena_bench_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def postgres_database(admin_url: str) -> AbstractContextManager[str]:
+    return scratch_postgres_database(admin_url, "arena_bench")
 
 
 def import_bench() -> Callable[[str, int], dict[str, Any]] | None:

@@ -17,18 +17,16 @@ import argparse
 import json
 import os
 import random
-import secrets
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa  # noqa: E402
 
-from storage.db import make_engine, normalize_url, upgrade  # noqa: E402
+from storage.db import make_engine, normalize_url, scratch_postgres_database, upgrade  # noqa: E402
 from storage.transfer import import_battles  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("ARENA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -95,19 +93,9 @@ def run(db_url: str, n: int) -> dict[str, object]:
     }
 
 
-@contextmanager
-def temporary_postgres() -> Iterator[str]:
+def temporary_postgres() -> AbstractContextManager[str]:
     """A fresh PostgreSQL database, dropped afterwards."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"arena_bench_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch_postgres_database(PG_ADMIN_URL, "arena_bench")
 
 
 def main(argv: list[str] | None = None) -> int:

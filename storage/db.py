@@ -14,13 +14,14 @@ Durability of an acknowledged write (``factory.begin()`` returned without an exc
 from __future__ import annotations
 
 import random
+import secrets
 import sqlite3
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -243,3 +244,24 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextmanager
+def scratch_postgres_database(admin_url: str, prefix: str = "arena_scratch") -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``admin_url``, dropped on exit.
+
+    For tests and benchmarks: ``admin_url`` names any database the role may connect to and create
+    databases from; the URL yielded points at the new one.
+    """
+    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_url(normalize_url(admin_url)).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()

@@ -9,7 +9,6 @@ import hashlib
 import itertools
 import json
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from storage import repo, transfer
-from storage.db import make_engine, session_factory, upgrade
+from storage.db import make_engine, scratch_postgres_database, session_factory, upgrade
 from storage.images import StoredImage
 from storage.schema import Base, Battle, Image, ModelRow, Turn, Vote
 from storage.transfer import TransferError, export_battles, import_battles
@@ -44,18 +43,9 @@ def second_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"arena_test_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with scratch_postgres_database(PG_ADMIN_URL, "arena_test") as url:
         upgrade(url)
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
