@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from PIL import Image
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import GenerationParams, Message, ModelBackend
@@ -147,6 +148,7 @@ class BattleService:
         self.now = now
         self.limits = limits or Limits()
         self.ip_salt = ip_salt
+        self._vote_target = repo.vote_target(sessions.kw["bind"])
         seeds = [
             repo.ModelSeed(
                 name=s.name,
@@ -357,7 +359,7 @@ class BattleService:
         if state.battle_id is None:
             raise ArenaError("There is no battle to vote on yet.")
 
-        def record(db: Session) -> repo.RecordedVote:
+        def record(db: Connection) -> repo.RecordedVote:
             return repo.record_vote(
                 db,
                 battle_id=state.battle_id,
@@ -370,7 +372,7 @@ class BattleService:
 
         try:
             # A dropped connection or a lock timeout is retried; the vote token makes that safe.
-            winner = run_in_transaction(self.sessions, record).winner
+            winner = run_in_transaction(self._vote_target, record).winner
         except repo.VoteRejected as exc:
             raise ArenaError(f"Vote not recorded: {exc}.") from exc
         state.status = "voted"

@@ -77,13 +77,15 @@ def vote_loop(factory: Any, battle_ids: Sequence[str], start: Any) -> WriterResu
     def count(_exc: BaseException, _attempt: int) -> None:
         retries[0] += 1
 
+    # Each vote its own transaction, the way the arena records them (autocommit on PostgreSQL).
+    target = repo.vote_target(factory.kw["bind"])
     latencies = []
     start.wait()
     started = time.monotonic()
     for i, battle_id in enumerate(battle_ids):
         t0 = time.perf_counter()
         run_in_transaction(
-            factory,
+            target,
             lambda s, b=battle_id, i=i: repo.record_vote(
                 s, battle_id=b, winner=WINNERS[i % 4], session_id=None, now=NOW, client_token=f"bench-{b}"
             ),

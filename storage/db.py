@@ -170,17 +170,17 @@ class _FairLock:
 _SQLITE_WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, _FairLock] = weakref.WeakKeyDictionary()
 
 
-def _writer_lock(factory: sessionmaker[Session]) -> AbstractContextManager[object]:
+def _writer_lock(factory: sessionmaker[Session] | Engine) -> AbstractContextManager[object]:
     """The per-engine writer lock for SQLite; nothing to wait for on other databases."""
-    engine = factory.kw.get("bind")
+    engine = factory if isinstance(factory, Engine) else factory.kw.get("bind")
     if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
         return nullcontext()
     return _SQLITE_WRITER_LOCKS.setdefault(engine, _FairLock())
 
 
 def run_in_transaction(
-    factory: sessionmaker[Session],
-    fn: Callable[[Session], T],
+    factory: sessionmaker[Session] | Engine,
+    fn: Callable[[Any], T],
     *,
     retries: int = 8,
     backoff_s: float = 0.005,
@@ -188,6 +188,8 @@ def run_in_transaction(
     on_retry: Callable[[BaseException, int], Any] | None = None,
 ) -> T:
     """Run ``fn(session)`` in a transaction and commit; rerun it on transient errors.
+
+    ``factory`` is a sessionmaker (``fn`` gets a Session) or an Engine (``fn`` gets a Connection).
 
     Each attempt gets a fresh session and transaction; between attempts it sleeps an exponential,
     jittered backoff. Errors that are not transient (see ``is_transient``), and the last transient

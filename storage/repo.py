@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from storage.images import StoredImage
@@ -55,10 +56,13 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _insert(session: Session, table):  # type: ignore[no-untyped-def]
+def _dialect(db: Session | Connection) -> str:
+    return (db.get_bind() if isinstance(db, Session) else db).dialect.name
+
+
+def _insert(session: Session | Connection, table):  # type: ignore[no-untyped-def]
     """A dialect insert that supports ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike)."""
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
+    module = postgresql if _dialect(session) == "postgresql" else sqlite
     return module.insert(table)
 
 
@@ -222,7 +226,7 @@ class RecordedVote:
 
 
 def record_vote(
-    session: Session,
+    session: Session | Connection,
     *,
     battle_id: str,
     winner: str,
@@ -240,6 +244,8 @@ def record_vote(
     repository makes the INSERT a no-op and the call fail, rolling the UPDATE back with the caller's
     transaction. Retrying with the same ``client_token`` and winner returns the stored vote, so a
     client whose acknowledgement was lost can safely send again.
+
+    ``session`` may also be a Core connection; see :func:`vote_target` for the fastest one to use.
     """
     if winner not in WINNERS:
         raise VoteRejected(f"unknown winner {winner!r}; expected one of {', '.join(WINNERS)}")
@@ -262,7 +268,7 @@ def record_vote(
         "client_token": client_token,
         "created_at": now,
     }
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         # One round trip: claim the battle and insert the vote in a single statement.
         claimed = claim.cte("claimed")
         source = select(claimed.c.id, *(literal(v, votes.c[k].type).label(k) for k, v in row.items()))
@@ -286,7 +292,23 @@ def record_vote(
     return RecordedVote(inserted[0], battle_id, winner, client_token, now)
 
 
-def _not_claimed(session: Session, battle_id: str, winner: str, client_token: str | None) -> RecordedVote:
+def vote_target(engine: Engine) -> Engine:
+    """The engine to run :func:`record_vote` on, each call its own transaction, via
+    ``storage.db.run_in_transaction(vote_target(engine), lambda conn: record_vote(conn, ...))``.
+
+    On PostgreSQL the claim-and-insert is one statement, which is atomic on its own: run in
+    autocommit it needs no BEGIN and COMMIT round trips (the commit still waits for the WAL flush).
+    The reads that explain a refusal run after it and decide nothing. On SQLite the two statements
+    need a transaction, which ``Engine.begin()`` gives.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
+def _not_claimed(
+    session: Session | Connection, battle_id: str, winner: str, client_token: str | None
+) -> RecordedVote:
     """Why a battle could not take the vote: unknown, a direct chat, not ready, or already voted."""
     row = session.execute(select(Battle.mode, Battle.state).where(Battle.id == battle_id)).first()
     if row is None:
@@ -299,9 +321,13 @@ def _not_claimed(session: Session, battle_id: str, winner: str, client_token: st
     raise VoteRejected(f"this battle cannot take a vote while it is {state}")
 
 
-def _replayed_vote(session: Session, battle_id: str, winner: str, client_token: str | None) -> RecordedVote:
+def _replayed_vote(
+    session: Session | Connection, battle_id: str, winner: str, client_token: str | None
+) -> RecordedVote:
     """The stored vote when this is the same client's retry of it; otherwise the vote is refused."""
-    stored = session.scalars(select(Vote).where(Vote.battle_id == battle_id)).one_or_none()
+    stored = session.execute(
+        select(Vote.id, Vote.winner, Vote.client_token, Vote.created_at).where(Vote.battle_id == battle_id)
+    ).first()
     if stored is not None and client_token is not None and stored.client_token == client_token:
         if stored.winner != winner:
             raise VoteRejected("this vote was already recorded with a different choice")

@@ -130,7 +130,9 @@ def send_ballot(factory: sessionmaker[Session], ballot: Ballot, retries: list[in
         retries[0] += 1
 
     try:
-        vote_id, winner, token = run_in_transaction(factory, vote, retries=30, on_retry=count)
+        # The way the arena records a vote: its own transaction on vote_target (autocommit on PostgreSQL).
+        target = repo.vote_target(factory.kw["bind"])
+        vote_id, winner, token = run_in_transaction(target, vote, retries=30, on_retry=count)
     except repo.VoteRejected as exc:
         return Outcome(ballot, acked=False, detail=str(exc))
     return Outcome(ballot, acked=True, vote_id=vote_id, vote_winner=winner, vote_token=token)
