@@ -209,10 +209,6 @@ def set_battle_state(
     )
 
 
-def get_battle(session: Session, battle_id: str) -> Battle | None:
-    return session.get(Battle, battle_id)
-
-
 @dataclass(frozen=True)
 class RecordedVote:
     """A vote as stored; ``replayed`` when this call was a retry of a vote already recorded."""

@@ -705,6 +705,20 @@ def _check_images(images: Any, turns: int) -> None:
 # Per-batch staging tables, private to the import's connection: rows are bulk-loaded here (no
 # constraints, no indexes), then moved into the real tables with one INSERT ... SELECT each.
 _STAGING = MetaData()
+#: The columns both writers fill for an imported battle and its vote (staged rows keep this order).
+_BATTLE_COLUMNS = (
+    "id",
+    "mode",
+    "model_a_id",
+    "model_b_id",
+    "state",
+    "language",
+    "source",
+    "created_at",
+    "updated_at",
+)
+_VOTE_COLUMNS = ("battle_id", "winner", "judge", "reason", "created_at")
+
 _STAGE_BATTLES = Table(
     "arena_import_battles",
     _STAGING,
@@ -984,17 +998,7 @@ class _StagedLoader(_Loader):
         self.stage(_STAGE_BATTLES, rows)
         self.conn.execute(
             insert(Battle.__table__).from_select(
-                [
-                    "id",
-                    "mode",
-                    "model_a_id",
-                    "model_b_id",
-                    "state",
-                    "language",
-                    "source",
-                    "created_at",
-                    "updated_at",
-                ],
+                list(_BATTLE_COLUMNS),
                 select(
                     s.id,
                     s.mode,
@@ -1010,7 +1014,7 @@ class _StagedLoader(_Loader):
         )
         self.conn.execute(
             insert(Vote.__table__).from_select(
-                ["battle_id", "winner", "judge", "reason", "created_at"],
+                list(_VOTE_COLUMNS),
                 select(s.id, s.winner, s.judge, s.reason, s.at),
             )
         )
@@ -1099,17 +1103,7 @@ class _CopyLoader(_Loader):
     def battles(self, rows: list[tuple[Any, ...]]) -> None:
         self._copy(
             Battle.__table__,
-            (
-                "id",
-                "mode",
-                "model_a_id",
-                "model_b_id",
-                "state",
-                "language",
-                "source",
-                "created_at",
-                "updated_at",
-            ),
+            _BATTLE_COLUMNS,
             (
                 (qid, mode, a, b, "voted", language, "import", at, at)
                 for qid, mode, a, b, language, *_, at in rows
@@ -1117,7 +1111,7 @@ class _CopyLoader(_Loader):
         )
         self._copy(
             Vote.__table__,
-            ("battle_id", "winner", "judge", "reason", "created_at"),
+            _VOTE_COLUMNS,
             ((row[0], *row[5:]) for row in rows),
         )
 
