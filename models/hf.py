@@ -9,17 +9,26 @@ Roster ``params``:
     architecture is built once into the backend context's cache directory and loaded from there.
 ``device``
     ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (cuda when available, else cpu; the default).
+    Several models may name the same GPU.
+``device_map``
+    Instead of ``device``, passed to ``from_pretrained`` to place or shard a large model (``"auto"``
+    spreads it over the visible GPUs; needs ``accelerate``, in the ``gpu`` extra).
 ``dtype``
     ``"auto"`` (bfloat16 on cuda, float32 on cpu), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
 ``attn_implementation``
     Passed through to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``, ``"flash_attention_2"``).
 ``trust_remote_code``
     Allow model repositories' own code (default false).
+``max_concurrency`` / ``max_queue``
+    How many generations of this model run at once (default 1) and how many more requests may wait
+    (default 16); a request beyond that fails at once as :class:`BackendUnavailable`.
 
-Generation runs in the model's own worker thread, one request at a time in arrival order; text reaches
-the event loop through a thread-safe hand-off, so the loop never blocks. Closing or cancelling the
-stream stops generation after the current token (or drops the request if it has not started).
-``GenerationParams.extra`` is ignored by this backend; a ``seed`` seeds torch's global generator.
+The model is loaded once per process and shared by every session. Generations run in the model's own
+worker threads in arrival order; text reaches the event loop through a thread-safe hand-off, so the
+loop never blocks. Closing or cancelling the stream stops generation after the current token (a
+stopping criterion) or drops the request if it is still queued. Each stream ends with a :class:`Usage`
+(prompt and answer token counts). ``GenerationParams.extra`` is ignored by this backend; a ``seed``
+seeds torch's global generator.
 """
 
 from __future__ import annotations
@@ -33,42 +42,31 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCriteria, TextStreamer
 
-from models.base import BackendError, GenerationParams, ImagePart, Message, ModelBackend
-from models.tiny import ARCHITECTURES, ensure_tiny_model
+from models.base import (
+    BackendError,
+    BackendUnavailable,
+    GenerationParams,
+    ImagePart,
+    InputRejected,
+    Message,
+    ModelBackend,
+    StreamItem,
+    Usage,
+)
+from models.params import HFParams, parse_params
+from models.tiny import ensure_tiny_model
 
 if TYPE_CHECKING:
     from models.registry import BackendContext
     from models.roster import ModelSpec
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class HFParams(BaseModel):
-    """The ``params`` an ``hf`` roster entry accepts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = None
-    tiny_demo: Literal[ARCHITECTURES] | None = None  # type: ignore[valid-type]
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: str | None = None
-    trust_remote_code: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> HFParams:
-        """Exactly one of ``model`` and ``tiny_demo`` says what to load."""
-        if (self.model is None) == (self.tiny_demo is None):
-            raise ValueError("set exactly one of 'model' and 'tiny_demo'")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        return self
 
 
 def resolve_device(device: str) -> str:
@@ -100,9 +98,10 @@ class _StopOnEvent(StoppingCriteria):
 
 @dataclass
 class _End:
-    """Queue sentinel: generation finished, with the worker's exception if it failed."""
+    """Queue sentinel: generation finished, with its token counts or the worker's exception."""
 
     error: BaseException | None = None
+    usage: Usage | None = None
 
 
 class _LoopStreamer(TextStreamer):
@@ -136,30 +135,39 @@ class HFBackend(ModelBackend):
         model_path: str | Path,
         *,
         device: str = "auto",
+        device_map: str | dict[str, Any] | None = None,
         dtype: str = "auto",
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
         max_images: int = 4,
+        max_concurrency: int = 1,
+        max_queue: int = 16,
     ) -> None:
         self.name = name
         self.model_path = str(model_path)
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        if device_map is not None and device == "auto" and not torch.cuda.is_available():
+            device_map = None  # "auto" placement on a machine without GPUs is plain cpu
+        self.dtype = resolve_dtype(dtype, "cuda" if device_map is not None else self.device)
         self.max_images = max_images
-        # One long-lived worker thread per model runs the generations one after another, in order.
-        # A fresh thread per request would be simpler, but on CUDA each new thread pays ~1.5 s of
-        # per-thread setup on its first generate (measured on an H200 with the tiny demo models).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hf-generate-{name}")
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        # Long-lived worker threads run the generations in arrival order. A fresh thread per request
+        # would be simpler, but on CUDA each new thread pays ~1.5 s of per-thread setup on its first
+        # generate (measured on an H200 with the tiny demo models).
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"hf-{name}")
         self._jobs: dict[Future[None], threading.Event] = {}
         self._closed = False
-        #: Tokens generated by the most recent finished ``generate`` call (for tests and benchmarks).
-        self.last_new_tokens: int | None = None
+        #: Token counts of the most recently finished generation, cancelled ones included (for tests).
+        self.last_usage: Usage | None = None
         load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_path, **load_kwargs)
             if attn_implementation:
                 load_kwargs["attn_implementation"] = attn_implementation
-            if self.device != "cpu" and importlib.util.find_spec("accelerate") is not None:
+            if device_map is not None:
+                load_kwargs["device_map"] = device_map
+            elif self.device != "cpu" and importlib.util.find_spec("accelerate") is not None:
                 # Load the weights straight onto the GPU (transformers needs accelerate for device_map).
                 load_kwargs["device_map"] = self.device
             self.model = AutoModelForImageTextToText.from_pretrained(
@@ -182,7 +190,7 @@ class HFBackend(ModelBackend):
         """Refuse a conversation with a message carrying more images than the roster allows."""
         for message in messages:
             if len(message.images) > self.max_images:
-                raise BackendError(
+                raise InputRejected(
                     f"model {self.name!r} accepts at most {self.max_images} image(s) per message, "
                     f"got {len(message.images)}"
                 )
@@ -237,7 +245,7 @@ class HFBackend(ModelBackend):
         queue: asyncio.Queue[str | _End],
     ) -> None:
         """Worker thread: prepare inputs, generate, and report the end or the error to the stream."""
-        error: BaseException | None = None
+        end = _End()
         try:
             if stop.is_set():
                 return
@@ -251,17 +259,28 @@ class HFBackend(ModelBackend):
                     streamer=_LoopStreamer(self.tokenizer, loop, queue),
                     stopping_criteria=[_StopOnEvent(stop)],
                 )
-            self.last_new_tokens = int(output.shape[-1] - inputs["input_ids"].shape[-1])
+            prompt_tokens = int(inputs["input_ids"].shape[-1])
+            new_tokens = int(output.shape[-1]) - prompt_tokens
+            finish = "length" if new_tokens >= params.max_new_tokens else "stop"
+            end.usage = Usage(input_tokens=prompt_tokens, output_tokens=new_tokens, finish_reason=finish)
+            self.last_usage = end.usage
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the consumer
-            error = exc
+            end.error = exc
         finally:
-            _post(loop, queue, _End(error))
+            _post(loop, queue, end)
 
-    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[str]:
-        """Yield the model's answer as it is generated; closing the stream stops generation."""
+    async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamItem]:
+        """Yield the model's answer as it is generated, then its :class:`Usage`; closing stops generation."""
         if self._closed:
-            raise BackendError(f"model {self.name!r} is closed")
+            raise BackendUnavailable(f"model {self.name!r} is closed")
         self._check_images(messages)
+        if self.active_generations >= self.max_concurrency + self.max_queue:
+            raise BackendUnavailable(
+                f"model {self.name!r}: {self.active_generations} requests already running or queued "
+                f"(max_concurrency {self.max_concurrency} + max_queue {self.max_queue})"
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | _End] = asyncio.Queue()
         stop = threading.Event()
@@ -272,9 +291,9 @@ class HFBackend(ModelBackend):
                 item = await queue.get()
                 if isinstance(item, _End):
                     if item.error is not None:
-                        raise BackendError(
-                            f"model {self.name!r}: generation failed: {item.error}"
-                        ) from item.error
+                        raise _generation_error(self.name, item.error) from item.error
+                    if item.usage is not None:
+                        yield item.usage
                     return
                 yield item
         finally:
@@ -283,6 +302,14 @@ class HFBackend(ModelBackend):
             if not job.cancel():
                 await asyncio.wrap_future(job)
             self._jobs.pop(job, None)
+
+    async def check(self) -> None:
+        """Generate one token for a one-picture prompt: the weights are loaded and the device works."""
+        probe = Image.new("RGB", (32, 32), "white")
+        message = Message.user("Hi", [probe] if self.max_images else [])
+        params = GenerationParams(max_new_tokens=1, temperature=0)
+        async for _ in self.stream([message], params):
+            pass
 
     async def aclose(self) -> None:
         """Stop running generations, wait for the worker thread and free the model's memory."""
@@ -296,6 +323,17 @@ class HFBackend(ModelBackend):
             del self.model
         if self.device.startswith("cuda") and torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _generation_error(name: str, error: BaseException) -> BackendError:
+    """The structured error for a failed ``generate``: out of GPU memory may pass, the rest is a bug."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        with contextlib.suppress(Exception):
+            torch.cuda.empty_cache()
+        return BackendUnavailable(f"model {name!r}: out of GPU memory: {error}")
+    if isinstance(error, BackendError):
+        return error
+    return BackendError(f"model {name!r}: generation failed: {type(error).__name__}: {error}")
 
 
 def _control_token_pattern(processor: Any) -> re.Pattern[str] | None:
@@ -318,14 +356,7 @@ def _control_token_pattern(processor: Any) -> re.Pattern[str] | None:
 
 def create(spec: ModelSpec, context: BackendContext) -> HFBackend:
     """Registry factory: load the roster entry's local transformers model (building a tiny demo if asked)."""
-    try:
-        params = HFParams.model_validate(spec.params)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ValueError(f"model {spec.name!r}: invalid hf params: {problems}") from None
+    params = parse_params(HFParams, spec.name, spec.params)
     if params.tiny_demo is not None:
         path: str | Path = ensure_tiny_model(params.tiny_demo, context.cache_dir)
     else:
@@ -335,8 +366,11 @@ def create(spec: ModelSpec, context: BackendContext) -> HFBackend:
         spec.name,
         path,
         device=params.device,
+        device_map=params.device_map,
         dtype=params.dtype,
         attn_implementation=params.attn_implementation,
         trust_remote_code=params.trust_remote_code,
         max_images=spec.max_images,
+        max_concurrency=params.max_concurrency,
+        max_queue=params.max_queue,
     )

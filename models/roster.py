@@ -8,7 +8,10 @@ A roster file looks like::
         backend: hf
         params: {tiny_demo: llava, device: cpu}
         generation: {max_new_tokens: 48, temperature: 0.8}
+        timeouts: {first_token_s: 60, total_s: 300}
+        retries: 1
 
+Each backend kind's ``params`` are checked against its schema in :mod:`models.params`.
 Any invalid entry raises :class:`RosterError` naming the file, the model and the field.
 """
 
@@ -21,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.base import GenerationParams
+from models.params import PARAMS_BY_KIND, params_problems
 
 BackendKind = Literal["hf", "openai", "scripted"]
 
@@ -43,6 +47,21 @@ class GenerationDefaults(BaseModel):
         )
 
 
+class Timeouts(BaseModel):
+    """How long the arena waits for a model: for its first token and for the whole answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_token_s: float = Field(default=60.0, gt=0)
+    total_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Timeouts:
+        if self.total_s < self.first_token_s:
+            raise ValueError("total_s must be at least first_token_s")
+        return self
+
+
 class ModelSpec(BaseModel):
     """One roster entry: how to reach a model and how the arena presents and samples it."""
 
@@ -59,6 +78,10 @@ class ModelSpec(BaseModel):
     enabled: bool = True
     max_images: int = Field(default=4, ge=0)
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    #: Extra attempts when a request fails before its first token in a way that may pass (HTTP 5xx,
+    #: refused connection, no first token in time). Never after text has been shown.
+    retries: int = Field(default=1, ge=0, le=5)
     demo: bool = False
 
     @model_validator(mode="after")
@@ -154,9 +177,29 @@ def parse_roster(data: Any, source: str | Path = "<roster>") -> Roster:
     if "models" not in data:
         raise RosterError(f"invalid roster {path}: missing the top-level 'models:' list")
     try:
-        return Roster.model_validate(data)
+        roster = Roster.model_validate(data)
     except ValidationError as exc:
         raise RosterError(_format_validation_error(path, exc, data)) from None
+    problems = _params_problems(roster, data)
+    if problems:
+        raise RosterError("\n".join([f"invalid roster {path}:"] + [f"  {path}: {p}" for p in problems]))
+    return roster
+
+
+def _params_problems(roster: Roster, data: Any) -> list[str]:
+    """Check each entry's ``params`` against its backend kind's schema; one line per problem."""
+    lines = []
+    for index, spec in enumerate(roster.models):
+        schema = PARAMS_BY_KIND.get(spec.backend)
+        if schema is None:
+            continue
+        try:
+            schema.model_validate(spec.params)
+        except ValidationError as exc:
+            for loc, message in params_problems(exc):
+                where = _describe_location(("models", index, "params", *loc), data)
+                lines.append(f"{where}: {message}")
+    return lines
 
 
 def load_roster(path: str | Path) -> Roster:

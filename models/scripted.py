@@ -25,11 +25,20 @@ import hashlib
 import random
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from models.base import BackendError, GenerationParams, Message, ModelBackend, TextPart
+from models.base import (
+    BackendError,
+    GenerationParams,
+    InputRejected,
+    Message,
+    ModelBackend,
+    StreamItem,
+    TextPart,
+    Usage,
+)
+from models.params import ScriptedParams, parse_params
 
 if TYPE_CHECKING:
     from models.registry import BackendContext
@@ -48,18 +57,6 @@ detail colour shape edge
 WORDS = tuple(_WORD_LIST.split())
 
 _MIN_WORDS, _MAX_WORDS = 12, 40
-
-
-class ScriptedParams(BaseModel):
-    """The ``params`` a scripted roster entry accepts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reply: str | None = None
-    delay_s: float = Field(default=0.0, ge=0)
-    first_token_delay_s: float = Field(default=0.0, ge=0)
-    chunk_words: int = Field(default=1, ge=1)
-    fail_after: int | None = Field(default=None, ge=0)
 
 
 def _conversation_text(messages: Sequence[Message]) -> str:
@@ -146,18 +143,24 @@ class ScriptedBackend(ModelBackend):
             text = "".join(words[: params.max_new_tokens]).rstrip()
         return text
 
-    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[str]:
-        """Yield the scripted answer in chunks of ``chunk_words`` words, honouring delays and failures."""
+    async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamItem]:
+        """Yield the scripted answer in chunks of ``chunk_words`` words (then its :class:`Usage`).
+
+        Delays and injected failures follow the params; one word counts as one token.
+        """
         if self._closed:
             raise BackendError(f"model {self.name!r} is closed")
         if self.max_images is not None:
             for message in messages:
                 if len(message.images) > self.max_images:
-                    raise BackendError(
+                    raise InputRejected(
                         f"model {self.name!r} accepts at most {self.max_images} image(s) per message, "
                         f"got {len(message.images)}"
                     )
         words = _split_words(self.answer(messages, params))
+        full_length = len(_split_words(self.answer(messages, replace(params, max_new_tokens=1 << 30))))
         chunks = ["".join(words[i : i + self.chunk_words]) for i in range(0, len(words), self.chunk_words)]
         self._active += 1
         try:
@@ -171,6 +174,8 @@ class ScriptedBackend(ModelBackend):
                 yield chunk
             if self.fail_after is not None:
                 raise BackendError(f"model {self.name!r}: scripted failure after {len(chunks)} chunk(s)")
+            finish = "length" if len(words) < full_length else "stop"
+            yield Usage(input_tokens=None, output_tokens=len(words), finish_reason=finish)
         finally:
             self._active -= 1
 
@@ -181,11 +186,7 @@ class ScriptedBackend(ModelBackend):
 
 def create(spec: ModelSpec, context: BackendContext) -> ScriptedBackend:
     """Registry factory: a scripted backend configured from the roster entry's ``params``."""
-    try:
-        params = ScriptedParams.model_validate(spec.params)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"model {spec.name!r}: invalid scripted params: {problems}") from None
+    params = parse_params(ScriptedParams, spec.name, spec.params)
     return ScriptedBackend(
         spec.name,
         display_name=spec.display_name,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from models.base import BackendError, GenerationParams, Message
+from models.base import BackendError, BackendUnavailable, GenerationParams, InputRejected, Message, Usage
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec
 from models.tiny import ARCHITECTURES, ensure_tiny_model, tiny_model_dir
@@ -49,8 +49,13 @@ def backend_for(cache: Path, arch: str, **spec_fields: object):  # type: ignore[
 
 
 def collect(backend, messages: list[Message], params: GenerationParams = PARAMS) -> list[str]:  # type: ignore[no-untyped-def]
+    """The text deltas of one answer (the final Usage is kept in ``backend.test_usage``)."""
+
     async def run() -> list[str]:
-        return [delta async for delta in backend.stream(messages, params)]
+        items = [item async for item in backend.stream(messages, params)]
+        assert isinstance(items[-1], Usage) and all(isinstance(i, str) for i in items[:-1])
+        backend.test_usage = items[-1]
+        return items[:-1]
 
     return asyncio.run(run())
 
@@ -60,7 +65,8 @@ def test_each_architecture_streams_an_answer(tiny_cache: Path, arch: str) -> Non
     backend = backend_for(tiny_cache, arch)
     deltas = collect(backend, [Message.user("What is in this picture?", [drawing()])])
     assert deltas and any(d.strip() for d in deltas)
-    assert backend.last_new_tokens == PARAMS.max_new_tokens
+    assert backend.test_usage.output_tokens == PARAMS.max_new_tokens
+    assert backend.test_usage.finish_reason == "length" and backend.test_usage.input_tokens > 0
     asyncio.run(backend.aclose())
 
 
@@ -91,7 +97,7 @@ def test_control_tokens_typed_by_users_stay_text(tiny_cache: Path) -> None:
 
 def test_too_many_images(tiny_cache: Path) -> None:
     backend = backend_for(tiny_cache, "llava", max_images=1)
-    with pytest.raises(BackendError, match="at most 1 image"):
+    with pytest.raises(InputRejected, match="at most 1 image"):
         collect(backend, [Message.user("Two?", [drawing(), drawing()])])
 
 
@@ -112,10 +118,10 @@ def test_closing_the_stream_stops_generation(tiny_cache: Path) -> None:
         assert backend.active_generations == 1
         await stream.aclose()  # returns once the generation has stopped
         assert backend.active_generations == 0
-        assert backend.last_new_tokens is not None and backend.last_new_tokens < long.max_new_tokens
+        assert backend.last_usage is not None and backend.last_usage.output_tokens < long.max_new_tokens
         # The worker is free again: a short request is served at once.
         short = [d async for d in backend.stream([Message.user("Hi", [drawing()])], PARAMS)]
-        assert short and backend.last_new_tokens == PARAMS.max_new_tokens
+        assert short[-1] == Usage(backend.last_usage.input_tokens, PARAMS.max_new_tokens, "length")
 
     asyncio.run(run())
 
@@ -140,7 +146,47 @@ def test_cancelling_the_consumer_stops_generation(tiny_cache: Path) -> None:
         assert backend.active_generations == 0
 
     asyncio.run(run())
-    assert backend.last_new_tokens is not None and backend.last_new_tokens < long.max_new_tokens
+    assert backend.last_usage is not None and backend.last_usage.output_tokens < long.max_new_tokens
+
+
+def test_concurrency_limit_and_full_queue(tiny_cache: Path) -> None:
+    """max_concurrency generations run together; beyond max_queue waiting ones, a request fails fast."""
+    spec = ModelSpec(
+        name="tiny-llava-pool",
+        backend="hf",
+        params={"tiny_demo": "llava", "device": "cpu", "dtype": "float32", "max_concurrency": 2, "max_queue": 1},
+    )
+    backend = create_backend(spec, BackendContext(cache_dir=tiny_cache))
+    long = GenerationParams(max_new_tokens=2000, temperature=0.8, seed=5)
+    messages = [Message.user("Go on.", [drawing()])]
+
+    async def run() -> None:
+        first, second = backend.stream(messages, long), backend.stream(messages, long)
+        # Both start generating: two worker threads.
+        await asyncio.wait_for(asyncio.gather(anext(first), anext(second)), 60)
+        third = backend.stream(messages, PARAMS)
+        waiting = asyncio.create_task(anext(third))  # queued behind the two
+        await asyncio.sleep(0.05)
+        assert backend.active_generations == 3 and not waiting.done()
+        with pytest.raises(BackendUnavailable, match="max_concurrency 2 \\+ max_queue 1"):
+            await anext(backend.stream(messages, PARAMS))
+        await first.aclose()  # frees a worker: the queued request runs
+        assert isinstance(await asyncio.wait_for(waiting, 60), str)
+        await third.aclose()
+        await second.aclose()
+        assert backend.active_generations == 0
+
+    asyncio.run(run())
+    asyncio.run(backend.aclose())
+
+
+def test_health_check_generates_one_token(tiny_cache: Path) -> None:
+    backend = backend_for(tiny_cache, "paligemma")  # needs an image even for the probe
+    asyncio.run(backend.check())
+    assert backend.last_usage is not None and backend.last_usage.output_tokens == 1
+    asyncio.run(backend.aclose())
+    with pytest.raises(BackendUnavailable, match="closed"):
+        asyncio.run(backend.check())
 
 
 def test_one_generation_at_a_time(tiny_cache: Path) -> None:
@@ -149,7 +195,7 @@ def test_one_generation_at_a_time(tiny_cache: Path) -> None:
 
     async def run() -> list[str]:
         async def one() -> str:
-            return "".join([d async for d in backend.stream(messages, PARAMS)])
+            return "".join([d async for d in backend.stream(messages, PARAMS) if isinstance(d, str)])
 
         return list(await asyncio.gather(one(), one(), one()))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.base import GenerationParams
-from models.roster import GenerationDefaults, ModelSpec, Roster, RosterError, load_roster
+from models.roster import GenerationDefaults, ModelSpec, Roster, RosterError, Timeouts, load_roster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,6 +27,9 @@ models:
     demo: true
   - name: charlie
     backend: openai
+    params: {base_url: "http://127.0.0.1:8000/v1/", api_key_env: CHARLIE_KEY}
+    timeouts: {first_token_s: 5, total_s: 30}
+    retries: 0
 """
 
 
@@ -58,8 +61,11 @@ def test_valid_roster_loads_with_defaults(tmp_path: Path) -> None:
     assert bravo.display_name == "org/bravo-7b@v2"  # defaults to the name
     assert bravo.demo and not bravo.enabled
     charlie = roster.get("charlie")
-    assert charlie.max_images == 4 and charlie.params == {} and charlie.enabled and not charlie.demo
+    assert charlie.max_images == 4 and charlie.enabled and not charlie.demo
+    assert charlie.params["api_key_env"] == "CHARLIE_KEY"
     assert charlie.generation == GenerationDefaults()
+    assert (charlie.timeouts.first_token_s, charlie.timeouts.total_s, charlie.retries) == (5, 30, 0)
+    assert (alpha.timeouts, alpha.retries) == (Timeouts(), 1)
     assert [s.name for s in roster.enabled()] == ["alpha", "charlie"]
 
 
@@ -154,3 +160,43 @@ def test_spec_and_roster_validate_in_code() -> None:
         Roster(models=[spec, spec])
     with pytest.raises(ValueError):
         GenerationDefaults(max_new_tokens=0)
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "words"),
+    [
+        ("{name: gpt, backend: openai, params: {}}", "params.base_url", "required"),
+        ("{name: gpt, backend: openai, params: {base_url: 'gpu-1:8000/v1'}}", "params.base_url", "http://"),
+        ("{name: gpt, backend: openai, params: {base_url: 'http://h/v1', api_key_env: 'sk-123'}}",
+         "params.api_key_env", "pattern"),
+        ("{name: gpt, backend: openai, params: {base_url: 'http://h/v1', image_format: gif}}",
+         "params.image_format", "'png' or 'jpeg'"),
+        ("{name: gpt, backend: openai, params: {base_url: 'http://h/v1', timeout: 3}}", "params.timeout", "extra"),
+        ("{name: qwen, backend: hf, params: {model: a, tiny_demo: llava}}", "params", "exactly one"),
+        ("{name: qwen, backend: hf, params: {model: a, device: gpu0}}", "params", "cuda:N"),
+        ("{name: qwen, backend: hf, params: {model: a, max_concurrency: 0}}", "params.max_concurrency", "1"),
+        ("{name: qwen, backend: hf, params: {tiny_demo: blip}}", "params.tiny_demo", "llava"),
+        ("{name: s, backend: scripted, params: {delay_s: -1}}", "params.delay_s", "0"),
+        ("{name: s, backend: scripted, timeouts: {first_token_s: 10, total_s: 5}}", "timeouts", "total_s"),
+        ("{name: s, backend: scripted, retries: 9}", "retries", "5"),
+    ],
+)
+def test_backend_params_errors_name_model_and_field(tmp_path: Path, entry: str, field: str, words: str) -> None:
+    text = f"models:\n  - {{name: ok, backend: scripted}}\n  - {entry}\n"
+    message = error_for(tmp_path, text)
+    assert "(#2)" in message and f"field '{field}'" in message and words.lower() in message.lower()
+    assert "'ok'" not in message
+
+
+@pytest.mark.parametrize("name", ["example-gpu.yaml", "example-vllm.yaml", "example-api.yaml"])
+def test_example_rosters_are_valid(name: str) -> None:
+    roster = load_roster(REPO / "configs" / name)
+    assert len(roster.enabled()) >= 2
+    kinds = {spec.backend for spec in roster.models}
+    assert kinds == ({"hf"} if name == "example-gpu.yaml" else {"openai"})
+    for spec in roster.models:
+        assert spec.display_name != spec.name and spec.organization and spec.license and spec.link
+        if spec.backend == "hf":
+            assert spec.params.get("device", "").startswith("cuda") or "device_map" in spec.params
+        if name == "example-api.yaml":
+            assert spec.params["base_url"].startswith("https://") and spec.params["api_key_env"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from models.base import BackendError, GenerationParams, Message
+from models.base import BackendError, GenerationParams, InputRejected, Message, Usage
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec
 from models.scripted import WORDS, ScriptedBackend
@@ -22,7 +22,10 @@ def collect(
     backend: ScriptedBackend, messages: list[Message], params: GenerationParams = PARAMS
 ) -> list[str]:
     async def run() -> list[str]:
-        return [delta async for delta in backend.stream(messages, params)]
+        items = [item async for item in backend.stream(messages, params)]
+        # Every stream ends with one Usage, after the text.
+        assert isinstance(items[-1], Usage) and all(isinstance(i, str) for i in items[:-1])
+        return items[:-1]
 
     return asyncio.run(run())
 
@@ -99,6 +102,7 @@ def test_fail_after_raises_backend_error() -> None:
 
     async def run() -> None:
         async for delta in backend.stream([Message.user("hi")], PARAMS):
+            assert isinstance(delta, str)
             received.append(delta)
 
     with pytest.raises(BackendError, match="alpha"):
@@ -156,8 +160,19 @@ def test_cancelling_the_consumer_stops_the_stream() -> None:
 
 def test_too_many_images_and_closed_backend() -> None:
     backend = ScriptedBackend("alpha", max_images=1)
-    with pytest.raises(BackendError, match="at most 1 image"):
+    with pytest.raises(InputRejected, match="at most 1 image"):
         collect(backend, [Message.user("hi", [IMAGE, IMAGE])])
     asyncio.run(backend.aclose())
     with pytest.raises(BackendError, match="closed"):
         collect(backend, [Message.user("hi")])
+
+
+def test_usage_counts_words_and_says_why_it_stopped() -> None:
+    backend = make(reply="one two three four five")
+
+    async def run(max_new_tokens: int) -> Usage:
+        items = [i async for i in backend.stream([Message.user("hi")], GenerationParams(max_new_tokens))]
+        return items[-1]
+
+    assert asyncio.run(run(10)) == Usage(output_tokens=5, finish_reason="stop")
+    assert asyncio.run(run(3)) == Usage(output_tokens=3, finish_reason="length")
