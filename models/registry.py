@@ -14,10 +14,6 @@ from pathlib import Path
 from models.base import BackendError, ModelBackend
 from models.roster import ModelSpec
 
-#: Kinds the roster accepts whose backend is not written yet.
-PLANNED_KINDS = frozenset({"openai"})
-
-
 @dataclass(frozen=True)
 class BackendContext:
     """Process-wide settings backends need when they are created."""
@@ -54,8 +50,6 @@ class BackendRegistry:
     def factory(self, kind: str) -> BackendFactory:
         """Import and return the factory for ``kind``."""
         if kind not in self._targets:
-            if kind in PLANNED_KINDS:
-                raise NotImplementedError(f"backend {kind!r} is not available yet")
             raise ValueError(f"unknown backend kind {kind!r}; known kinds: {', '.join(self.kinds)}")
         module_name, _, attr = self._targets[kind].partition(":")
         try:
@@ -82,6 +76,7 @@ class BackendRegistry:
 
 DEFAULT_TARGETS: dict[str, str] = {
     "hf": "models.hf:create",
+    "openai": "models.openai_compat:create",
     "scripted": "models.scripted:create",
 }
 

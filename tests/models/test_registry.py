@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.base import BackendError
-from models.registry import BackendContext, BackendRegistry, create_backend, known_kinds
+from models.registry import BackendContext, BackendRegistry, create_backend, default_registry, known_kinds
 from models.roster import ModelSpec
 from models.scripted import ScriptedBackend
 
@@ -26,8 +26,7 @@ def test_scripted_kind_builds_a_scripted_backend(tmp_path: Path) -> None:
 
 
 def test_known_kinds() -> None:
-    assert {"hf", "scripted"} <= set(known_kinds())
-    assert "openai" not in known_kinds()
+    assert {"hf", "openai", "scripted"} <= set(known_kinds())
 
 
 def test_unknown_kind_lists_known_kinds(tmp_path: Path) -> None:
@@ -36,18 +35,24 @@ def test_unknown_kind_lists_known_kinds(tmp_path: Path) -> None:
         create_backend(spec, context(tmp_path))
 
 
-def test_openai_is_accepted_by_the_roster_but_not_available_yet(tmp_path: Path) -> None:
-    spec = ModelSpec(name="gpt", backend="openai")
-    with pytest.raises(NotImplementedError, match="backend 'openai' is not available yet"):
+def test_openai_kind_builds_a_client_without_connecting(tmp_path: Path) -> None:
+    spec = ModelSpec(name="gpt", backend="openai", params={"base_url": "http://127.0.0.1:9/v1"})
+    backend = create_backend(spec, context(tmp_path))
+    assert type(backend).__name__ == "OpenAIBackend" and backend.url == "http://127.0.0.1:9/v1/chat/completions"
+
+
+def test_openai_params_are_checked_when_the_backend_is_built(tmp_path: Path) -> None:
+    spec = ModelSpec(name="gpt", backend="openai", params={"base_url": "localhost:8000"})
+    with pytest.raises(ValueError, match=r"model 'gpt': invalid OpenAIParams: params.base_url: .*http://"):
         create_backend(spec, context(tmp_path))
 
 
 def test_register_a_kind_in_a_separate_registry(tmp_path: Path) -> None:
     registry = BackendRegistry({"scripted": "models.scripted:create"})
-    registry.register("openai", "models.scripted:create")
-    backend = create_backend(ModelSpec(name="gpt", backend="openai"), context(tmp_path), registry=registry)
+    registry.register("hf", "models.scripted:create")
+    backend = create_backend(ModelSpec(name="gpt", backend="hf"), context(tmp_path), registry=registry)
     assert isinstance(backend, ScriptedBackend)
-    assert "openai" not in known_kinds()  # the default registry is untouched
+    assert default_registry.factory("hf").__module__ == "models.hf"  # the default registry is untouched
 
 
 def test_bad_targets(tmp_path: Path) -> None:
