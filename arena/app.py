@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import gradio as gr
@@ -18,6 +20,7 @@ from arena.settings import ArenaSettings
 from arena.ui.battle import build_battle_tab
 from arena.ui.leaderboard import build_leaderboard_tab
 from models.base import ModelBackend
+from models.health import HealthMonitor
 from models.registry import BackendContext, create_backend
 from models.roster import Roster, load_roster
 from storage.db import make_engine, session_factory, upgrade
@@ -33,6 +36,7 @@ class Services:
     engine: Engine
     battle: BattleService
     leaderboard: LeaderboardService
+    health: HealthMonitor
 
     @property
     def demo(self) -> bool:
@@ -52,6 +56,20 @@ def load_backends(roster: Roster, context: BackendContext) -> dict[str, ModelBac
             continue
         log.info("model %s ready (%s) in %.1fs", spec.name, spec.backend, time.perf_counter() - started)
     return backends
+
+
+def startup_check(health: HealthMonitor) -> dict[str, bool]:
+    """Probe every model once before serving; a failing one stays out of battles until it recovers."""
+    with ThreadPoolExecutor(max_workers=1) as pool:  # a loop of its own, even if the caller has one
+        results = pool.submit(asyncio.run, health.check_all()).result()
+    for name, ok in results.items():
+        if not ok:
+            log.warning(
+                "model %s failed its start-up check (%s); it is left out of battles until it recovers",
+                name,
+                health.status(name).last_error,
+            )
+    return results
 
 
 def ip_salt(settings: ArenaSettings) -> bytes:
@@ -75,6 +93,8 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
     sessions = session_factory(engine)
     if backends is None:
         backends = load_backends(roster, BackendContext(cache_dir=settings.cache_dir))
+    health = HealthMonitor(backends, failure_threshold=settings.health_failures)
+    startup_check(health)
     battle = BattleService(
         specs=roster.enabled(),
         backends=backends,
@@ -84,6 +104,7 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         ),
         rng=random.Random(settings.seed),
         ip_salt=ip_salt(settings),
+        health=health,
         limits=Limits(
             max_images=settings.max_images,
             max_prompt_chars=settings.max_prompt_chars,
@@ -92,7 +113,7 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         ),
     )
     leaderboard = LeaderboardService(sessions, bootstrap=settings.leaderboard_bootstrap)
-    return Services(settings, roster, engine, battle, leaderboard)
+    return Services(settings, roster, engine, battle, leaderboard, health)
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -116,6 +137,8 @@ def serve(settings: ArenaSettings) -> None:
     started = time.perf_counter()
     services = build_services(settings)
     app = build_app(services)
+    if settings.health_interval_s > 0:
+        services.health.start(settings.health_interval_s)
     log.info("arena built in %.1fs", time.perf_counter() - started)
     app.launch(
         server_name=settings.host,

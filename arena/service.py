@@ -23,8 +23,10 @@ from PIL import Image
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import GenerationParams, Message, ModelBackend
+from models.base import BackendError, GenerationParams, Message, ModelBackend
+from models.health import HealthMonitor
 from models.roster import ModelSpec
+from models.wrapper import ManagedBackend
 from storage import repo
 from storage.db import run_in_transaction
 from storage.images import ImageRejected, ImageStore, StoredImage
@@ -114,6 +116,7 @@ class _Answer:
     first_token_at: datetime | None = None
     finished_at: datetime | None = None
     finish_reason: str | None = None
+    output_tokens: int | None = None
     error: str | None = None
 
 
@@ -139,9 +142,15 @@ class BattleService:
         now: Callable[[], datetime] = utc_now,
         limits: Limits | None = None,
         ip_salt: bytes = b"",
+        health: HealthMonitor | None = None,
     ) -> None:
         self.specs = {s.name: s for s in specs if s.name in backends}
-        self.backends = backends
+        self.health = health
+        # Every request goes through the wrapper: the model's time limits, retries and accounting.
+        self.backends = {
+            name: ManagedBackend.for_spec(spec, backends[name], health=health)
+            for name, spec in self.specs.items()
+        }
         self.sessions = sessions
         self.images = images
         self.rng = rng
@@ -178,11 +187,14 @@ class BattleService:
             raise ArenaError("Please wait until both answers are complete.")
         return BattleSession(session_id=state.session_id, user_agent=state.user_agent, ip_hash=state.ip_hash)
 
+    def available(self, spec: ModelSpec, n_images: int = 0) -> bool:
+        """Whether a model can be drawn now: enabled, weighted, healthy, and able to take the images."""
+        healthy = self.health is None or self.health.is_healthy(spec.name)
+        return spec.enabled and spec.sampling_weight > 0 and spec.max_images >= n_images and healthy
+
     def sample_pair(self, n_images: int = 0) -> tuple[str, str]:
-        """Two distinct enabled models, drawn by sampling weight, in random sides."""
-        pool = [
-            s for s in self.specs.values() if s.enabled and s.sampling_weight > 0 and s.max_images >= n_images
-        ]
+        """Two distinct available models, drawn by sampling weight, in random sides."""
+        pool = [s for s in self.specs.values() if self.available(s, n_images)]
         if len(pool) < 2:
             raise ArenaError("Not enough models are available for a battle right now. Please try later.")
         first = self.rng.choices(pool, weights=[s.sampling_weight for s in pool])[0]
@@ -292,28 +304,37 @@ class BattleService:
         self, state: BattleSession, side: Side, answer: _Answer, changed: asyncio.Queue[Side | None]
     ) -> None:
         name = state.models[side]
-        spec = self.specs[name]
-        params: GenerationParams = spec.generation.to_params()
+        params: GenerationParams = self.specs[name].generation.to_params()
+        generation = self.backends[name].generate(state.conversation(side), params)
         try:
             async with asyncio.timeout(self.limits.response_timeout_s):
-                async for delta in self.backends[name].stream(state.conversation(side), params):
-                    if not delta:
-                        continue
+                async for delta in generation:
                     if answer.first_token_at is None:
                         answer.first_token_at = self.now()
                     answer.text += delta
                     answer.chunks += 1
                     changed.put_nowait(side)
-            answer.finish_reason = "stop"
+            answer.finish_reason = generation.stats.finish_reason
+            answer.output_tokens = generation.stats.output_tokens
         except asyncio.CancelledError:
             answer.finish_reason = "cancelled"
             raise
         except TimeoutError:
-            answer.error = f"timed out after {self.limits.response_timeout_s:g}s"
-            log.warning("battle %s: model %s timed out", state.battle_id, name)
-        except Exception as exc:  # any backend failure invalidates the battle, never the page
+            answer.error = f"timed out after {self.limits.response_timeout_s:g}s (the arena's limit)"
+            log.warning("battle %s side %s: model %s hit the arena's time limit", state.battle_id, side, name)
+        except BackendError as exc:  # invalidates the battle, never the page; details for operators only
             answer.error = f"{type(exc).__name__}: {exc}"
-            log.exception("battle %s: model %s failed", state.battle_id, name)
+            log.warning(
+                "battle %s side %s: model %s failed after %d attempt(s): %s",
+                state.battle_id,
+                side,
+                name,
+                generation.stats.attempts,
+                answer.error,
+            )
+        except Exception as exc:  # a bug outside the backends: same outcome for the voter
+            answer.error = f"{type(exc).__name__}: {exc}"
+            log.exception("battle %s side %s: model %s failed", state.battle_id, side, name)
         finally:
             answer.finished_at = self.now()
             changed.put_nowait(None)
@@ -340,6 +361,7 @@ class BattleService:
                     first_token_at=answer.first_token_at,
                     finished_at=answer.finished_at or now,
                     output_chunks=answer.chunks,
+                    output_tokens=answer.output_tokens,
                     finish_reason=answer.finish_reason or ("cancelled" if abandoned else None),
                     error=answer.error,
                 )

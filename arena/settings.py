@@ -32,3 +32,9 @@ class ArenaSettings(BaseSettings):
         None, description="secret salt for hashing voters' IPs; generated and kept in data_dir if unset"
     )
     leaderboard_bootstrap: int = Field(200, ge=0, description="bootstrap rounds for leaderboard CIs")
+    health_interval_s: float = Field(
+        60.0, ge=0, description="seconds between health checks of idle or unhealthy models (0: start-up only)"
+    )
+    health_failures: int = Field(
+        3, ge=1, description="failed requests in a row that take a model out of battles until a check passes"
+    )

@@ -181,6 +181,7 @@ def save_response(
     output_chunks: int,
     finish_reason: str | None,
     error: str | None = None,
+    output_tokens: int | None = None,
 ) -> Response:
     response = Response(
         turn_id=turn_id,
@@ -191,6 +192,7 @@ def save_response(
         first_token_at=first_token_at,
         finished_at=finished_at,
         output_chunks=output_chunks,
+        output_tokens=output_tokens,
         finish_reason=finish_reason,
         error=error,
     )

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from arena.service import BattleService, Limits
+from models.health import HealthMonitor
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec
 from storage.images import ImageStore
@@ -25,16 +26,26 @@ def scripted(name: str, weight: float = 1.0, **params: object) -> ModelSpec:
 
 @pytest.fixture
 def make_service(sessions, tmp_path):  # type: ignore[no-untyped-def]
-    def make(specs: list[ModelSpec] | None = None, seed: int = 0, **limits: object) -> BattleService:
+    def make(
+        specs: list[ModelSpec] | None = None,
+        seed: int = 0,
+        health_failures: int | None = None,
+        **limits: object,
+    ) -> BattleService:
         specs = specs or [scripted("alpha"), scripted("bravo"), scripted("charlie")]
         context = BackendContext(cache_dir=tmp_path / "cache")
+        backends = {s.name: create_backend(s, context) for s in specs}
+        health = (
+            None if health_failures is None else HealthMonitor(backends, failure_threshold=health_failures)
+        )
         return BattleService(
             specs=specs,
-            backends={s.name: create_backend(s, context) for s in specs},
+            backends=backends,
             sessions=sessions,
             images=ImageStore(tmp_path / "images"),
             rng=random.Random(seed),
             limits=Limits(**limits),
+            health=health,
         )
 
     return make

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import logging
 from collections import Counter
 
 import pytest
@@ -13,8 +14,11 @@ import sqlalchemy as sa
 from PIL import Image
 
 from arena.service import NEUTRAL_FAILURE, ArenaError, image_bytes
+from models.base import BackendError
+from models.roster import ModelSpec
 from storage.schema import Battle, Response, Turn, TurnImage, Vote, VoterSession
 from tests.arena.conftest import scripted
+from tests.models.openai_server import Behaviour, FakeOpenAIServer
 
 
 def _png(color: str = "red") -> bytes:
@@ -175,6 +179,60 @@ def test_model_failure_invalidates_the_battle_without_naming_anyone(make_service
         assert "BackendError" in failed.error  # the details are kept for operators
     with pytest.raises(ArenaError, match="while it is invalid"):
         service.vote(state, "model_a")
+
+
+def test_openai_model_dropping_mid_stream_invalidates_the_battle(make_service, sessions, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A real HTTP model server that drops the connection: neutral outcome, details only in the logs."""
+    with FakeOpenAIServer(Behaviour(drop_after=3, chunk_delay_s=0.01)) as server:
+        remote = ModelSpec(
+            name="remote-vlm",
+            display_name="Remote VLM Display",
+            organization="Remote Org",
+            backend="openai",
+            params={"base_url": server.base_url, "model": "fake-vlm"},
+        )
+        service = make_service([scripted("alpha"), remote], health_failures=1)
+        with caplog.at_level(logging.WARNING, logger="arena.service"):
+            state, updates = _play(service)
+        assert server.images() and server.images()[0].size == (32, 24)  # the upload reached the server
+    final = updates[-1]
+    assert final.done and final.failed
+    for update in updates:  # nothing the page receives names a model or its provider
+        for text in (update.text_a, update.text_b):
+            assert not any(word in text.lower() for word in ("remote", "alpha", "fake", "org", "http"))
+    with sessions() as db:
+        assert db.get(Battle, state.battle_id).state == "invalid"
+        failed = db.scalars(sa.select(Response).where(Response.error.is_not(None))).one()
+        assert failed.error.startswith("StreamInterrupted") and failed.output_chunks == 3
+    assert any(
+        "remote-vlm" in r.getMessage() and "StreamInterrupted" in r.getMessage() for r in caplog.records
+    )
+    with pytest.raises(ArenaError, match="while it is invalid"):
+        service.vote(state, "model_a")
+    # One failure at threshold 1: the model is out of battles until a health check passes.
+    assert not service.health.is_healthy("remote-vlm")
+    with pytest.raises(ArenaError, match="Not enough models"):
+        service.sample_pair()
+
+
+def test_unhealthy_models_are_left_out_of_sampling(make_service) -> None:  # type: ignore[no-untyped-def]
+    service = make_service(health_failures=2)
+    drawn = Counter(name for _ in range(300) for name in service.sample_pair())
+    assert set(drawn) == {"alpha", "bravo", "charlie"}
+    for _ in range(2):
+        service.health.record_failure("alpha", BackendError("HTTP 502"))
+    drawn = Counter(name for _ in range(300) for name in service.sample_pair())
+    assert set(drawn) == {"bravo", "charlie"}
+    service.health.record_success("alpha")  # e.g. a passing health check
+    assert "alpha" in {name for _ in range(100) for name in service.sample_pair()}
+
+
+def test_model_usage_is_recorded(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+    service = make_service([scripted("alpha", reply="one two three"), scripted("bravo", reply="four five")])
+    state, _ = _play(service)
+    with sessions() as db:
+        tokens = {r.text: (r.output_tokens, r.finish_reason) for r in db.scalars(sa.select(Response))}
+    assert tokens == {"one two three": (3, "stop"), "four five": (2, "stop")}
 
 
 def test_slow_model_times_out_into_an_invalid_battle(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
