@@ -155,7 +155,9 @@ class OpenAIBackend(ModelBackend):
         body.update(params.extra)
         return body
 
-    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamItem]:
+    async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamItem]:
         """Yield the server's answer as it streams, then a :class:`Usage` if the server sent counts."""
         self._check_images(messages)
         if any(message.images for message in messages):
@@ -168,8 +170,36 @@ class OpenAIBackend(ModelBackend):
             async with client.stream("POST", self.url, json=body) as response:
                 if response.status_code != 200:
                     raise await self._status_error(response)
-                async for item in self._events(response):
-                    yield item
+                # The event loop is inline rather than a helper generator: one generator layer less
+                # per token is measurable at thousands of tokens per second.
+                finish_reason: str | None = None
+                usage: dict[str, Any] = {}
+                done = False
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, comments (": keep-alive"), "event:" lines
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    chunk = self._parse(data)
+                    if isinstance(chunk.get("usage"), dict):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield text
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                if not done and finish_reason is None:
+                    raise StreamInterrupted(
+                        f"model {self.name!r}: the stream ended before the answer finished"
+                    )
+                yield Usage(
+                    input_tokens=_count(usage.get("prompt_tokens")),
+                    output_tokens=_count(usage.get("completion_tokens")),
+                    finish_reason=finish_reason or "stop",
+                )
         except httpx.TimeoutException as exc:
             raise BackendUnavailable(f"model {self.name!r}: cannot connect to {self.url}: {exc!r}") from exc
         except httpx.ConnectError as exc:
@@ -179,45 +209,19 @@ class OpenAIBackend(ModelBackend):
         except httpx.HTTPError as exc:
             raise BackendUnavailable(f"model {self.name!r}: HTTP failure: {exc!r}") from exc
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[StreamItem]:
-        """Parse the server-sent events of one response into text deltas and a final Usage."""
-        finish_reason: str | None = None
-        usage: dict[str, Any] | None = None
-        done = False
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue  # blank separators, comments (": keep-alive"), "event:" lines
-            data = line[5:].strip()
-            if data == "[DONE]":
-                done = True
-                break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise ProtocolViolation(
-                    f"model {self.name!r}: malformed stream chunk: {data[:_MAX_ERROR_BODY]!r}"
-                ) from None
-            if not isinstance(chunk, dict):
-                raise ProtocolViolation(f"model {self.name!r}: stream chunk is not an object: {data[:200]!r}")
-            if "error" in chunk:
-                raise ProtocolViolation(f"model {self.name!r}: error inside the stream: {chunk['error']!r}")
-            if isinstance(chunk.get("usage"), dict):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                text = delta.get("content")
-                if text:
-                    yield text
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-        if not done and finish_reason is None:
-            raise StreamInterrupted(f"model {self.name!r}: the stream ended before the answer finished")
-        usage = usage or {}
-        yield Usage(
-            input_tokens=_count(usage.get("prompt_tokens")),
-            output_tokens=_count(usage.get("completion_tokens")),
-            finish_reason=finish_reason or "stop",
-        )
+    def _parse(self, data: str) -> dict[str, Any]:
+        """One event's JSON object; a malformed chunk or an error event is a protocol violation."""
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ProtocolViolation(
+                f"model {self.name!r}: malformed stream chunk: {data[:_MAX_ERROR_BODY]!r}"
+            ) from None
+        if not isinstance(chunk, dict):
+            raise ProtocolViolation(f"model {self.name!r}: stream chunk is not an object: {data[:200]!r}")
+        if "error" in chunk:
+            raise ProtocolViolation(f"model {self.name!r}: error inside the stream: {chunk['error']!r}")
+        return chunk
 
     async def _status_error(self, response: httpx.Response) -> BackendError:
         """The structured error for a non-200 answer, with the server's own message."""
@@ -274,4 +278,6 @@ def _error_message(body: str) -> str:
 
 def create(spec: ModelSpec, context: BackendContext) -> OpenAIBackend:
     """Registry factory: a client for the roster entry's OpenAI-compatible server."""
-    return OpenAIBackend(spec.name, parse_params(OpenAIParams, spec.name, spec.params), max_images=spec.max_images)
+    return OpenAIBackend(
+        spec.name, parse_params(OpenAIParams, spec.name, spec.params), max_images=spec.max_images
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 from models.base import BackendError, ModelBackend
 from models.roster import ModelSpec
 
+
 @dataclass(frozen=True)
 class BackendContext:
     """Process-wide settings backends need when they are created."""

@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from models.base import (
     BackendError,
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from models.roster import ModelSpec
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -132,59 +134,65 @@ class ManagedBackend:
         loop = asyncio.get_running_loop()
         started = self.clock()
         total_deadline = loop.time() + self.total_timeout_s
-        while True:
-            stats.attempts += 1
-            got_text = False
-            source = self.backend.stream(messages, params)
-            try:
-                first_deadline = min(loop.time() + self.first_token_timeout_s, total_deadline)
-                while True:
-                    deadline = total_deadline if got_text else first_deadline
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            item = await anext(source)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise self._timeout(got_text, deadline == total_deadline) from None
-                    if isinstance(item, Usage):
-                        stats.input_tokens = item.input_tokens
-                        stats.output_tokens = item.output_tokens
-                        stats.finish_reason = item.finish_reason
+        deadline = _Deadline(loop)
+        try:
+            while True:
+                stats.attempts += 1
+                got_text = False
+                source = self.backend.stream(messages, params)
+                deadline.arm(min(loop.time() + self.first_token_timeout_s, total_deadline), "first_token")
+                try:
+                    while True:
+                        try:
+                            item = await deadline.wait(anext(source))
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:
+                            raise self._timeout(deadline.phase) from None
+                        if isinstance(item, Usage):
+                            stats.input_tokens = item.input_tokens
+                            stats.output_tokens = item.output_tokens
+                            stats.finish_reason = item.finish_reason
+                            continue
+                        if not item:
+                            continue
+                        if not got_text:
+                            got_text = True
+                            stats.first_token_s = self.clock() - started
+                            deadline.arm(total_deadline, "total")
+                        stats.chunks += 1
+                        yield item
+                except BackendError as exc:
+                    if self._retry(exc, got_text, stats.attempts, loop.time(), total_deadline):
+                        log.warning(
+                            "model %s: attempt %d failed before its first token (%s); retrying",
+                            self.name,
+                            stats.attempts,
+                            exc,
+                        )
+                        await asyncio.sleep(self.retry_backoff_s * 2 ** (stats.attempts - 1))
                         continue
-                    if not item:
-                        continue
-                    if not got_text:
-                        got_text = True
-                        stats.first_token_s = self.clock() - started
-                    stats.chunks += 1
-                    yield item
-            except BackendError as exc:
-                if self._retry(exc, got_text, stats.attempts, loop.time(), total_deadline):
-                    log.warning("model %s: attempt %d failed before its first token (%s); retrying",
-                                self.name, stats.attempts, exc)
-                    await asyncio.sleep(self.retry_backoff_s * 2 ** (stats.attempts - 1))
-                    continue
-                self._failed(stats, exc, started)
-                raise
-            except Exception as exc:  # a backend bug: still one error family for callers
-                error = BackendError(f"model {self.name!r}: {type(exc).__name__}: {exc}")
-                self._failed(stats, error, started)
-                raise error from exc
-            finally:
-                await source.aclose()  # type: ignore[attr-defined]
-            stats.total_s = self.clock() - started
-            stats.finish_reason = stats.finish_reason or "stop"
-            if self.health is not None:
-                self.health.record_success(self.name)
-            return
+                    self._failed(stats, exc, started)
+                    raise
+                except Exception as exc:  # a backend bug: still one error family for callers
+                    error = BackendError(f"model {self.name!r}: {type(exc).__name__}: {exc}")
+                    self._failed(stats, error, started)
+                    raise error from exc
+                finally:
+                    await source.aclose()  # type: ignore[attr-defined]
+                stats.total_s = self.clock() - started
+                stats.finish_reason = stats.finish_reason or "stop"
+                if self.health is not None:
+                    self.health.record_success(self.name)
+                return
+        finally:
+            deadline.disarm()
 
-    def _timeout(self, got_text: bool, total: bool) -> BackendTimeout:
-        if total:
+    def _timeout(self, phase: str) -> BackendTimeout:
+        if phase == "total":
             return BackendTimeout(
                 f"model {self.name!r}: no complete answer within {self.total_timeout_s:g}s", phase="total"
             )
-        assert not got_text
         return BackendTimeout(
             f"model {self.name!r}: no first token within {self.first_token_timeout_s:g}s", phase="first_token"
         )
@@ -200,3 +208,53 @@ class ManagedBackend:
         stats.finish_reason = None
         if self.health is not None and error.counts_against_health:
             self.health.record_failure(self.name, error)
+
+
+class _Deadline:
+    """One timer per request phase, instead of one per streamed chunk.
+
+    ``asyncio.timeout`` around every ``anext`` would schedule and cancel a timer for each token,
+    which costs measurable throughput at thousands of tokens per second. This timer is armed once
+    for the first token and once for the rest; when it fires it cancels the task only if the task is
+    waiting on the backend (as ``asyncio.timeout`` does), and otherwise the next wait fails at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.phase: Literal["first_token", "total"] = "first_token"
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._fired = False
+
+    def arm(self, when: float, phase: Literal["first_token", "total"]) -> None:
+        self.disarm()
+        self.phase = phase
+        self._fired = False
+        self._handle = self.loop.call_at(when, self._fire)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._fired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable``; TimeoutError if the deadline passes first (or has passed)."""
+        if self._fired:
+            if hasattr(awaitable, "close"):
+                awaitable.close()  # type: ignore[union-attr]
+            raise TimeoutError
+        task = asyncio.current_task()
+        self._task = task
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._fired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._task = None
