@@ -1,11 +1,14 @@
-"""Smoke benchmark of the ``hf`` backend on a GPU: load the demo architectures on cuda and stream.
+"""Smoke benchmark of the ``hf`` backend on a GPU: load random VLMs on cuda and stream through the arena path.
 
-For a lent GPU machine (no hub access): builds each tiny demo architecture locally, loads it through
-the normal roster → registry → ``HFBackend`` path with the requested device and dtype, then streams
-one request and a burst of concurrent requests, printing load time, time to first token and
-throughput. Runs on CPU too (``--device cpu``), which is how it is checked without a GPU.
+For a lent GPU machine (no hub access): builds each architecture locally (``--size tiny``: the demo
+models; ``--size 100m``: a ~100M-parameter LLaVA), loads it through the normal roster → registry →
+``HFBackend`` path with the requested device, dtype and ``max_concurrency``, then streams one request
+and a burst of concurrent requests through the same wrapper a battle uses, printing load time, time to
+first token and throughput (tokens as counted by the backend). Runs on CPU too (``--device cpu``),
+which is how it is checked without a GPU.
 
-    python benchmarks/gpu_smoke.py --device cuda --dtype auto --concurrency 8 [--out result.json]
+    python benchmarks/gpu_smoke.py --device cuda --dtype auto --size 100m --concurrency 8 \
+        --max-concurrency 1 4 [--out result.json]
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 from models.base import GenerationParams, Message  # noqa: E402
 from models.registry import BackendContext, create_backend  # noqa: E402
 from models.roster import ModelSpec  # noqa: E402
-from models.tiny import ARCHITECTURES  # noqa: E402
+from models.tiny import ARCHITECTURES, build_tiny_model  # noqa: E402
+from models.wrapper import ManagedBackend  # noqa: E402
 
 
 def picture() -> Image.Image:
@@ -37,29 +41,40 @@ def picture() -> Image.Image:
     return img
 
 
-async def one_request(backend, params: GenerationParams) -> dict[str, float]:  # type: ignore[no-untyped-def]
+async def one_request(backend: ManagedBackend, params: GenerationParams) -> dict[str, float]:
     messages = [Message.user("Describe this picture in detail.", [picture()])]
-    start = time.perf_counter()
-    first = None
-    chunks = 0
-    async for delta in backend.stream(messages, params):
-        if first is None:
-            first = time.perf_counter() - start
-        chunks += bool(delta)
-    total = time.perf_counter() - start
-    tokens = getattr(backend, "last_new_tokens", None) or chunks
-    return {"ttft_s": first if first is not None else float("nan"), "total_s": total, "tokens": tokens}
+    generation = backend.generate(messages, params)
+    async for _ in generation:
+        pass
+    stats = generation.stats
+    return {
+        "ttft_s": stats.first_token_s if stats.first_token_s is not None else float("nan"),
+        "total_s": stats.total_s or float("nan"),
+        "tokens": stats.output_tokens or stats.chunks,
+    }
 
 
-async def measure(arch: str, args: argparse.Namespace, cache: Path) -> dict[str, object]:
+async def measure(
+    arch: str, args: argparse.Namespace, cache: Path, max_concurrency: int
+) -> dict[str, object]:
+    model_dir = cache / f"{arch}-{args.size}"
+    if not model_dir.is_dir():
+        build_tiny_model(arch, model_dir, size=args.size)
     spec = ModelSpec(
         name=f"smoke-{arch}",
         backend="hf",
-        params={"tiny_demo": arch, "device": args.device, "dtype": args.dtype},
+        params={
+            "model": str(model_dir),
+            "device": args.device,
+            "dtype": args.dtype,
+            "max_concurrency": max_concurrency,
+            "max_queue": args.concurrency,
+        },
     )
     start = time.perf_counter()
-    backend = create_backend(spec, BackendContext(cache_dir=cache))
+    backend = ManagedBackend.for_spec(spec, create_backend(spec, BackendContext(cache_dir=cache)))
     load_s = time.perf_counter() - start
+    params_count = sum(p.numel() for p in backend.backend.model.parameters())  # type: ignore[attr-defined]
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     await one_request(backend, params)  # warm-up (CUDA context, kernels)
     single = await one_request(backend, params)
@@ -67,10 +82,14 @@ async def measure(arch: str, args: argparse.Namespace, cache: Path) -> dict[str,
     burst = await asyncio.gather(*(one_request(backend, params) for _ in range(args.concurrency)))
     burst_s = time.perf_counter() - start
     await backend.aclose()
+    inner = backend.backend
     return {
         "arch": arch,
-        "device": getattr(backend, "device", args.device),
-        "dtype": str(getattr(backend, "dtype", args.dtype)),
+        "size": args.size,
+        "params_m": round(params_count / 1e6, 1),
+        "max_concurrency": max_concurrency,
+        "device": getattr(inner, "device", args.device),
+        "dtype": str(getattr(inner, "dtype", args.dtype)),
         "load_s": round(load_s, 3),
         "ttft_ms_1": round(single["ttft_s"] * 1000, 1),
         "tok_s_1": round(single["tokens"] / single["total_s"], 1),
@@ -87,7 +106,15 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--archs", nargs="*", default=list(ARCHITECTURES))
+    parser.add_argument("--archs", nargs="*", default=None, help="default: all (tiny) or llava (100m)")
+    parser.add_argument("--size", choices=["tiny", "100m"], default="tiny")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="the hf backend's max_concurrency values to try",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -96,15 +123,17 @@ def main() -> None:
     print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}", flush=True)
     if torch.cuda.is_available():
         print(f"device: {torch.cuda.get_device_name(0)}", flush=True)
+    archs = args.archs or (list(ARCHITECTURES) if args.size == "tiny" else ["llava"])
     rows = []
     with tempfile.TemporaryDirectory() as cache:
-        for arch in args.archs:
-            try:
-                row = asyncio.run(measure(arch, args, Path(cache)))
-            except Exception as exc:  # report every architecture, even when one fails
-                row = {"arch": arch, "error": f"{type(exc).__name__}: {exc}"}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for arch in archs:
+            for max_concurrency in args.max_concurrency:
+                try:
+                    row = asyncio.run(measure(arch, args, Path(cache), max_concurrency))
+                except Exception as exc:  # report every architecture, even when one fails
+                    row = {"arch": arch, "error": f"{type(exc).__name__}: {exc}"}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,29 @@ _PATCH_SIZE = 8
 _HIDDEN = 64
 _VISION_HIDDEN = 32
 _LAYERS = 2
+
+
+@dataclass(frozen=True)
+class Size:
+    """Dimensions of a built model (the tiny demos, or a larger one for GPU benchmarks)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    image_size: int
+    patch_size: int
+
+
+#: Sizes :func:`build_tiny_model` accepts. ``100m`` (LLaVA only) has about 100M parameters: a Llama of
+#: 14 layers x 768 and a CLIP tower of 6 layers x 384 on 224-pixel images (256 image tokens).
+SIZES = {
+    "tiny": Size(_HIDDEN, _LAYERS, 4, 2, _VISION_HIDDEN, _LAYERS, 2, _IMAGE_SIZE, _PATCH_SIZE),
+    "100m": Size(768, 14, 12, 4, 384, 6, 6, 224, 14),
+}
 
 _CORPUS = """\
 The morning light fell across the old harbour, where fishing boats rocked gently against the stone
@@ -184,22 +208,22 @@ def _suppressed_token_ids(tokenizer: Any, vocab_size: int) -> list[int]:
     return suppressed
 
 
-def _llama_text(vocab_size: int, **extra: Any) -> dict[str, Any]:
-    """A tiny Llama text config (used by LLaVA and Idefics3)."""
+def _llama_text(vocab_size: int, size: Size = SIZES["tiny"], **extra: Any) -> dict[str, Any]:
+    """A small Llama text config (used by LLaVA and Idefics3)."""
     return {
         "model_type": "llama",
         "vocab_size": vocab_size,
-        "hidden_size": _HIDDEN,
-        "intermediate_size": 2 * _HIDDEN,
-        "num_hidden_layers": _LAYERS,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "hidden_size": size.hidden,
+        "intermediate_size": (8 * size.hidden // 3 + 63) // 64 * 64 if size.hidden > 256 else 2 * size.hidden,
+        "num_hidden_layers": size.layers,
+        "num_attention_heads": size.heads,
+        "num_key_value_heads": size.kv_heads,
         "max_position_embeddings": 4096,
         **extra,
     }
 
 
-def _build_llava() -> tuple[Any, Any]:
+def _build_llava(size: Size = SIZES["tiny"]) -> tuple[Any, Any]:
     """LLaVA-1.5 layout: CLIP vision tower + MLP projector + Llama."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -214,8 +238,8 @@ def _build_llava() -> tuple[Any, Any]:
     image_processor = _pil_image_processor(
         "llava",
         "LlavaImageProcessor",
-        size={"shortest_edge": _IMAGE_SIZE},
-        crop_size={"height": _IMAGE_SIZE, "width": _IMAGE_SIZE},
+        size={"shortest_edge": size.image_size},
+        crop_size={"height": size.image_size, "width": size.image_size},
     )
     template = _chat_template(
         start="<s>",
@@ -226,7 +250,7 @@ def _build_llava() -> tuple[Any, Any]:
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=_PATCH_SIZE,
+        patch_size=size.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=template,
@@ -234,22 +258,25 @@ def _build_llava() -> tuple[Any, Any]:
     config = LlavaConfig(
         vision_config={
             "model_type": "clip_vision_model",
-            "hidden_size": _VISION_HIDDEN,
-            "intermediate_size": 2 * _VISION_HIDDEN,
-            "num_hidden_layers": _LAYERS,
-            "num_attention_heads": 2,
-            "image_size": _IMAGE_SIZE,
-            "patch_size": _PATCH_SIZE,
-            "projection_dim": _VISION_HIDDEN,
+            "hidden_size": size.vision_hidden,
+            "intermediate_size": 4 * size.vision_hidden
+            if size.vision_hidden > 128
+            else 2 * size.vision_hidden,
+            "num_hidden_layers": size.vision_layers,
+            "num_attention_heads": size.vision_heads,
+            "image_size": size.image_size,
+            "patch_size": size.patch_size,
+            "projection_dim": size.vision_hidden,
         },
         text_config=_llama_text(
             _vocab_size(tokenizer),
+            size,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=(_IMAGE_SIZE // _PATCH_SIZE) ** 2,
+        image_seq_length=(size.image_size // size.patch_size) ** 2,
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
     )
@@ -461,16 +488,21 @@ _BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
 }
 
 
-def build_tiny_model(arch: str, out_dir: Path, *, seed: int = 0) -> Path:
-    """Build a tiny random-weight ``arch`` model with its processor and save both into ``out_dir``."""
+def build_tiny_model(arch: str, out_dir: Path, *, seed: int = 0, size: str = "tiny") -> Path:
+    """Build a random-weight ``arch`` model with its processor and save both into ``out_dir``.
+
+    ``size`` is a key of :data:`SIZES`; sizes other than ``tiny`` exist for LLaVA only.
+    """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown tiny architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if size not in SIZES or (size != "tiny" and arch != "llava"):
+        raise ValueError(f"size {size!r} is not available for {arch!r} (sizes: tiny; llava also 100m)")
     import torch
 
     out_dir = Path(out_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, processor = _BUILDERS[arch]()
+        model, processor = _BUILDERS[arch](SIZES[size]) if size != "tiny" else _BUILDERS[arch]()
     tokenizer = processor.tokenizer
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from models.base import BackendError, BackendUnavailable, GenerationParams, InputRejected, Message, Usage
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec
-from models.tiny import ARCHITECTURES, ensure_tiny_model, tiny_model_dir
+from models.tiny import ARCHITECTURES, build_tiny_model, ensure_tiny_model, tiny_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -267,3 +267,11 @@ def test_ensure_tiny_model_is_idempotent(tiny_cache: Path) -> None:
 def test_unknown_architecture(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="llava"):
         ensure_tiny_model("qwen2_vl", tmp_path)
+
+
+def test_larger_sizes_are_llava_only(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'100m' is not available for 'gemma3'"):
+        build_tiny_model("gemma3", tmp_path / "m", size="100m")
+    with pytest.raises(ValueError, match="'huge'"):
+        build_tiny_model("llava", tmp_path / "m", size="huge")
+    assert not (tmp_path / "m").exists()
