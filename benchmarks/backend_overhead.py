@@ -2,7 +2,7 @@
 
 The server is the tests' OpenAI-compatible streaming server (tests/models/openai_server.py), run in a
 separate process so it does not share this process's GIL. Two clients stream from it, alternating
-request by request so that drift on a shared machine hits both alike:
+request by request in A-B, B-A order so that drift on a shared machine hits both alike:
 
 * raw: ``httpx.AsyncClient.stream`` + SSE line parsing + ``json.loads``, yielding ``delta.content``
   (the least any Python client must do);
@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ with FakeOpenAIServer(Behaviour(reply=reply)) as server:
     sys.stdin.read()
 """
 
-Stream = Callable[[int], AsyncIterator[str]]
+Stream = Callable[[int], AsyncIterable[str]]
 
 
 def start_server(long_tokens: int) -> tuple[subprocess.Popen[str], str]:
@@ -87,10 +87,9 @@ def raw_stream(client: httpx.AsyncClient, url: str) -> Stream:
 
 
 def arena_stream(managed: ManagedBackend) -> Stream:
-    async def stream(max_tokens: int) -> AsyncIterator[str]:
+    def stream(max_tokens: int) -> AsyncIterable[str]:
         params = GenerationParams(max_new_tokens=max_tokens, temperature=0.0)
-        async for delta in managed.generate([Message.user("Describe the picture.")], params):
-            yield delta
+        return managed.generate([Message.user("Describe the picture.")], params)  # what a battle iterates
 
     return stream
 
@@ -105,14 +104,17 @@ async def first_token(stream: Stream, tokens: int) -> float:
     return elapsed
 
 
-async def tokens_per_second(stream: Stream, tokens: int, concurrency: int) -> float:
-    async def one() -> int:
-        return sum([1 async for _ in stream(tokens)])
+async def tokens_per_second(stream: Stream, tokens: int, concurrency: int) -> tuple[float, float]:
+    """Tokens per wall-clock second, and this process's CPU microseconds per token."""
 
-    started = time.perf_counter()
+    async def one() -> int:  # the server's tokens are words: count them in the text, not the deltas
+        return len("".join([delta async for delta in stream(tokens)]).split())
+
+    started, cpu = time.perf_counter(), time.process_time()
     counts = await asyncio.gather(*(one() for _ in range(concurrency)))
     assert all(c == tokens for c in counts), counts
-    return sum(counts) / (time.perf_counter() - started)
+    total = sum(counts)
+    return total / (time.perf_counter() - started), (time.process_time() - cpu) / total * 1e6
 
 
 def pct(values: list[float], q: float) -> float:
@@ -130,17 +132,24 @@ async def main(requests: int, long_tokens: int, repeats: int, base_url: str) -> 
         for stream in paths.values():  # warm both connection pools
             await first_token(stream, 4)
 
+        def turns(i: int) -> list[tuple[str, Stream]]:
+            """Both paths, in A-B then B-A order, so neither always runs second."""
+            items = list(paths.items())
+            return items if i % 2 == 0 else items[::-1]
+
         ttft: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(requests):
-            for name, stream in paths.items():
+        for i in range(requests):
+            for name, stream in turns(i):
                 ttft[name].append(await first_token(stream, 8))
 
         throughput: dict[tuple[str, int], list[float]] = {}
+        cpu_per_token: dict[tuple[str, int], list[float]] = {}
         for concurrency in (1, 8):
-            for _ in range(repeats):
-                for name, stream in paths.items():
-                    rate = await tokens_per_second(stream, long_tokens, concurrency)
+            for i in range(repeats):
+                for name, stream in turns(i):
+                    rate, cpu = await tokens_per_second(stream, long_tokens, concurrency)
                     throughput.setdefault((name, concurrency), []).append(rate)
+                    cpu_per_token.setdefault((name, concurrency), []).append(cpu)
         await backend.aclose()
 
     print(f"\nTime to first token, {requests} alternating requests per path (8-token answers):")
@@ -152,14 +161,20 @@ async def main(requests: int, long_tokens: int, repeats: int, base_url: str) -> 
     print(f"arena path adds {added:+.2f} ms to the median time to first token (target ≤ 5 ms)")
 
     print(f"\nThroughput, {long_tokens}-token answers, median of {repeats} alternating runs:")
-    print(f"{'path':<34}{'streams':>8}{'tokens/s':>10}")
+    print("(tokens/s is bounded by the server process sharing the cores; client CPU per token is the")
+    print(" client's own cost, the figure that shows overhead)")
+    print(f"{'path':<34}{'streams':>8}{'tokens/s':>10}{'client CPU µs/token':>21}")
+
+    def med(table: dict[tuple[str, int], list[float]], name: str, concurrency: int) -> float:
+        return statistics.median(table[(name, concurrency)])
+
     for concurrency in (1, 8):
         for name in paths:
-            print(f"{name:<34}{concurrency:>8}{statistics.median(throughput[(name, concurrency)]):>10,.0f}")
-        ratio = statistics.median(throughput[(arena_name, concurrency)]) / statistics.median(
-            throughput[(raw_name, concurrency)]
-        )
-        print(f"{'  arena / raw':<34}{concurrency:>8}{ratio:>10.2f}")
+            rate, cpu = med(throughput, name, concurrency), med(cpu_per_token, name, concurrency)
+            print(f"{name:<34}{concurrency:>8}{rate:>10,.0f}{cpu:>21.1f}")
+        ratio = med(throughput, arena_name, concurrency) / med(throughput, raw_name, concurrency)
+        cpu_ratio = med(cpu_per_token, arena_name, concurrency) / med(cpu_per_token, raw_name, concurrency)
+        print(f"{'  arena / raw':<34}{concurrency:>8}{ratio:>10.2f}{cpu_ratio:>21.2f}")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 from models.base import (
     BackendError,
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from models.roster import ModelSpec
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -143,12 +141,20 @@ class ManagedBackend:
                 deadline.arm(min(loop.time() + self.first_token_timeout_s, total_deadline), "first_token")
                 try:
                     while True:
+                        # What asyncio.timeout does, inline: one timer per phase, not one per chunk.
+                        if deadline.fired:
+                            raise self._timeout(deadline.phase)
+                        deadline.task = task = asyncio.current_task()
                         try:
-                            item = await deadline.wait(anext(source))
+                            item = await anext(source)
                         except StopAsyncIteration:
                             break
-                        except TimeoutError:
-                            raise self._timeout(deadline.phase) from None
+                        except asyncio.CancelledError:
+                            if deadline.fired and task is not None and task.uncancel() == 0:
+                                raise self._timeout(deadline.phase) from None
+                            raise
+                        finally:
+                            deadline.task = None
                         if isinstance(item, Usage):
                             stats.input_tokens = item.input_tokens
                             stats.output_tokens = item.output_tokens
@@ -215,21 +221,22 @@ class _Deadline:
 
     ``asyncio.timeout`` around every ``anext`` would schedule and cancel a timer for each token,
     which costs measurable throughput at thousands of tokens per second. This timer is armed once
-    for the first token and once for the rest; when it fires it cancels the task only if the task is
-    waiting on the backend (as ``asyncio.timeout`` does), and otherwise the next wait fails at once.
+    for the first token and once for the rest. When it fires it cancels ``task``, the task waiting on
+    the backend (set only while it waits, as ``asyncio.timeout`` would); if no task is waiting, the
+    next wait fails at once through ``fired``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.phase: Literal["first_token", "total"] = "first_token"
+        self.task: asyncio.Task[object] | None = None
+        self.fired = False
         self._handle: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[object] | None = None
-        self._fired = False
 
     def arm(self, when: float, phase: Literal["first_token", "total"]) -> None:
         self.disarm()
         self.phase = phase
-        self._fired = False
+        self.fired = False
         self._handle = self.loop.call_at(when, self._fire)
 
     def disarm(self) -> None:
@@ -238,23 +245,6 @@ class _Deadline:
             self._handle = None
 
     def _fire(self) -> None:
-        self._fired = True
-        if self._task is not None:
-            self._task.cancel()
-
-    async def wait(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable``; TimeoutError if the deadline passes first (or has passed)."""
-        if self._fired:
-            if hasattr(awaitable, "close"):
-                awaitable.close()  # type: ignore[union-attr]
-            raise TimeoutError
-        task = asyncio.current_task()
-        self._task = task
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if self._fired and task is not None and task.uncancel() == 0:
-                raise TimeoutError from None
-            raise
-        finally:
-            self._task = None
+        self.fired = True
+        if self.task is not None:
+            self.task.cancel()
