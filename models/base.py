@@ -134,6 +134,17 @@ class ProtocolViolation(BackendError):
     kind = "protocol"
 
 
+def check_image_limit(name: str, messages: Sequence[Message], max_images: int | None) -> None:
+    """Raise :class:`InputRejected` if a message carries more images than the model accepts."""
+    if max_images is None:
+        return
+    for message in messages:
+        if len(message.images) > max_images:
+            raise InputRejected(
+                f"model {name!r} accepts at most {max_images} image(s) per message, got {len(message.images)}"
+            )
+
+
 class ModelBackend(ABC):
     """One loaded or connected model that streams text for a conversation."""
 

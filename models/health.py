@@ -102,7 +102,9 @@ class HealthMonitor:
                 # A failed probe is decisive; failed requests count up to the threshold.
                 healthy = before.healthy and not probe and failures < self.failure_threshold
                 description = f"{type(error).__name__}: {error}" if error is not None else "failed"
-                after = replace(before, healthy=healthy, consecutive_failures=failures, last_error=description)
+                after = replace(
+                    before, healthy=healthy, consecutive_failures=failures, last_error=description
+                )
             if probe:
                 after = replace(after, last_check=now)
             self._state[name] = after

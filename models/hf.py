@@ -53,11 +53,11 @@ from models.base import (
     BackendUnavailable,
     GenerationParams,
     ImagePart,
-    InputRejected,
     Message,
     ModelBackend,
     StreamItem,
     Usage,
+    check_image_limit,
 )
 from models.params import HFParams, parse_params
 from models.tiny import ensure_tiny_model
@@ -186,15 +186,6 @@ class HFBackend(ModelBackend):
         """Requests queued or generating now (for tests and shutdown)."""
         return sum(1 for job in self._jobs if not job.done())
 
-    def _check_images(self, messages: Sequence[Message]) -> None:
-        """Refuse a conversation with a message carrying more images than the roster allows."""
-        for message in messages:
-            if len(message.images) > self.max_images:
-                raise InputRejected(
-                    f"model {self.name!r} accepts at most {self.max_images} image(s) per message, "
-                    f"got {len(message.images)}"
-                )
-
     def _chat(self, messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[Any]]:
         """The conversation in the HF chat format, and its images (RGB, in order of appearance)."""
         chat: list[dict[str, Any]] = []
@@ -275,7 +266,7 @@ class HFBackend(ModelBackend):
         """Yield the model's answer as it is generated, then its :class:`Usage`; closing stops generation."""
         if self._closed:
             raise BackendUnavailable(f"model {self.name!r} is closed")
-        self._check_images(messages)
+        check_image_limit(self.name, messages, self.max_images)
         if self.active_generations >= self.max_concurrency + self.max_queue:
             raise BackendUnavailable(
                 f"model {self.name!r}: {self.active_generations} requests already running or queued "

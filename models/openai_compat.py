@@ -43,6 +43,7 @@ from models.base import (
     StreamInterrupted,
     StreamItem,
     Usage,
+    check_image_limit,
 )
 from models.params import OpenAIParams, parse_params
 
@@ -107,14 +108,6 @@ class OpenAIBackend(ModelBackend):
             self._client_loop = loop
         return self._client
 
-    def _check_images(self, messages: Sequence[Message]) -> None:
-        for message in messages:
-            if len(message.images) > self.max_images:
-                raise InputRejected(
-                    f"model {self.name!r} accepts at most {self.max_images} image(s) per message, "
-                    f"got {len(message.images)}"
-                )
-
     def _messages(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
         """The conversation in the OpenAI chat format, images as data URIs."""
         out: list[dict[str, Any]] = []
@@ -159,7 +152,7 @@ class OpenAIBackend(ModelBackend):
         self, messages: Sequence[Message], params: GenerationParams
     ) -> AsyncIterator[StreamItem]:
         """Yield the server's answer as it streams, then a :class:`Usage` if the server sent counts."""
-        self._check_images(messages)
+        check_image_limit(self.name, messages, self.max_images)
         if any(message.images for message in messages):
             # Scaling and encoding pictures takes milliseconds per image: keep it off the event loop.
             body = await asyncio.to_thread(self.request_body, messages, params)

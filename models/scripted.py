@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 from models.base import (
     BackendError,
     GenerationParams,
-    InputRejected,
     Message,
     ModelBackend,
     StreamItem,
     TextPart,
     Usage,
+    check_image_limit,
 )
 from models.params import ScriptedParams, parse_params
 
@@ -152,13 +152,7 @@ class ScriptedBackend(ModelBackend):
         """
         if self._closed:
             raise BackendError(f"model {self.name!r} is closed")
-        if self.max_images is not None:
-            for message in messages:
-                if len(message.images) > self.max_images:
-                    raise InputRejected(
-                        f"model {self.name!r} accepts at most {self.max_images} image(s) per message, "
-                        f"got {len(message.images)}"
-                    )
+        check_image_limit(self.name, messages, self.max_images)
         words = _split_words(self.answer(messages, params))
         full_length = len(_split_words(self.answer(messages, replace(params, max_new_tokens=1 << 30))))
         chunks = ["".join(words[i : i + self.chunk_words]) for i in range(0, len(words), self.chunk_words)]
