@@ -1,6 +1,7 @@
 """Command line for offline analysis: ``python -m analysis <command> ...``.
 
-Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence intervals).
+Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence intervals) and
+``report`` (one self-contained HTML file with leaderboards, heatmaps and ratings over time).
 Errors in the input (unreadable or malformed file, unknown winner, bad anchor, ...) print one line
 on stderr and exit with status 2.
 """
@@ -79,13 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = r.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--db", metavar="URL", help="SQLAlchemy database URL of the arena (e.g. sqlite:///arena.db)"
-    )
-    src.add_argument(
-        "--battles", metavar="PATH", help="battle records: a JSON list or JSONL in FastChat's format"
-    )
+    _add_source_arguments(r)
     r.add_argument("--method", choices=("bt", "elo"), default="bt", help="rating method (default: bt)")
     r.add_argument(
         "--bootstrap",
@@ -106,19 +101,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)"
     )
     r.add_argument("--out", metavar="PATH", help="write the output here instead of stdout")
-    r.add_argument(
+    r.add_argument("--progress", action="store_true", help="show a bootstrap progress bar on stderr")
+    r.set_defaults(func=run_ratings)
+
+    rep = sub.add_parser(
+        "report",
+        help="one self-contained HTML report: leaderboards, win-rate and battle-count heatmaps, history",
+        description=(
+            "Write DIR/index.html (plotly embedded; opens offline) and the tables as CSV files beside it:\n"
+            "the Bradley-Terry and Elo leaderboards with 95% CIs, predicted and observed win rates,\n"
+            "battle counts, votes per model and ratings over time (when battles carry timestamps)."
+        ),
+        epilog="example:\n  python -m analysis report --db sqlite:///arena.db --out report/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_source_arguments(rep)
+    rep.add_argument("--out", metavar="DIR", required=True, help="directory for index.html and the CSV files")
+    rep.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=1000,
+        metavar="N",
+        help="BT bootstrap rounds (default: 1000)",
+    )
+    rep.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="random seed of the bootstraps (default: 0)"
+    )
+    rep.add_argument("--anchor", metavar="MODEL=RATING", help="pin one model's rating instead of mean 1000")
+    rep.add_argument("--title", default="VLM Arena leaderboard", help="the report's title")
+    rep.set_defaults(func=run_report)
+    return parser
+
+
+def _add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """Where battles come from, and which of them count (shared by ratings and report)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--db", metavar="URL", help="SQLAlchemy database URL of the arena (e.g. sqlite:///arena.db)"
+    )
+    src.add_argument(
+        "--battles", metavar="PATH", help="battle records: a JSON list or JSONL in FastChat's format"
+    )
+    p.add_argument(
         "--include-named",
         action="store_true",
         help="also use non-anonymous (named) battles; by default only anony battles count",
     )
-    r.add_argument(
+    p.add_argument(
         "--drop-self-battles",
         action="store_true",
         help="skip rows where model_a == model_b instead of failing (e.g. WildVision-Bench files)",
     )
-    r.add_argument("--progress", action="store_true", help="show a bootstrap progress bar on stderr")
-    r.set_defaults(func=run_ratings)
-    return parser
 
 
 def _load(args: argparse.Namespace) -> pd.DataFrame:
@@ -217,6 +250,26 @@ def run_ratings(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """The ``report`` command: load battles and write the HTML report with its CSV tables."""
+    from analysis.report import write_report
+
+    anchor = parse_anchor(args.anchor) if args.anchor else None
+    df = _load(args)
+    path = write_report(
+        df,
+        args.out,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        title=args.title,
+        anchor=anchor,
+        progress=True,
+        self_battles="drop" if args.drop_self_battles else "error",
+    )
+    print(path)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -124,3 +125,24 @@ def test_help_lists_ratings() -> None:
     assert proc.returncode == 0
     for flag in ("--db", "--battles", "--method", "--bootstrap", "--seed", "--anchor", "--format", "--out"):
         assert flag in proc.stdout
+
+
+def test_report_writes_html_and_the_same_leaderboard_as_ratings(battles_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run_cli("report", "--battles", str(battles_file), "--out", str(out), "--bootstrap", "40")
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == out / "index.html"
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert all(name in html for name in ("w", "x", "y", "z")) and "<script src=" not in html
+    ratings = run_cli("ratings", "--battles", str(battles_file), "--format", "csv", "--bootstrap", "40")
+    expected = pd.read_csv(io.StringIO(ratings.stdout))
+    written = pd.read_csv(out / "leaderboard_bt.csv")
+    assert list(written["model"]) == list(expected["model"])
+    assert np.allclose(written["rating"], expected["rating"], atol=0.01)
+    assert np.allclose(written["ci_lower"], expected["ci_lower"], atol=0.01)
+
+
+def test_report_errors_are_one_line(tmp_path: Path) -> None:
+    result = run_cli("report", "--battles", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and result.stderr.startswith("error: battles file not found")
+    assert not (tmp_path / "r").exists()
