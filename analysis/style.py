@@ -1,0 +1,570 @@
+"""Style-controlled Bradley–Terry ratings (Chatbot Arena's "style control", Aug 2024).
+
+Voters tend to prefer longer and more heavily formatted answers. Style control fits the BT logistic
+regression on per-battle rows with extra covariates that describe how the two answers differ in style,
+so that the model ratings measure what is left once style is accounted for:
+
+    logit P(a beats b) = (u_a − u_b) + Σ_f β_f · z_f,    z_f = (f_a − f_b) / (f_a + f_b) / scale_f
+
+where ``f_a``/``f_b`` are a style measure of each answer (length in characters or tokens, counts of
+markdown headers, list items, bold spans), the difference is normalised by the sum (0 when both are
+0), and ``scale_f`` is its root mean square over the battles (the covariate is scaled to unit size but
+not centred, so equal style means no adjustment and swapping the two sides just flips the sign).
+A tie counts as half a win each way (a target of 0.5, the same as FastChat's duplicated rows).
+
+Ratings come out on the same 400·log10-odds scale as ``analysis.ratings.fit_bt`` (mean
+``init_rating`` or anchored); ``coefficients`` are the β in log-odds per ``scale_f`` (one root mean
+square of the covariate), ``raw_coefficients`` the same per unit of the normalised difference. The
+fit uses damped Newton steps on the convex log-likelihood with ``fit_bt``'s tiny L2 penalty. The
+bootstrap resamples battles with replacement (the covariate scales stay those of the full data).
+
+Battle frames need ``model_a``, ``model_b``, ``winner`` and, per feature, two columns: ``len_a`` and
+``len_b`` for ``"length"``, ``{name}_a``/``{name}_b`` for any other feature name (``header_count``,
+``list_count``, ``bold_count``, which ``add_style_columns`` computes from the answer texts).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from analysis.ratings import (
+    DEFAULT_L2_C,
+    Aggregated,
+    connected_groups,
+    num_battles,
+    summarize,
+    validate_battles,
+)
+
+#: Markdown features of Chatbot Arena's style control, beside the answer length.
+MARKDOWN_FEATURES: tuple[str, ...] = ("header_count", "list_count", "bold_count")
+
+#: Column pairs of the features with a fixed name; any other feature ``f`` uses ``f_a`` / ``f_b``.
+FEATURE_COLUMNS: dict[str, tuple[str, str]] = {"length": ("len_a", "len_b")}
+
+COEFFICIENT_COLUMNS: tuple[str, ...] = ("feature", "coefficient", "ci_lower", "ci_upper", "scale")
+
+
+def feature_columns(feature: str) -> tuple[str, str]:
+    """The (side a, side b) columns a feature is read from: ``len_a``/``len_b`` or ``{f}_a``/``{f}_b``."""
+    return FEATURE_COLUMNS.get(feature, (f"{feature}_a", f"{feature}_b"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Style measures of answer texts
+# --------------------------------------------------------------------------------------------------
+
+_CODE_BLOCK = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
+_HEADER = re.compile(r"^#{1,6}\s", re.MULTILINE)
+_LIST_ITEM = re.compile(r"^\s*(?:\d+\.|[-*+])\s", re.MULTILINE)
+_BOLD = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")
+
+
+def style_counts(text: str | None) -> dict[str, int]:
+    """Style measures of one answer: ``length`` (characters) and markdown header, list-item and bold counts.
+
+    Markdown is counted outside fenced code blocks, as Chatbot Arena does.
+    """
+    text = text or ""
+    prose = _CODE_BLOCK.sub("", text)
+    return {
+        "length": len(text),
+        "header_count": len(_HEADER.findall(prose)),
+        "list_count": len(_LIST_ITEM.findall(prose)),
+        "bold_count": len(_BOLD.findall(prose)),
+    }
+
+
+def add_style_columns(df: pd.DataFrame, text_a: str, text_b: str) -> pd.DataFrame:
+    """A copy of ``df`` with ``len_a``/``len_b`` and the markdown count columns computed from two text columns."""
+    missing = [c for c in (text_a, text_b) if c not in df.columns]
+    if missing:
+        raise ValueError(f"battles are missing the answer text column(s): {', '.join(missing)}")
+    out = df.copy()
+    for side, col in (("a", text_a), ("b", text_b)):
+        counts = [style_counts(t) for t in out[col]]
+        out[f"len_{side}"] = np.array([c["length"] for c in counts], dtype=np.int64)
+        for feat in MARKDOWN_FEATURES:
+            out[f"{feat}_{side}"] = np.array([c[feat] for c in counts], dtype=np.int64)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Design
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Per-battle arrays of a validated battle frame."""
+
+    models: list[str]
+    ia: np.ndarray
+    ib: np.ndarray
+    y: np.ndarray  # score of model_a: 1, 0.5 (tie) or 0
+    z: np.ndarray  # battles × features, scaled covariates
+    scales: np.ndarray  # root mean square of each normalised difference
+
+
+def _check_features(df: pd.DataFrame, features: Sequence[str]) -> list[str]:
+    """Raise if a feature's columns are missing; return the feature names (deduplicated, in order)."""
+    if isinstance(features, str):
+        features = (features,)
+    names = list(dict.fromkeys(features))
+    if not names:
+        raise ValueError("no style features given; use fit_bt for ratings without style control")
+    missing: list[str] = []
+    for feat in names:
+        missing.extend(c for c in feature_columns(feat) if c not in df.columns)
+    if missing:
+        needs = "; ".join(f"{f} needs {' and '.join(feature_columns(f))}" for f in names)
+        raise ValueError(
+            f"battles are missing style column(s): {', '.join(missing)} ({needs}); "
+            "add_style_columns(df, text_a, text_b) computes them from answer texts"
+        )
+    return names
+
+
+def _normalised_difference(df: pd.DataFrame, feature: str) -> np.ndarray:
+    """(f_a − f_b) / (f_a + f_b), 0 where both are 0; raises for missing or negative values."""
+    col_a, col_b = feature_columns(feature)
+    values = []
+    for col in (col_a, col_b):
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise ValueError(
+                f"{int(bad.sum())} battle row(s) have no numeric {col} (style feature {feature!r})"
+            )
+        if (v < 0).any():
+            raise ValueError(
+                f"{int((v < 0).sum())} battle row(s) have a negative {col} (style feature {feature!r})"
+            )
+        values.append(v)
+    fa, fb = values
+    total = fa + fb
+    return np.divide(fa - fb, total, out=np.zeros_like(total), where=total > 0)
+
+
+def _design(clean: pd.DataFrame, features: list[str]) -> _Design:
+    n = len(clean)
+    codes, uniques = pd.factorize(
+        pd.concat([clean["model_a"], clean["model_b"]], ignore_index=True), sort=True
+    )
+    models = list(uniques.tolist())
+    ia = codes[:n].astype(np.int64)
+    ib = codes[n:].astype(np.int64)
+    winner = clean["winner"].to_numpy(dtype=object)
+    y = np.where(winner == "model_a", 1.0, np.where(winner == "model_b", 0.0, 0.5))
+    raw = np.column_stack([_normalised_difference(clean, f) for f in features])
+    scales = np.sqrt(np.mean(raw * raw, axis=0))
+    flat = [f for f, s in zip(features, scales, strict=True) if not s > 0]
+    if flat:
+        raise ValueError(
+            f"style feature(s) {', '.join(map(repr, flat))} never differ between the two answers of a "
+            "battle, so their effect cannot be estimated; leave them out"
+        )
+    return _Design(models=models, ia=ia, ib=ib, y=y, z=raw / scales, scales=scales)
+
+
+def _check_graph(design: _Design, anchor: tuple[str, float] | None) -> None:
+    """Raise for an unknown anchor model or a comparison graph that splits into separate groups."""
+    models = design.models
+    if anchor is not None and anchor[0] not in models:
+        known = ", ".join(models[:10]) + (" ..." if len(models) > 10 else "")
+        raise ValueError(f"unknown anchor model {anchor[0]!r}; models with battles: {known}")
+    m = len(models)
+    keys = np.unique(np.minimum(design.ia, design.ib) * m + np.maximum(design.ia, design.ib))
+    ones = np.ones(keys.size, dtype=np.int64)
+    pairs = Aggregated(models, keys // m, keys % m, ones, 0 * ones, 0 * ones)
+    groups = connected_groups(pairs)
+    if len(groups) > 1:
+
+        def show(group: list[str]) -> str:
+            head = ", ".join(group[:6])
+            return "{" + head + (f", ... ({len(group)} models)" if len(group) > 6 else "") + "}"
+
+        raise ValueError(
+            f"the comparison graph is disconnected into {len(groups)} groups that never battled each "
+            f"other, so their ratings are not comparable: {'; '.join(show(g) for g in groups)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------------------
+
+
+def _laplacian(i: np.ndarray, j: np.ndarray, h: np.ndarray, m: int) -> np.ndarray:
+    """Σ_rows h·(e_i − e_j)(e_i − e_j)ᵀ as an m × m matrix (one bincount, then symmetrised)."""
+    pair = np.bincount(i * m + j, weights=h, minlength=m * m).reshape(m, m)
+    sym = pair + pair.T
+    return np.diag(sym.sum(axis=1)) - sym
+
+
+def _loss(p: np.ndarray, design: _Design, w: np.ndarray, l2u: float, l2b: float) -> float:
+    """Weighted (normalised) BT log-loss with style covariates, plus the L2 penalty."""
+    m = len(design.models)
+    u, beta = p[:m], p[m:]
+    eta = u[design.ia] - u[design.ib] + design.z @ beta
+    loss = float(np.dot(w, np.logaddexp(0.0, eta) - design.y * eta))
+    return loss + 0.5 * l2u * float(np.dot(u, u)) + 0.5 * l2b * float(np.dot(beta, beta))
+
+
+def _derivatives(
+    p: np.ndarray, design: _Design, w: np.ndarray, l2u: float, l2b: float
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Loss, gradient and Hessian in ``p = [u_0 .. u_{m-1}, β_1 .. β_k]`` (natural-log strengths u)."""
+    m = len(design.models)
+    u, beta = p[:m], p[m:]
+    ia, ib, y, z = design.ia, design.ib, design.y, design.z
+    eta = u[ia] - u[ib] + z @ beta
+    loss = float(np.dot(w, np.logaddexp(0.0, eta) - y * eta))
+    loss += 0.5 * l2u * float(np.dot(u, u)) + 0.5 * l2b * float(np.dot(beta, beta))
+    prob = 0.5 * (1.0 + np.tanh(0.5 * eta))
+    r = w * (prob - y)
+    grad = np.concatenate(
+        [
+            np.bincount(ia, weights=r, minlength=m) - np.bincount(ib, weights=r, minlength=m) + l2u * u,
+            z.T @ r + l2b * beta,
+        ]
+    )
+    h = w * prob * (1.0 - prob)
+    k = z.shape[1]
+    hess = np.zeros((m + k, m + k))
+    h_uu = _laplacian(ia, ib, h, m)
+    # flat along u + c·1: a rank-one term regularises the system without changing the step
+    hess[:m, :m] = h_uu + max(float(np.trace(h_uu)), 1e-12) / (m * m) + l2u * np.eye(m)
+    hz = h[:, None] * z
+    cross = np.stack(
+        [
+            np.bincount(ia, weights=hz[:, j], minlength=m) - np.bincount(ib, weights=hz[:, j], minlength=m)
+            for j in range(k)
+        ],
+        axis=1,
+    )
+    hess[:m, m:] = cross
+    hess[m:, :m] = cross.T
+    hess[m:, m:] = z.T @ hz + l2b * np.eye(k)
+    return loss, grad, hess
+
+
+def _subset(design: _Design, keep: np.ndarray) -> _Design:
+    """The battles selected by ``keep`` (same models and scales)."""
+    return _Design(
+        models=design.models,
+        ia=design.ia[keep],
+        ib=design.ib[keep],
+        y=design.y[keep],
+        z=design.z[keep],
+        scales=design.scales,
+    )
+
+
+def _fit(
+    design: _Design,
+    counts: np.ndarray | None,
+    *,
+    base: float,
+    l2_c: float,
+    start: np.ndarray | None = None,
+    max_iter: int = 200,
+    tol: float = 1e-10,
+) -> tuple[np.ndarray, float]:
+    """Newton fit; returns the parameter vector (u centred) and the unpenalised log-likelihood.
+
+    ``counts`` weights the battles (a bootstrap draw); battles drawn 0 times are left out.
+    """
+    if counts is None:
+        weights = np.ones(design.y.size)
+    else:
+        keep = np.flatnonzero(counts)
+        design = _subset(design, keep)
+        weights = np.asarray(counts, dtype=np.float64)[keep]
+    total = float(weights.sum())
+    w = weights / total
+    m = len(design.models)
+    # fit_bt's penalty 1/(2·C·total) on strengths in scale units (u = x·ln base) and on β
+    l2b = 0.0 if not math.isfinite(l2_c) else 1.0 / (2.0 * l2_c * total)
+    l2u = l2b / math.log(base) ** 2
+    p = np.zeros(m + design.z.shape[1]) if start is None else np.array(start, dtype=np.float64)
+    for _ in range(max_iter):
+        f, g, h = _derivatives(p, design, w, l2u, l2b)
+        try:
+            step = -np.linalg.solve(h, g)
+        except np.linalg.LinAlgError:
+            step = -np.linalg.lstsq(h, g, rcond=None)[0]
+        slope = float(np.dot(g, step))
+        if not slope < 0.0 or not np.all(np.isfinite(step)):
+            step, slope = -g, -float(np.dot(g, g))
+        size = float(np.max(np.abs(step)))
+        # converged: the step is tiny, or the predicted decrease is below rounding (ill-conditioned
+        # directions, e.g. a model that never loses, then stop wandering in the noise)
+        if size < tol or -slope < 1e-22:
+            break
+        lr = 1.0
+        while lr >= 1e-12:
+            cand = p + lr * step
+            cand[:m] -= cand[:m].mean()
+            fc = _loss(cand, design, w, l2u, l2b)
+            # near the optimum the decrease drowns in rounding: trust a small full Newton step
+            if fc <= f + 1e-4 * lr * slope or (lr == 1.0 and size < 1e-6 and fc <= f + 1e-12):
+                break
+            lr *= 0.5
+        else:
+            break  # no further decrease possible: numerical optimum
+        p = cand
+        if lr * size < tol:
+            break
+    return p, -_loss(p, design, w, 0.0, 0.0) * total
+
+
+def _place(
+    u: np.ndarray,
+    models: list[str],
+    scale: float,
+    base: float,
+    init_rating: float,
+    anchor: tuple[str, float] | None,
+) -> np.ndarray:
+    ratings = np.asarray(u, dtype=np.float64) * (scale / math.log(base))
+    if anchor is not None:
+        idx = models.index(anchor[0])
+        return ratings + (float(anchor[1]) - ratings[..., [idx]])
+    return ratings - ratings.mean(axis=-1, keepdims=True) + init_rating
+
+
+def _sorted_series(values: np.ndarray, models: list[str]) -> pd.Series:
+    s = pd.Series(np.asarray(values, dtype=np.float64), index=pd.Index(models, name="model"), name="rating")
+    order = sorted(range(len(models)), key=lambda i: (-s.iloc[i], models[i]))
+    return s.iloc[order]
+
+
+def _prepare(
+    df: pd.DataFrame,
+    features: Sequence[str],
+    anchor: tuple[str, float] | None,
+    self_battles: Literal["error", "drop"],
+) -> tuple[pd.DataFrame, list[str], _Design]:
+    names = _check_features(df, features)
+    clean = validate_battles(df, self_battles=self_battles)
+    design = _design(clean, names)
+    _check_graph(design, anchor)
+    return clean, names, design
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StyleFit:
+    """A style-controlled BT fit.
+
+    ``ratings``: Series indexed by model, highest first. ``coefficients``: feature → β in log-odds per
+    one root mean square (``scales[feature]``) of the normalised difference; positive means voters
+    prefer the answer with more of it. ``log_likelihood``: natural-log likelihood of the battles (a tie
+    scores 0.5 each way; penalty not included).
+    """
+
+    ratings: pd.Series
+    coefficients: dict[str, float]
+    scales: dict[str, float] = field(default_factory=dict)
+    log_likelihood: float = float("nan")
+
+    @property
+    def raw_coefficients(self) -> dict[str, float]:
+        """β per unit of the normalised difference (f_a − f_b)/(f_a + f_b)."""
+        return {f: c / self.scales[f] for f, c in self.coefficients.items()}
+
+
+def fit_style_controlled(
+    df: pd.DataFrame,
+    *,
+    features: Sequence[str] = ("length",),
+    scale: float = 400.0,
+    base: float = 10.0,
+    init_rating: float = 1000.0,
+    anchor: tuple[str, float] | None = None,
+    l2_c: float = DEFAULT_L2_C,
+    self_battles: Literal["error", "drop"] = "error",
+) -> StyleFit:
+    """Style-controlled BT ratings and style coefficients from a battle frame with style columns.
+
+    ``features``: ``"length"`` (columns ``len_a``/``len_b``) and/or any ``f`` with columns
+    ``f_a``/``f_b`` (e.g. ``header_count``, ``list_count``, ``bold_count``). Raises ``ValueError`` for
+    missing style columns (naming them), missing/negative style values, a feature that never differs,
+    the battle problems ``validate_battles`` reports, an unknown anchor or a disconnected graph.
+    """
+    _, names, design = _prepare(df, features, anchor, self_battles)
+    return _fit_point(
+        design, names, scale=scale, base=base, init_rating=init_rating, anchor=anchor, l2_c=l2_c
+    )
+
+
+def _fit_point(
+    design: _Design,
+    names: list[str],
+    *,
+    scale: float,
+    base: float,
+    init_rating: float,
+    anchor: tuple[str, float] | None,
+    l2_c: float,
+) -> StyleFit:
+    m = len(design.models)
+    with threadpool_limits(limits=1, user_api="blas"):
+        p, loglik = _fit(design, None, base=base, l2_c=l2_c)
+    ratings = _place(p[:m], design.models, scale, base, init_rating, anchor)
+    return StyleFit(
+        ratings=_sorted_series(ratings, design.models),
+        coefficients={f: float(c) for f, c in zip(names, p[m:], strict=True)},
+        scales={f: float(s) for f, s in zip(names, design.scales, strict=True)},
+        log_likelihood=loglik,
+    )
+
+
+def bootstrap_style_controlled(
+    df: pd.DataFrame,
+    n_rounds: int,
+    rng: np.random.Generator,
+    *,
+    features: Sequence[str] = ("length",),
+    progress: bool = False,
+    scale: float = 400.0,
+    base: float = 10.0,
+    init_rating: float = 1000.0,
+    anchor: tuple[str, float] | None = None,
+    l2_c: float = DEFAULT_L2_C,
+    self_battles: Literal["error", "drop"] = "error",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Bootstrap style control: (ratings ``n_rounds`` × models, coefficients ``n_rounds`` × features).
+
+    Each round resamples battles with replacement; rating columns are ordered by median rating
+    (descending), so ``summarize`` and the rank (UB) take the first frame as is.
+    """
+    if n_rounds < 1:
+        raise ValueError(f"n_rounds must be positive, got {n_rounds}")
+    _, names, design = _prepare(df, features, anchor, self_battles)
+    return _bootstrap(
+        design,
+        names,
+        n_rounds,
+        rng,
+        progress=progress,
+        scale=scale,
+        base=base,
+        init_rating=init_rating,
+        anchor=anchor,
+        l2_c=l2_c,
+    )
+
+
+def _bootstrap(
+    design: _Design,
+    names: list[str],
+    n_rounds: int,
+    rng: np.random.Generator,
+    *,
+    progress: bool,
+    scale: float,
+    base: float,
+    init_rating: float,
+    anchor: tuple[str, float] | None,
+    l2_c: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    m = len(design.models)
+    n = design.y.size
+    ratings = np.empty((n_rounds, m))
+    coefs = np.empty((n_rounds, len(names)))
+    with threadpool_limits(limits=1, user_api="blas"):
+        point, _ = _fit(design, None, base=base, l2_c=l2_c)
+        for r in tqdm(range(n_rounds), desc="bootstrap", disable=not progress, leave=False):
+            counts = np.bincount(rng.integers(0, n, size=n), minlength=n)
+            p, _ = _fit(design, counts, base=base, l2_c=l2_c, start=point)
+            ratings[r] = p[:m]
+            coefs[r] = p[m:]
+    boot = pd.DataFrame(
+        _place(ratings, design.models, scale, base, init_rating, anchor), columns=design.models
+    )
+    boot.columns.name = "model"
+    boot = boot[boot.median().sort_values(ascending=False, kind="stable").index]
+    return boot, pd.DataFrame(coefs, columns=pd.Index(names, name="feature"))
+
+
+def style_ratings_table(
+    df: pd.DataFrame,
+    *,
+    features: Sequence[str] = ("length",),
+    bootstrap: int = 0,
+    rng: np.random.Generator | None = None,
+    anchor: tuple[str, float] | None = None,
+    progress: bool = False,
+    self_battles: Literal["error", "drop"] = "error",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Style-controlled leaderboard (as ``summarize`` builds it) and a coefficient table.
+
+    The coefficient table has one row per feature: ``feature, coefficient, ci_lower, ci_upper, scale``
+    (95% bootstrap percentile interval; both bounds equal the coefficient without bootstrap).
+    """
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap rounds must be >= 0, got {bootstrap}")
+    if bootstrap > 0 and rng is None:
+        raise ValueError("a numpy.random.Generator (rng) is needed for the bootstrap")
+    clean, names, design = _prepare(df, features, anchor, self_battles)
+    fit = _fit_point(
+        design, names, scale=400.0, base=10.0, init_rating=1000.0, anchor=anchor, l2_c=DEFAULT_L2_C
+    )
+    point = np.array([fit.coefficients[f] for f in names])
+    lower = upper = point
+    boot: pd.DataFrame | None = None
+    if bootstrap > 0:
+        assert rng is not None
+        boot, coefs = _bootstrap(
+            design,
+            names,
+            bootstrap,
+            rng,
+            progress=progress,
+            scale=400.0,
+            base=10.0,
+            init_rating=1000.0,
+            anchor=anchor,
+            l2_c=DEFAULT_L2_C,
+        )
+        q = coefs[names].quantile([0.025, 0.975])
+        lower, upper = q.iloc[0].to_numpy(), q.iloc[1].to_numpy()
+    table = pd.DataFrame(
+        {
+            "feature": names,
+            "coefficient": point,
+            "ci_lower": lower,
+            "ci_upper": upper,
+            "scale": [fit.scales[f] for f in names],
+        }
+    )
+    return summarize(fit.ratings, boot, num_battles(clean)), table
+
+
+__all__ = [
+    "COEFFICIENT_COLUMNS",
+    "FEATURE_COLUMNS",
+    "MARKDOWN_FEATURES",
+    "StyleFit",
+    "add_style_columns",
+    "bootstrap_style_controlled",
+    "feature_columns",
+    "fit_style_controlled",
+    "style_counts",
+    "style_ratings_table",
+]
