@@ -9,14 +9,17 @@ on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 EXIT_USAGE = 2
 
@@ -130,7 +133,65 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--anchor", metavar="MODEL=RATING", help="pin one model's rating instead of mean 1000")
     rep.add_argument("--title", default="VLM Arena leaderboard", help="the report's title")
     rep.set_defaults(func=run_report)
+
+    j = sub.add_parser(
+        "judge",
+        help="have a roster model judge stored battles (both answer orders), storing every verdict",
+        description=(
+            "Ask a judge model from a roster (any backend; a vision judge also gets the battle's\n"
+            "images) which of the two answers of each stored battle is better, once in the battle's\n"
+            "order and once swapped. Every raw output and parsed verdict is stored in the database\n"
+            "under the judge's name and the prompt template version, so a run resumes where it\n"
+            "stopped and never judges twice. Prints a JSON summary."
+        ),
+        epilog=(
+            "example:\n  python -m analysis judge --db sqlite:///arena.db --config configs/example-api.yaml "
+            "--judge gpt-4o-2024-11-20 --limit 500 --concurrency 16"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    j.add_argument("--db", metavar="URL", required=True, help="SQLAlchemy database URL of the arena")
+    j.add_argument("--config", metavar="FILE", required=True, help="roster YAML that lists the judge model")
+    j.add_argument("--judge", metavar="NAME", required=True, help="the judge's name in the roster")
+    j.add_argument("--limit", type=_non_negative_int, metavar="N", help="judge at most N battles")
+    j.add_argument(
+        "--concurrency", type=_positive_int, default=8, metavar="C", help="requests at once (default: 8)"
+    )
+    j.add_argument(
+        "--images",
+        metavar="DIR",
+        default="arena_data/images",
+        help="the arena's image store (default: %(default)s)",
+    )
+    j.add_argument(
+        "--cache-dir", metavar="DIR", help="where demo models are built (default: ~/.cache/vlm-arena)"
+    )
+    j.add_argument("--include-named", action="store_true", help="also judge named (non-anonymous) battles")
+    j.add_argument("--voted-only", action="store_true", help="only battles with a human vote")
+    j.add_argument(
+        "--since", type=_date, metavar="DATE", help="battles started on or after (ISO date/time, UTC)"
+    )
+    j.add_argument("--until", type=_date, metavar="DATE", help="battles started before (ISO date/time, UTC)")
+    j.add_argument("--category", metavar="TAG", help="only battles with this category tag")
+    j.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    j.set_defaults(func=run_judge)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _date(text: str) -> datetime:
+    """argparse type for an ISO date or date-time; naive values are UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date such as 2026-11-01, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -270,6 +331,61 @@ def run_report(args: argparse.Namespace) -> int:
         self_battles="drop" if args.drop_self_battles else "error",
     )
     print(path)
+    return 0
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    """The ``judge`` command: judge pending battles with a roster model and print a JSON summary."""
+    from dataclasses import replace
+
+    from analysis.judge import JudgeRunner
+    from models.registry import BackendContext, create_backend
+    from models.roster import RosterError, load_roster
+    from models.wrapper import ManagedBackend
+    from storage.db import make_engine, session_factory
+    from storage.images import ImageStore
+
+    try:
+        spec = load_roster(args.config).get(args.judge)
+    except RosterError as exc:
+        raise CliError(str(exc)) from None
+    except KeyError as exc:
+        raise CliError(str(exc.args[0])) from None
+    cache = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "vlm-arena"
+    try:
+        backend = create_backend(spec, BackendContext(cache_dir=cache))
+    except Exception as exc:  # the judge cannot be loaded or reached: one line, not a traceback
+        raise CliError(f"cannot start judge {spec.name!r}: {exc}") from None
+    store = ImageStore(Path(args.images))
+
+    def load_image(sha256: str) -> Image.Image | None:
+        path = store.find(sha256)
+        return Image.open(path) if path is not None else None
+
+    engine = make_engine(args.db)
+    try:
+        runner = JudgeRunner(
+            session_factory(engine),
+            ManagedBackend.for_spec(spec, backend),
+            judge_name=spec.name,
+            # Judges answer deterministically (temperature 0), as MT-Bench and Arena-Hard run them.
+            params=replace(spec.generation.to_params(), temperature=0.0),
+            max_images=spec.max_images,
+            load_image=load_image,
+            concurrency=args.concurrency,
+        )
+        pending = runner.pending(
+            anony_only=not args.include_named,
+            voted_only=args.voted_only,
+            since=args.since,
+            until=args.until,
+            category=args.category,
+            limit=args.limit,
+        )
+        summary = asyncio.run(runner.run(pending, progress=args.progress))
+    finally:
+        engine.dispose()
+    sys.stdout.write(json.dumps({"judge": spec.name, **summary.to_dict()}, indent=2) + "\n")
     return 0
 
 
