@@ -5,8 +5,8 @@ assistants' answers and ends its reply with ``[[A]]``, ``[[B]]`` or ``[[C]]`` (t
 judged twice, with the answers in the battle's order (``ab``) and swapped (``ba``); the raw output,
 the parsed verdict (in the order shown) or the parse error, and the token counts of each call are
 stored, keyed by (battle, judge, template version, order), so a run resumes where it stopped and
-never asks twice. :func:`final_verdicts` combines the two orders: the same winner twice is the
-verdict, a disagreement is a tie that counts as inconsistent.
+never asks twice. :func:`analysis.agreement.combine_orders` combines the two orders: the same winner
+twice is the verdict, a disagreement is a tie that counts as inconsistent.
 
 Answers are untrusted text. The prompt puts each one between delimiters that carry a nonce derived
 from the battle's content (an answer cannot know it, so it cannot close its own block), tells the
@@ -152,46 +152,6 @@ def build_prompt(
         images=" about the image(s) they were shown" if has_images else "", nonce=nonce
     )
     return [Message("system", (TextPart(system),)), Message("user", tuple(parts))]
-
-
-def to_battle_winner(verdict: str | None, order: str) -> str | None:
-    """A per-order verdict as a FastChat winner of the battle (``model_a``, ``model_b``, ``tie``)."""
-    if verdict is None:
-        return None
-    if verdict == "tie":
-        return "tie"
-    first_is_a = (verdict == "A") == (order == "ab")
-    return "model_a" if first_is_a else "model_b"
-
-
-def final_verdicts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Combine per-order verdict rows (``battle_id, answer_order, verdict`` …) into one per battle.
-
-    Both orders name the same winner: that winner, consistent. They differ: a tie, inconsistent.
-    An order missing or unparseable: no final verdict (``winner`` None), reported as incomplete.
-    """
-    by_battle: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = by_battle.setdefault(row["battle_id"], {**row, "orders": {}})
-        entry["orders"][row["answer_order"]] = to_battle_winner(row.get("verdict"), row["answer_order"])
-    out = []
-    for battle_id, entry in by_battle.items():
-        winners = [entry["orders"].get(order) for order in ORDERS]
-        complete = all(w is not None for w in winners)
-        consistent = complete and winners[0] == winners[1]
-        winner = (winners[0] if consistent else "tie") if complete else None
-        out.append(
-            {
-                "battle_id": battle_id,
-                "model_a": entry.get("model_a"),
-                "model_b": entry.get("model_b"),
-                "winner": winner,
-                "consistent": consistent if complete else None,
-                "winner_ab": winners[0],
-                "winner_ba": winners[1],
-            }
-        )
-    return out
 
 
 @dataclass

@@ -9,17 +9,18 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from analysis.agreement import combine_orders
 from analysis.cli import main
 from analysis.judge import (
     TEMPLATE_VERSION,
     JudgeRunner,
     VerdictParseError,
     build_prompt,
-    final_verdicts,
     parse_verdict,
 )
 from arena.service import BattleService, image_bytes
@@ -132,21 +133,6 @@ def test_swapped_order_and_attached_images() -> None:
         build_prompt(battle(), "ab-swapped")
 
 
-def test_final_verdicts_combine_the_two_orders() -> None:
-    rows = [
-        {"battle_id": "x", "answer_order": "ab", "verdict": "A"},
-        {"battle_id": "x", "answer_order": "ba", "verdict": "B"},  # B shown first = model_a: consistent
-        {"battle_id": "y", "answer_order": "ab", "verdict": "A"},
-        {"battle_id": "y", "answer_order": "ba", "verdict": "A"},  # model_a then model_b: disagree
-        {"battle_id": "z", "answer_order": "ab", "verdict": "tie"},
-        {"battle_id": "z", "answer_order": "ba", "verdict": "tie"},
-        {"battle_id": "w", "answer_order": "ab", "verdict": "B"},
-        {"battle_id": "w", "answer_order": "ba", "verdict": None},  # unparseable
-    ]
-    got = {r["battle_id"]: (r["winner"], r["consistent"]) for r in final_verdicts(rows)}
-    assert got == {"x": ("model_a", True), "y": ("tie", False), "z": ("tie", True), "w": (None, None)}
-
-
 # -- runner over a real database -------------------------------------------------------------------
 
 
@@ -231,13 +217,12 @@ def test_runner_judges_both_orders_stores_everything_and_resumes(sessions, tmp_p
     unparsed = [r for r in rows if r.verdict is None]
     assert len(unparsed) == 2 and all(r.raw_output == "I refuse to choose." for r in unparsed)
     assert all(r.error.startswith("unparseable: no verdict tag") for r in unparsed)
-    finals = {f["battle_id"]: f for f in final_verdicts(records)}
+    finals = combine_orders(pd.DataFrame(records))
     # The longer answer (bravo's) wins in both orders, wherever bravo sat: position handled.
-    for final in finals.values():
-        if final["winner"] is not None:
-            assert final["consistent"] and final["winner"] == (
-                "model_a" if final["model_a"] == "bravo" else "model_b"
-            )
+    decided = finals[finals["winner"].notna()]
+    assert len(decided) == 2 and set(finals["status"]) == {"consistent", "missing"}
+    for final in decided.itertuples():
+        assert final.winner == ("model_a" if final.model_a == "bravo" else "model_b")
 
     # Resume: only the fourth battle is left; nothing is asked twice.
     calls = judge.calls
