@@ -16,7 +16,17 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from storage.repo import _insert, as_utc
-from storage.schema import JUDGE_ORDERS, Battle, BattleTag, ModelRow, Response, Turn, TurnImage, Vote
+from storage.schema import (
+    JUDGE_ORDERS,
+    AnalysisResult,
+    Battle,
+    BattleTag,
+    ModelRow,
+    Response,
+    Turn,
+    TurnImage,
+    Vote,
+)
 from storage.schema import JudgeVerdict as JudgeVerdictRow
 
 #: Battle states whose answers are complete and may be judged.
@@ -232,3 +242,26 @@ def verdict_records(
             stmt
         )
     ]
+
+
+def save_analysis_result(
+    session: Session,
+    *,
+    kind: str,
+    subject: str,
+    params: dict[str, object],
+    result: dict[str, object],
+    now: datetime,
+) -> None:
+    """Keep a computed figure set (JSON-ready dicts) for the admin page; earlier ones stay as history."""
+    session.add(AnalysisResult(kind=kind, subject=subject, params=params, result=result, computed_at=now))
+
+
+def latest_analysis_result(session: Session, *, kind: str, subject: str) -> AnalysisResult | None:
+    """The most recent result of this kind about this subject, or None."""
+    return session.scalars(
+        select(AnalysisResult)
+        .where(AnalysisResult.kind == kind, AnalysisResult.subject == subject)
+        .order_by(AnalysisResult.computed_at.desc(), AnalysisResult.id.desc())
+        .limit(1)
+    ).first()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -274,3 +275,22 @@ class ModerationFlag(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     resolved: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AnalysisResult(Base):
+    """A computed figure set kept for the admin page (e.g. a judge's agreement with people).
+
+    Results are appended, never updated: the latest row per (kind, subject) is the current one, and
+    older rows show how a figure moved as votes and verdicts accumulated.
+    """
+
+    __tablename__ = "analysis_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: What was computed, e.g. ``judge_agreement`` or ``judge_leaderboards``.
+    kind: Mapped[str] = mapped_column(String(32))
+    #: What it is about, e.g. the judge model's name.
+    subject: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, object]] = mapped_column(JSON)
+    result: Mapped[dict[str, object]] = mapped_column(JSON)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

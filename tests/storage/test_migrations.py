@@ -8,7 +8,18 @@ from alembic.script import ScriptDirectory
 from storage.db import MIGRATIONS_DIR, _alembic_config, current_revision, downgrade, make_engine, upgrade
 from storage.schema import Base
 
-TABLES = {"models", "voter_sessions", "battles", "turns", "images", "turn_images", "responses", "votes"}
+TABLES = {
+    "models",
+    "voter_sessions",
+    "battles",
+    "turns",
+    "images",
+    "turn_images",
+    "responses",
+    "votes",
+    "judge_verdicts",
+    "analysis_results",
+}
 
 
 def test_upgrade_creates_every_table_at_head(empty_db_url: str) -> None:
