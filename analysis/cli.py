@@ -1,7 +1,9 @@
 """Command line for offline analysis: ``python -m analysis <command> ...``.
 
-Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence intervals) and
-``report`` (one self-contained HTML file with leaderboards, heatmaps and ratings over time).
+Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence intervals), ``report``
+(one self-contained HTML file with leaderboards, heatmaps and ratings over time), ``judge`` (an LLM
+judge over stored battles), ``agreement`` (judge vs people) and ``compare`` (leaderboard vs
+leaderboard).
 Errors in the input (unreadable or malformed file, unknown winner, bad anchor, ...) print one line
 on stderr and exit with status 2.
 """
@@ -175,6 +177,80 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--category", metavar="TAG", help="only battles with this category tag")
     j.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     j.set_defaults(func=run_judge)
+
+    ag = sub.add_parser(
+        "agreement",
+        help="judge-human agreement (MT-Bench definitions), Cohen's kappa, position consistency",
+        description=(
+            "Agreement between a judge's verdicts and people's votes on the same battles, as the\n"
+            "MT-Bench paper defines it: each judge verdict is compared with every human vote on the\n"
+            "same (question, model pair, turn); 'with ties' counts three outcomes, 'without ties' drops\n"
+            "comparisons where either side says tie. Also Cohen's kappa, the confusion matrix, bootstrap\n"
+            "95% intervals, and (from a database) the judge's position consistency across answer orders."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m analysis agreement --db sqlite:///arena.db --judge gpt-4o-2024-11-20\n"
+            "  python -m analysis agreement --human human.jsonl --judge-file gpt4_pair.jsonl --format json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ag.add_argument("--db", metavar="URL", help="arena database holding votes and the judge's verdicts")
+    ag.add_argument("--judge", metavar="NAME", help="the judge model's name (with --db)")
+    ag.add_argument("--template", metavar="VERSION", help="only verdicts of this prompt template version")
+    ag.add_argument("--human", metavar="PATH", help="human votes, JSONL in the MT-Bench human-judgment shape")
+    ag.add_argument(
+        "--judge-file", metavar="PATH", help="the judge's final verdicts, JSONL in the same shape"
+    )
+    ag.add_argument("--include-named", action="store_true", help="with --db: also named battles")
+    ag.add_argument("--by-category", action="store_true", help="also report per category")
+    ag.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=1000,
+        metavar="N",
+        help="bootstrap rounds (default: 1000)",
+    )
+    ag.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    ag.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    ag.add_argument("--out", metavar="PATH", help="write the output here instead of stdout")
+    ag.set_defaults(func=run_agreement)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="leaderboard-level agreement: Spearman, Kendall, separability, agreement with CI",
+        description=(
+            "Compare a candidate leaderboard with a reference one (Arena-Hard's metrics): Spearman and\n"
+            "Kendall correlation on the shared models, separability of each (share of model pairs whose\n"
+            "95% intervals do not overlap), and agreement with confidence over reference-separable\n"
+            "pairs (+1 same order and separated, +0.5 candidate intervals overlap). Each leaderboard is\n"
+            "a bootstrap table (JSONL: model, score, lower, upper), a FastChat table (model, rating,\n"
+            "rating_q025, rating_q975), our ratings output, or, with --db and --judge, the people's\n"
+            "leaderboard (reference) against the judge's (candidate) from one database."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m analysis compare arena.json arena_hard.jsonl --map-candidate names.json\n"
+            "  python -m analysis compare --db sqlite:///arena.db --judge gpt-4o-2024-11-20 --format json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmp_.add_argument("reference", nargs="?", metavar="REFERENCE", help="reference leaderboard file")
+    cmp_.add_argument("candidate", nargs="?", metavar="CANDIDATE", help="candidate leaderboard file")
+    cmp_.add_argument(
+        "--map-candidate", metavar="FILE", help="JSON object mapping candidate to reference names"
+    )
+    cmp_.add_argument(
+        "--db", metavar="URL", help="compare people's and a judge's leaderboards from this database"
+    )
+    cmp_.add_argument("--judge", metavar="NAME", help="the judge model's name (with --db)")
+    cmp_.add_argument(
+        "--bootstrap", type=_non_negative_int, default=1000, metavar="N", help="with --db: bootstrap rounds"
+    )
+    cmp_.add_argument("--seed", type=int, default=0, metavar="S", help="with --db: random seed (default: 0)")
+    cmp_.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    cmp_.add_argument("--out", metavar="PATH", help="write the output here instead of stdout")
+    cmp_.set_defaults(func=run_compare)
     return parser
 
 
@@ -386,6 +462,140 @@ def run_judge(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     sys.stdout.write(json.dumps({"judge": spec.name, **summary.to_dict()}, indent=2) + "\n")
+    return 0
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def _render_figures(figures: dict[str, Any], fmt: str) -> str:
+    """JSON, or one ``name: value`` line per top-level figure (nested parts as compact JSON)."""
+    if fmt == "json":
+        return json.dumps(figures, indent=2) + "\n"
+    lines = []
+    for key, value in figures.items():
+        if isinstance(value, float):
+            shown = f"{value:.4f}"
+        elif isinstance(value, dict | list):
+            shown = json.dumps(value)
+        else:
+            shown = str(value)
+        lines.append(f"{key:<32} {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_jsonl(path: str, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_json(path, lines=True)
+    except FileNotFoundError:
+        raise CliError(f"{what} file not found: {path}") from None
+    except ValueError as exc:
+        raise CliError(f"{what} file {path} is not valid JSON Lines: {exc}") from None
+
+
+def _judge_frames(url: str, judge: str, *, template: str | None, include_named: bool):  # type: ignore[no-untyped-def]
+    """From a database: (human votes, the judge's per-order verdicts, its final verdicts)."""
+    from analysis.agreement import combine_orders
+    from analysis.io import load_battles_db, load_judge_verdicts_db
+
+    per_order = load_judge_verdicts_db(url, judge, template_version=template)
+    if per_order.empty:
+        raise CliError(f"no verdicts of judge {judge!r} in {url}: run `python -m analysis judge` first")
+    final = combine_orders(per_order[["battle_id", "model_a", "model_b", "answer_order", "verdict"]])
+    final = final.rename(columns={"battle_id": "question_id"}).assign(turn=1)
+    human = load_battles_db(url, anony_only=not include_named).assign(turn=1)
+    return human, per_order, final
+
+
+def _store_result(url: str, kind: str, subject: str, params: dict[str, Any], result: dict[str, Any]) -> None:
+    """Keep figures computed from the arena database in it, for the admin page."""
+    from storage.db import make_engine, session_factory
+    from storage.judging import save_analysis_result
+
+    engine = make_engine(url)
+    try:
+        with session_factory(engine).begin() as db:
+            save_analysis_result(
+                db, kind=kind, subject=subject, params=params, result=result, now=datetime.now(UTC)
+            )
+    finally:
+        engine.dispose()
+
+
+def run_agreement(args: argparse.Namespace) -> int:
+    """The ``agreement`` command."""
+    from analysis.agreement import agreement, human_human_agreement, position_consistency
+
+    rng = np.random.default_rng(args.seed)
+    if args.db and args.judge and not (args.human or args.judge_file):
+        human, per_order, judge = _judge_frames(
+            args.db, args.judge, template=args.template, include_named=args.include_named
+        )
+        result = agreement(human, judge, bootstrap=args.bootstrap, rng=rng, by_category=args.by_category)
+        figures = {"judge": args.judge, **result.to_dict()}
+        figures["position_consistency"] = position_consistency(
+            per_order[["battle_id", "answer_order", "verdict"]]
+        ).to_dict()
+        params = {"template": args.template, "include_named": args.include_named, "bootstrap": args.bootstrap}
+        _store_result(args.db, "judge_agreement", args.judge, {**params, "seed": args.seed}, figures)
+    elif args.human and args.judge_file and not (args.db or args.judge):
+        human = _read_jsonl(args.human, "human votes")
+        judge = _read_jsonl(args.judge_file, "judge verdicts")
+        result = agreement(human, judge, bootstrap=args.bootstrap, rng=rng, by_category=args.by_category)
+        figures = result.to_dict()
+        figures["human_human"] = human_human_agreement(human).to_dict()
+    else:
+        raise CliError("give either --db URL --judge NAME, or --human PATH --judge-file PATH")
+    _emit(_render_figures(figures, args.format), args.out)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """The ``compare`` command."""
+    from analysis.compare import compare
+    from analysis.ratings import ratings_table
+
+    candidate_map = None
+    if args.map_candidate:
+        try:
+            candidate_map = json.loads(Path(args.map_candidate).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CliError(f"name map not found: {args.map_candidate}") from None
+        except ValueError as exc:
+            raise CliError(f"name map {args.map_candidate} is not valid JSON: {exc}") from None
+        if not isinstance(candidate_map, dict):
+            raise CliError(f"name map {args.map_candidate} must be a JSON object of candidate -> reference")
+    if args.reference and args.candidate and not (args.db or args.judge):
+        for path in (args.reference, args.candidate):
+            if not Path(path).is_file():
+                raise CliError(f"leaderboard file not found: {path}")
+        figures = compare(args.reference, args.candidate, candidate_map=candidate_map)
+    elif args.db and args.judge and not (args.reference or args.candidate):
+        human, _, judge = _judge_frames(args.db, args.judge, template=None, include_named=False)
+        judged = judge[judge["winner"].notna()]
+        boards = [
+            ratings_table(frame, bootstrap=args.bootstrap, rng=np.random.default_rng(args.seed))
+            for frame in (human, judged)
+        ]
+        figures = {
+            "reference": "people",
+            "candidate": args.judge,
+            **compare(*boards, candidate_map=candidate_map),
+        }
+        _store_result(
+            args.db,
+            "judge_leaderboards",
+            args.judge,
+            {"bootstrap": args.bootstrap, "seed": args.seed},
+            {**figures, "people": to_records(boards[0]), "judge": to_records(boards[1])},
+        )
+    else:
+        raise CliError("give REFERENCE and CANDIDATE files, or --db URL --judge NAME")
+    _emit(_render_figures(figures, args.format), args.out)
     return 0
 
 
