@@ -3,18 +3,31 @@
 This is the only module of ``analysis`` that touches ``storage`` (imported lazily, inside
 ``load_battles_db``). Both loaders return one row per battle with at least the columns
 ``question_id, model_a, model_b, winner, judge, turn, anony, tstamp``; extra fields are kept.
+
+``model_a``/``model_b`` come back as categoricals sharing one sorted set of categories and ``winner``
+as a categorical, so a million battles hold a hundred name strings, not two million, and the rating
+code aggregates integer codes. Big files are parsed by pyarrow's multithreaded JSON reader; extra
+fields stay Arrow-backed (pandas ``str`` / ``ArrowDtype`` columns) instead of becoming Python objects.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+try:  # orjson comes with gradio; it parses a JSON list of battles several times faster than json
+    import orjson
+
+    _fast_loads: Callable[[bytes], Any] | None = orjson.loads
+except ImportError:  # pragma: no cover - exercised only without orjson
+    _fast_loads = None
 
 REQUIRED_FIELDS: tuple[str, ...] = ("model_a", "model_b", "winner")
 OPTIONAL_DEFAULTS: dict[str, Any] = {
@@ -85,10 +98,37 @@ def battles_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         df[col] = values.mask(values.isna(), pd.Series([default] * len(df), index=df.index, dtype=object))
     df["anony"] = df["anony"].map(_as_bool).astype(bool)
     df["tstamp"] = pd.to_numeric(df["tstamp"], errors="coerce").astype(np.float64)
-    turn = pd.to_numeric(df["turn"], errors="coerce")
-    df["turn"] = turn.fillna(1).astype(np.int64) if (turn.dropna() % 1 == 0).all() else turn
+    df["turn"] = _turn_column(df["turn"])
+    _categorize(df)
     ordered = list(BATTLE_COLUMNS) + [c for c in df.columns if c not in BATTLE_COLUMNS]
     return df[ordered]
+
+
+def _turn_column(values: pd.Series) -> pd.Series:
+    """Turn counts as int64 (missing = 1), or as floats when some are not whole numbers."""
+    turn = pd.to_numeric(values, errors="coerce")
+    return turn.fillna(1).astype(np.int64) if (turn.dropna() % 1 == 0).all() else turn
+
+
+def _categorize(df: pd.DataFrame) -> None:
+    """Make model_a/model_b categoricals over one sorted category set, and winner a categorical.
+
+    Columns whose values cannot be sorted together (mixed types) are left as they are.
+    """
+    models = pd.concat([df["model_a"], df["model_b"]], ignore_index=True).dropna().unique()
+    try:
+        categories = sorted(models)
+    except TypeError:
+        pass
+    else:
+        dtype = pd.CategoricalDtype(pd.Index(categories))
+        df["model_a"] = df["model_a"].astype(dtype)
+        df["model_b"] = df["model_b"].astype(dtype)
+    try:
+        winners = sorted(df["winner"].dropna().unique())
+    except TypeError:
+        return
+    df["winner"] = df["winner"].astype(pd.CategoricalDtype(pd.Index(winners)))
 
 
 def _as_bool(value: Any) -> bool:
@@ -104,8 +144,21 @@ def load_battles_file(path: str | Path) -> pd.DataFrame:
     Raises ``ValueError`` for a malformed or truncated file (with the line number for JSONL),
     a record that is not an object, or a record missing ``model_a``/``model_b``/``winner``.
     Missing optional columns are filled (see ``battles_frame``). An empty file gives an empty frame.
+
+    Well-formed files take the fast path (pyarrow's JSON reader for JSONL, orjson for a JSON list,
+    then column-wise conversion); anything unusual — an error to report, values of mixed types in
+    one field — is read again by the plain line-by-line parser, which gives the exact messages above.
     """
     p = Path(path)
+    data = p.read_bytes()
+    frame = _load_fast(data)
+    if frame is not None:
+        return frame
+    return _load_plain(p)
+
+
+def _load_plain(p: Path) -> pd.DataFrame:
+    """The reference reader: json per line (or per file), checks record by record, ``battles_frame``."""
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -127,24 +180,226 @@ def load_battles_file(path: str | Path) -> pd.DataFrame:
     return battles_frame(records)
 
 
-def load_battles_db(url: str, *, anony_only: bool = True) -> pd.DataFrame:
-    """Read voted battles from the arena database at ``url`` (SQLAlchemy URL).
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"
 
-    Uses ``storage.db.make_engine`` and ``storage.repo.vote_records``; with ``anony_only`` only
-    anonymous battles are kept (the leaderboard convention: named battles can bias votes).
+
+def _load_fast(data: bytes) -> pd.DataFrame | None:
+    """The battle frame of a well-formed file, or None when the plain reader must decide."""
+    start = data.lstrip(_ASCII_SPACE)[:1]
+    if start not in (b"{", b"["):
+        return None  # empty, or something the plain reader reports
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    import pyarrow as pa
+
+    try:
+        table = _arrow_jsonl(data) if start == b"{" else _arrow_json_list(data)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return None
+    if table is None:
+        return None
+    return _frame_from_arrow(table)
+
+
+def _arrow_jsonl(data: bytes):  # type: ignore[no-untyped-def]
+    """JSON Lines parsed by pyarrow (multithreaded C++); raises on anything it cannot type."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    options = pa_json.ParseOptions(newlines_in_values=False)
+    return pa_json.read_json(pa.BufferReader(pa.py_buffer(data)), parse_options=options)
+
+
+def _arrow_json_list(data: bytes):  # type: ignore[no-untyped-def]
+    """A JSON list of record objects as an Arrow table (None: leave it to the plain reader)."""
+    if _fast_loads is None:
+        return None
+    import pyarrow as pa
+
+    items = _fast_loads(data)
+    if type(items) is not list or not all(type(item) is dict for item in items):
+        return None
+    columns: dict[str, None] = {}
+    for item in items:
+        columns.update(dict.fromkeys(item))
+    arrays = {}
+    for name in columns:
+        values = [item.get(name) for item in items]
+        if name in REQUIRED_FIELDS and None in values:
+            return None
+        arrays[name] = pa.array(values)
+    return pa.table(arrays) if arrays else None
+
+
+def _frame_from_arrow(table) -> pd.DataFrame | None:  # type: ignore[no-untyped-def]
+    """The battle frame of an Arrow table of records (None when a required field is missing or
+    not a string in some record, so that the plain reader reports it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    for name in REQUIRED_FIELDS:
+        if name not in table.column_names:
+            return None
+        column = table[name]
+        if column.null_count or not (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        ):
+            return None
+    out: dict[str, Any] = {}
+
+    def categorical(names: list[str], *columns: Any) -> list[pd.Categorical]:
+        dtype = pd.CategoricalDtype(pd.Index(names))
+        value_set = pa.array(names, type=pa.string())
+        return [
+            pd.Categorical.from_codes(
+                pc.index_in(pc.cast(c, pa.string()), value_set=value_set).to_numpy().astype(np.int32),
+                dtype=dtype,
+            )
+            for c in columns
+        ]
+
+    models = sorted(
+        set(pc.unique(table["model_a"]).to_pylist()).union(pc.unique(table["model_b"]).to_pylist())
+    )
+    winners = sorted(pc.unique(table["winner"]).to_pylist())
+    model_a, model_b = categorical(models, table["model_a"], table["model_b"])
+    (winner,) = categorical(winners, table["winner"])
+
+    for name in ("question_id", "judge"):
+        if name not in table.column_names:
+            values = np.full(n, None, dtype=object)
+        else:
+            column = table[name]
+            if (
+                pa.types.is_string(column.type)
+                or pa.types.is_large_string(column.type)
+                or pa.types.is_null(column.type)
+            ):
+                values = column.to_numpy(zero_copy_only=False).astype(object, copy=False)
+            else:
+                values = np.array(column.to_pylist() + [None], dtype=object)[:-1]
+        out[name] = pd.Series(values, dtype=object)  # Python objects, None when missing (as documented)
+    out["model_a"], out["model_b"], out["winner"] = model_a, model_b, winner
+    if "turn" in table.column_names:
+        turn = table["turn"]
+        raw = (
+            turn.to_pandas()
+            if pa.types.is_integer(turn.type) or pa.types.is_floating(turn.type)
+            else turn.to_pylist()
+        )
+        out["turn"] = _turn_column(pd.Series(raw, dtype=None if len(raw) else object)).to_numpy()
+    else:
+        out["turn"] = np.ones(n, dtype=np.int64)
+    if "anony" in table.column_names:
+        anony = table["anony"]
+        if pa.types.is_boolean(anony.type):
+            out["anony"] = pc.fill_null(anony, True).to_numpy(zero_copy_only=False).astype(bool)
+        else:
+            out["anony"] = np.array(
+                [True if v is None else _as_bool(v) for v in anony.to_pylist()], dtype=bool
+            )
+    else:
+        out["anony"] = np.ones(n, dtype=bool)
+    if "tstamp" in table.column_names:
+        tstamp = table["tstamp"]
+        if (
+            pa.types.is_integer(tstamp.type)
+            or pa.types.is_floating(tstamp.type)
+            or pa.types.is_null(tstamp.type)
+        ):
+            out["tstamp"] = pc.cast(tstamp, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            out["tstamp"] = pd.to_numeric(
+                pd.Series(tstamp.to_pylist(), dtype=object), errors="coerce"
+            ).to_numpy(dtype=np.float64)
+    else:
+        out["tstamp"] = np.full(n, math.nan)
+    frame = pd.DataFrame(out, columns=list(BATTLE_COLUMNS))
+    for name in table.column_names:
+        if name in BATTLE_COLUMNS:
+            continue
+        column = table[name]
+        nested = pa.types.is_nested(column.type)
+        frame[name] = column.to_pandas(types_mapper=pd.ArrowDtype if nested else None)
+    return frame
+
+
+def load_battles_db(
+    url: str,
+    *,
+    anony_only: bool = True,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    category: str | None = None,
+    include_flagged: bool = False,
+) -> pd.DataFrame:
+    """Read voted battles from the arena database at ``url`` (SQLAlchemy URL), for a leaderboard.
+
+    Uses ``storage.db.make_engine`` and ``storage.repo.vote_records``, which filters in SQL. With
+    ``anony_only`` only anonymous battles are kept (the leaderboard convention: named battles can
+    bias votes). ``since``/``until`` keep votes cast at or after / before those moments (a datetime
+    or an ISO 8601 string; without a zone, UTC). ``category`` keeps battles tagged with it.
+    ``include_flagged`` also counts votes from voter sessions flagged as banned or anomalous.
+    Battles marked invalid or whose answers leaked a model's identity are never counted.
     """
     from sqlalchemy.orm import Session
 
     from storage.db import make_engine
     from storage.repo import vote_records
 
+    bounds = {name: _as_datetime(value, name) for name, value in (("since", since), ("until", until))}
     engine = make_engine(url)
     try:
         with Session(engine) as session:
-            records = vote_records(session, anony_only=anony_only)
+            records = vote_records(
+                session,
+                anony_only=anony_only,
+                include_flagged=include_flagged,
+                include_invalid=False,
+                category=category,
+                **bounds,
+            )
     finally:
         engine.dispose()
     return battles_frame(records)
 
 
-__all__ = ["BATTLE_COLUMNS", "battles_frame", "load_battles_db", "load_battles_file"]
+def _as_datetime(value: datetime | str | None, name: str) -> datetime | None:
+    """A datetime bound from a datetime or an ISO 8601 string ('2026-03-01', '2026-03-01T12:00Z')."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValueError(
+            f"bad {name} time {value!r}: expected ISO 8601, e.g. 2026-03-01 or 2026-03-01T12:00Z"
+        ) from None
+
+
+def load_judge_verdicts_db(url: str, judge: str, *, template_version: str | None = None) -> pd.DataFrame:
+    """A judge's stored per-order verdicts (``storage.judging.verdict_records``) as a frame.
+
+    Columns: battle_id, model_a, model_b, template_version, answer_order ("ab"/"ba"), verdict ("A",
+    "B", "tie" in the order shown, or None), error, tstamp, human_winner (None without a vote).
+    """
+    from sqlalchemy.orm import Session
+
+    from storage.db import make_engine
+    from storage.judging import verdict_records
+
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            records = verdict_records(session, judge_model=judge, template_version=template_version)
+    finally:
+        engine.dispose()
+    columns = ["battle_id", "model_a", "model_b", "template_version", "answer_order", "verdict", "error",
+               "tstamp", "human_winner"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+__all__ = ["BATTLE_COLUMNS", "battles_frame", "load_battles_db", "load_battles_file", "load_judge_verdicts_db"]

@@ -7,21 +7,27 @@ scale: a rating difference ``d`` means ``P(win) = 1 / (1 + base ** (-d / scale))
 
 Bradley–Terry fitting works on counts aggregated per unordered model pair, so the cost depends on the
 number of pairs, not on the number of votes; the bootstrap resamples those counts with one
-multinomial draw per round, which is exactly equivalent to resampling battles with replacement.
+multinomial draw per round, which is exactly equivalent to resampling battles with replacement, and
+fits all rounds together (see ``bootstrap_bt``).
+
+Battle frames may hold the model names as plain strings or as categoricals (``analysis.io`` loads them
+dictionary-encoded); aggregation then works on the integer codes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
@@ -72,7 +78,7 @@ def validate_battles(df: pd.DataFrame, *, self_battles: Literal["error", "drop"]
             f"expected one of {', '.join(WINNER_VALUES)}"
         )
 
-    same = out["model_a"] == out["model_b"]
+    same = _same_model(out["model_a"], out["model_b"])
     if same.any():
         if self_battles == "drop":
             out = out.loc[~same].reset_index(drop=True)
@@ -132,41 +138,102 @@ class Aggregated:
         )
 
 
+def _shared_categories(a: pd.Series, b: pd.Series) -> pd.Index | None:
+    """The categories of two categorical columns when they are the same (codes then compare)."""
+    if (
+        isinstance(a.dtype, pd.CategoricalDtype)
+        and isinstance(b.dtype, pd.CategoricalDtype)
+        and a.cat.categories.equals(b.cat.categories)
+    ):
+        return a.cat.categories
+    return None
+
+
+def _same_model(a: pd.Series, b: pd.Series) -> pd.Series:
+    """Rows where model_a equals model_b, for plain and categorical columns alike."""
+    if _shared_categories(a, b) is not None:
+        ca, cb = a.cat.codes.to_numpy(), b.cat.codes.to_numpy()
+        return pd.Series((ca == cb) & (ca >= 0), index=a.index)
+    if isinstance(a.dtype, pd.CategoricalDtype) or isinstance(b.dtype, pd.CategoricalDtype):
+        return pd.Series(a.to_numpy(dtype=object) == b.to_numpy(dtype=object), index=a.index)
+    return a == b
+
+
+def _model_codes(df: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Sorted model names of a validated battle frame and each row's model_a / model_b index into them.
+
+    Same result as ``sorted(set(model_a) | set(model_b))`` plus a dict lookup per row, but hashed once
+    per distinct name (categorical columns need no hashing at all).
+    """
+    a, b = df["model_a"], df["model_b"]
+    cats = _shared_categories(a, b)
+    if cats is not None:
+        ca = a.cat.codes.to_numpy().astype(np.int64)
+        cb = b.cat.codes.to_numpy().astype(np.int64)
+        names_index = cats
+    else:
+        codes, uniques = pd.factorize(pd.concat([a, b], ignore_index=True), use_na_sentinel=True)
+        ca, cb = codes[: len(a)].astype(np.int64), codes[len(a) :].astype(np.int64)
+        names_index = pd.Index(uniques)
+    if len(ca) and min(int(ca.min()), int(cb.min())) < 0:
+        raise ValueError("battle rows without a model name: validate the battles first")
+    k = len(names_index)
+    present = np.flatnonzero(np.bincount(ca, minlength=k) + np.bincount(cb, minlength=k))
+    names = names_index[present].tolist()
+    order = sorted(range(len(names)), key=names.__getitem__)
+    remap = np.full(k, -1, dtype=np.int64)
+    remap[present[order]] = np.arange(len(order), dtype=np.int64)
+    return [names[i] for i in order], remap[ca], remap[cb]
+
+
+#: Count pairs in a dense models x models table up to this size (else sort the pair keys).
+_DENSE_PAIR_LIMIT = 1 << 20
+
+
 def aggregate(df: pd.DataFrame) -> Aggregated:
     """Count wins and ties per unordered model pair of a validated battle frame."""
-    models = sorted(set(df["model_a"]).union(df["model_b"]))
-    index = {m: i for i, m in enumerate(models)}
-    ia = df["model_a"].map(index).to_numpy(dtype=np.int64)
-    ib = df["model_b"].map(index).to_numpy(dtype=np.int64)
-    winner = df["winner"].to_numpy(dtype=object)
-    a_won = winner == "model_a"
-    b_won = winner == "model_b"
-    tie = ~(a_won | b_won)
+    models, ia, ib = _model_codes(df)
+    winner = df["winner"]
+    a_won = (winner == "model_a").to_numpy(dtype=bool, na_value=False)
+    b_won = (winner == "model_b").to_numpy(dtype=bool, na_value=False)
 
     swap = ia > ib
-    lo = np.where(swap, ib, ia)
-    hi = np.where(swap, ia, ib)
-    lo_won = np.where(swap, b_won, a_won)
-    hi_won = np.where(swap, a_won, b_won)
-
     m = len(models)
-    keys, inverse = np.unique(lo * m + hi, return_inverse=True)
-
-    def count(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(inverse, weights=mask.astype(np.float64), minlength=len(keys)).astype(np.int64)
-
+    pair = np.minimum(ia, ib) * m + np.maximum(ia, ib)
+    # outcome class per battle: 0 = first model of the pair (lower index) won, 1 = second won, 2 = tie
+    outcome = np.where(a_won | b_won, np.where(swap, a_won, b_won), 2)
+    if m * m <= _DENSE_PAIR_LIMIT:
+        counts = np.bincount(pair * 3 + outcome, minlength=3 * m * m).reshape(m * m, 3)
+        keys = np.flatnonzero(counts.any(axis=1))
+        counts = counts[keys]
+    else:
+        keys, inverse = np.unique(pair, return_inverse=True)
+        counts = np.bincount(inverse * 3 + outcome, minlength=3 * len(keys)).reshape(len(keys), 3)
+    counts = counts.astype(np.int64)
     return Aggregated(
         models=models,
         a=(keys // m).astype(np.int64),
         b=(keys % m).astype(np.int64),
-        wins_a=count(lo_won),
-        wins_b=count(hi_won),
-        ties=count(tie),
+        wins_a=np.ascontiguousarray(counts[:, 0]),
+        wins_b=np.ascontiguousarray(counts[:, 1]),
+        ties=np.ascontiguousarray(counts[:, 2]),
     )
 
 
 def num_battles(df: pd.DataFrame) -> pd.Series:
     """Number of battles each model took part in (index = model, sorted by name)."""
+    cats = _shared_categories(df["model_a"], df["model_b"])
+    if cats is not None:
+        codes = np.concatenate([df["model_a"].cat.codes.to_numpy(), df["model_b"].cat.codes.to_numpy()])
+        per_cat = np.bincount(codes[codes >= 0].astype(np.int64), minlength=len(cats))
+        present = np.flatnonzero(per_cat)
+        names = cats[present].tolist()
+        order = sorted(range(len(names)), key=names.__getitem__)
+        return pd.Series(
+            per_cat[present[order]].astype(np.int64),
+            index=pd.Index([names[i] for i in order], name="model"),
+            name="num_battles",
+        )
     counts = pd.concat([df["model_a"], df["model_b"]], ignore_index=True).value_counts()
     counts = counts.sort_index().astype(np.int64)
     counts.index.name = "model"
@@ -251,7 +318,10 @@ def _fit_bt_units(
     x0: np.ndarray | None = None,
     weights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Fit BT strengths in units of ``scale`` (mean 0); ``weights`` overrides the counts (bootstrap)."""
+    """Fit BT strengths in units of ``scale`` (mean 0); ``weights`` overrides the counts (bootstrap).
+
+    L-BFGS gets close; a few Newton steps then land on the optimum (see ``_newton_polish``).
+    """
     wins_a, wins_b, ties = weights if weights is not None else (agg.wins_a, agg.wins_b, agg.ties)
     n = (wins_a + wins_b + ties).astype(np.float64)
     total = float(n.sum())
@@ -259,22 +329,96 @@ def _fit_bt_units(
         raise ValueError("no battles to fit")
     n_norm = n / total
     s_norm = (wins_a + 0.5 * ties).astype(np.float64) / total
-    # scikit-learn minimises 0.5*|w|^2 + C * sum(loss over rows); FastChat's rows are every battle
-    # twice (a tie once as a win and once as a loss), i.e. twice our per-battle loss. Dividing by
-    # 2*C*total gives the same minimiser for our per-battle loss normalised by total.
-    l2 = 0.0 if not math.isfinite(l2_c) else 1.0 / (2.0 * l2_c * total)
+    l2 = _l2_weight(l2_c, total)
     m = len(agg.models)
     start = np.zeros(m) if x0 is None else np.asarray(x0, dtype=np.float64)
+    alpha = math.log(base)
     res = minimize(
         _bt_objective,
         start,
-        args=(agg.a, agg.b, n_norm, s_norm, math.log(base), l2),
+        args=(agg.a, agg.b, n_norm, s_norm, alpha, l2),
         jac=True,
         method="L-BFGS-B",
         options={"maxiter": 10_000, "gtol": 1e-11, "ftol": 1e-15, "maxcor": 20},
     )
-    x = res.x
+    x = _newton_polish(res.x, agg.a, agg.b, n_norm, s_norm, alpha, l2)
     return x - x.mean()
+
+
+def _l2_weight(l2_c: float, total: float) -> float:
+    """The L2 weight on strengths for the loss normalised by ``total`` battles.
+
+    scikit-learn minimises 0.5*|w|^2 + C * sum(loss over rows); FastChat's rows are every battle
+    twice (a tie once as a win and once as a loss), i.e. twice our per-battle loss. Dividing by
+    2*C*total gives the same minimiser for our per-battle loss normalised by total.
+    """
+    return 0.0 if not math.isfinite(l2_c) else 1.0 / (2.0 * l2_c * total)
+
+
+#: Newton polishing solves a dense models x models system; above this many models L-BFGS alone fits.
+_POLISH_MAX_MODELS = 1500
+
+
+def _newton_polish(
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    n: np.ndarray,
+    s: np.ndarray,
+    alpha: float,
+    l2: float,
+    max_steps: int = 8,
+) -> np.ndarray:
+    """Newton steps from L-BFGS's answer to the exact optimum of the penalised likelihood.
+
+    L-BFGS stops when the loss stops changing in the 15th digit, which leaves the gradient near 1e-9
+    and ratings up to ~1e-4 points off; Newton from there converges in one or two steps. A step
+    larger than 20 rating points means the point was not close (a model that never wins or loses,
+    where the optimum sits far out on a flat likelihood): then L-BFGS's answer is kept as it is.
+    """
+    m = x.size
+    if m < 2 or m > _POLISH_MAX_MODELS:
+        return x
+    current = np.array(x, dtype=np.float64)
+    diag = np.arange(m) * (m + 1)
+    grad_start = None
+    for _ in range(max_steps):
+        z = alpha * (current[a] - current[b])
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))
+        g_pair = alpha * (n * p - s)
+        grad = np.bincount(a, weights=g_pair, minlength=m) - np.bincount(b, weights=g_pair, minlength=m)
+        grad += l2 * current
+        if grad_start is None:
+            grad_start = float(np.abs(grad).max())
+        w = alpha * alpha * n * p * (1.0 - p)
+        hess = np.zeros(m * m)
+        np.add.at(hess, a * m + b, -w)
+        np.add.at(hess, b * m + a, -w)
+        hess[diag] += np.bincount(a, weights=w, minlength=m) + np.bincount(b, weights=w, minlength=m) + l2
+        hess = hess.reshape(m, m)
+        # strengths are identified up to a constant: pin the mean (the gradient has no such component)
+        hess += float(np.trace(hess)) / (m * m)
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            return x
+        size = float(np.abs(step).max())
+        if not math.isfinite(size) or size > _POLISH_MAX_STEP:
+            return x
+        current -= step
+        if size < 1e-13:
+            break
+    z = alpha * (current[a] - current[b])
+    g_pair = alpha * (n * 0.5 * (1.0 + np.tanh(0.5 * z)) - s)
+    grad = np.bincount(a, weights=g_pair, minlength=m) - np.bincount(b, weights=g_pair, minlength=m)
+    grad += l2 * current
+    if grad_start is not None and float(np.abs(grad).max()) > grad_start:
+        return x
+    return current
+
+
+#: Largest Newton step (units of ``scale``) that polishing accepts: 0.05 x 400 = 20 rating points.
+_POLISH_MAX_STEP = 0.05
 
 
 def _place(
@@ -348,28 +492,231 @@ def bootstrap_bt(
 
     Each round resamples all battles with replacement, done as one multinomial draw over the
     (pair, outcome) cells with the observed cell frequencies as probabilities and the number of
-    battles as n. A round in which some group of models loses all links to the rest is still fitted
-    (the L2 penalty keeps it finite), as FastChat does; this is rare unless a model has very few battles.
+    battles as n. Every round is fitted to its maximum-likelihood optimum (the same answer as fitting
+    the round on its own with ``fit_bt``), all rounds side by side (see ``_bootstrap_units``). A round
+    in which some group of models loses all links to the rest is still fitted (the L2 penalty keeps it
+    finite), as FastChat does; this is rare unless a model has very few battles.
     """
     if n_rounds < 1:
         raise ValueError(f"n_rounds must be positive, got {n_rounds}")
     _check_anchor(agg, anchor)
     _check_connected(agg)
-    cells = np.concatenate([agg.wins_a, agg.wins_b, agg.ties]).astype(np.float64)
-    total = int(cells.sum())
-    pvals = cells / cells.sum()
-    k = len(agg.a)
-    rows = np.empty((n_rounds, len(agg.models)))
     with _single_thread_blas():
-        point = _fit_bt_units(agg, base=base, l2_c=l2_c)
-        for r in tqdm(range(n_rounds), desc="bootstrap", disable=not progress, leave=False):
-            draw = rng.multinomial(total, pvals)
-            rows[r] = _fit_bt_units(
-                agg, base=base, l2_c=l2_c, x0=point, weights=(draw[:k], draw[k : 2 * k], draw[2 * k :])
-            )
+        rows = _bootstrap_units(agg, n_rounds, rng, base=base, l2_c=l2_c, progress=progress)
     boot = pd.DataFrame(_place(rows, agg.models, scale, init_rating, anchor), columns=list(agg.models))
     boot.columns.name = "model"
     return boot[boot.median().sort_values(ascending=False, kind="stable").index]
+
+
+#: A batched round counts as fitted once its last step, and the estimated distance still to go, are
+#: below this (units of ``scale``: 1e-10 x 400 = 4e-8 rating points).
+_BOOT_TOL = 1e-10
+#: Iterations of the batched fit before a round is handed to the one-round fit instead.
+_BOOT_MAX_ITER = 60
+#: Pair x round cells per batch (memory of the work arrays: ~8 bytes x this, a few times over).
+_BOOT_CHUNK_CELLS = 1 << 19
+#: Draw the multinomials on a worker thread when a run samples at least this many cells in all.
+_BOOT_THREAD_CELLS = 1 << 21
+
+
+def _bootstrap_units(
+    agg: Aggregated,
+    n_rounds: int,
+    rng: np.random.Generator,
+    *,
+    base: float,
+    l2_c: float,
+    progress: bool = False,
+) -> np.ndarray:
+    """Bootstrap strengths in units of ``scale`` (each row mean 0), one row per round.
+
+    The draws are ``rng.multinomial(total, pvals)`` for round 0, 1, ... in order, as a plain loop would
+    make them (big runs make them on a worker thread, one batch ahead, while this thread fits). Rounds
+    are fitted in batches by the iteration ``x <- x - P grad_r(x)``, where ``P`` is the inverse Hessian
+    of the full data at the point estimate: a resample's Hessian differs from it by a few percent, so
+    each iteration gains about a digit, with no per-round linear algebra and no exp() per pair (a pair's
+    win probability is ``e_a / (e_a + e_b)`` with ``e = exp(alpha * x)`` per model). A round that does
+    not settle quickly (a resample that drops most of a model's battles) is fitted on its own with
+    ``_fit_bt_units`` instead; both give the optimum to far better than 1e-6 rating points.
+    """
+    m, k = len(agg.models), len(agg.a)
+    cells = np.concatenate([agg.wins_a, agg.wins_b, agg.ties]).astype(np.float64)
+    total = int(cells.sum())
+    pvals = cells / cells.sum()
+    chunk = max(1, min(n_rounds, _BOOT_CHUNK_CELLS // max(k, 1)))
+    sizes = [min(chunk, n_rounds - start) for start in range(0, n_rounds, chunk)]
+    threaded = n_rounds * 3 * k >= _BOOT_THREAD_CELLS
+    rows = np.empty((n_rounds, m))
+    with _multinomial_draws(rng, total, pvals, sizes, threaded) as draws:
+        point = _fit_bt_units(agg, base=base, l2_c=l2_c)
+        batch = _BatchFit.build(agg, point, base=base, l2_c=l2_c, total=total)
+        bar = tqdm(total=n_rounds, desc="bootstrap", disable=not progress, leave=False)
+        start = 0
+        for counts in draws:
+            r = len(counts)
+            if batch is not None:
+                x, ok = batch.fit(counts)
+            else:
+                x, ok = np.empty((r, m)), np.zeros(r, dtype=bool)
+            for j in np.flatnonzero(~ok):
+                draw = counts[j]
+                x[j] = _fit_bt_units(
+                    agg, base=base, l2_c=l2_c, x0=point, weights=(draw[:k], draw[k : 2 * k], draw[2 * k :])
+                )
+            rows[start : start + r] = x
+            start += r
+            bar.update(r)
+        bar.close()
+    return rows
+
+
+@contextlib.contextmanager
+def _multinomial_draws(
+    rng: np.random.Generator, total: int, pvals: np.ndarray, sizes: list[int], threaded: bool
+) -> Iterator[Iterator[np.ndarray]]:
+    """Batches of ``rng.multinomial(total, pvals, size=s)`` for each ``s`` in ``sizes``, in order.
+
+    With ``threaded`` one worker thread makes them, up to two batches ahead of the consumer (numpy
+    releases the GIL while it samples). The generator is only ever used by one thread at a time and
+    in the same order as a plain loop, so the draws are the same either way.
+    """
+    if not threaded:
+        yield (rng.multinomial(total, pvals, size=s) for s in sizes)
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bt-bootstrap-draws")
+    pending: deque[Future[np.ndarray]] = deque()
+    queue = iter(sizes)
+
+    def submit() -> None:
+        size = next(queue, None)
+        if size is not None:
+            pending.append(pool.submit(rng.multinomial, total, pvals, size))
+
+    def batches() -> Iterator[np.ndarray]:
+        while pending:
+            counts = pending.popleft().result()
+            submit()
+            yield counts
+
+    try:
+        submit()
+        submit()
+        yield batches()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _BatchFit:
+    """Fits many resamples of the same pairs at once (see ``_bootstrap_units``)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    incidence: csr_matrix  # models x pairs: +1 for the pair's first model, -1 for its second
+    precond: np.ndarray  # models x models inverse Hessian (mean pinned) at the point estimate
+    point: np.ndarray
+    alpha: float
+    l2: float
+    total: float
+
+    @classmethod
+    def build(
+        cls, agg: Aggregated, point: np.ndarray, *, base: float, l2_c: float, total: int
+    ) -> _BatchFit | None:
+        """Set up for ``agg`` around the point estimate; None when there are too many models."""
+        m, k = len(agg.models), len(agg.a)
+        if m < 2 or m > _POLISH_MAX_MODELS:
+            return None
+        alpha = math.log(base)
+        l2 = _l2_weight(l2_c, float(total))
+        n = (agg.wins_a + agg.wins_b + agg.ties).astype(np.float64) / total
+        z = alpha * (point[agg.a] - point[agg.b])
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))
+        w = alpha * alpha * n * p * (1.0 - p)
+        hess = np.zeros(m * m)
+        np.add.at(hess, agg.a * m + agg.b, -w)
+        np.add.at(hess, agg.b * m + agg.a, -w)
+        hess[np.arange(m) * (m + 1)] += (
+            np.bincount(agg.a, weights=w, minlength=m) + np.bincount(agg.b, weights=w, minlength=m) + l2
+        )
+        hess = hess.reshape(m, m)
+        hess += float(np.trace(hess)) / (m * m)
+        try:
+            precond = np.linalg.inv(hess)
+        except np.linalg.LinAlgError:
+            return None
+        if not np.isfinite(precond).all():
+            return None
+        pairs = np.arange(k)
+        incidence = csr_matrix(
+            (np.concatenate([np.ones(k), -np.ones(k)]), (np.concatenate([agg.a, agg.b]), np.tile(pairs, 2))),
+            shape=(m, k),
+        )
+        return cls(agg.a, agg.b, incidence, precond, point, alpha, l2, float(total))
+
+    def fit(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Strengths (rounds x models, each row mean 0) for multinomial draws ``counts`` (rounds x 3K),
+        and which rounds converged (the others are left for the one-round fit)."""
+        k = len(self.a)
+        rounds = len(counts)
+        wins_a, wins_b, ties = counts[:, :k], counts[:, k : 2 * k], counts[:, 2 * k :]
+        n = np.ascontiguousarray((wins_a + wins_b + ties).T, dtype=np.float64) / self.total
+        # grad = alpha * D (n * p - s) + l2 x; the D s part is fixed per round
+        fixed = self.incidence @ (
+            np.ascontiguousarray((wins_a + 0.5 * ties).T, dtype=np.float64) / self.total
+        )
+        x = np.repeat(self.point[:, None], rounds, axis=1)
+        out = np.empty_like(x)
+        done = np.zeros(rounds, dtype=bool)
+        active = np.arange(rounds)
+        last = np.full(rounds, np.inf)
+        ea, eb = np.empty((k, rounds)), np.empty((k, rounds))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for _ in range(_BOOT_MAX_ITER):
+                if ea.shape[1] != len(active):
+                    ea, eb = np.empty((k, len(active))), np.empty((k, len(active)))
+                e = np.exp(self.alpha * x)
+                np.take(e, self.a, axis=0, out=ea)
+                np.take(e, self.b, axis=0, out=eb)
+                eb += ea
+                np.divide(ea, eb, out=ea)  # P(first model wins)
+                ea *= n
+                grad = self.incidence @ ea
+                grad -= fixed
+                grad *= self.alpha
+                grad += self.l2 * x
+                step = self.precond @ grad
+                x -= step
+                size = np.abs(step).max(axis=0)
+                # linear convergence at rate q leaves at most size * q / (1 - q) to go
+                rate = size / last
+                left = np.where(rate < 1.0, size * rate / np.maximum(1.0 - rate, 1e-300), np.inf)
+                settled = (size < _BOOT_TOL) & (left < _BOOT_TOL)
+                broken = ~np.isfinite(size)
+                last = size
+                finished = settled | broken
+                if finished.any():
+                    idx = active[settled]
+                    out[:, idx] = x[:, settled]
+                    done[idx] = True
+                    keep = ~finished
+                    active, x, n, fixed, last = (
+                        active[keep],
+                        x[:, keep],
+                        n[:, keep],
+                        fixed[:, keep],
+                        last[keep],
+                    )
+                    if len(active) == 0:
+                        break
+                    n, fixed, x = (
+                        np.ascontiguousarray(n),
+                        np.ascontiguousarray(fixed),
+                        np.ascontiguousarray(x),
+                    )
+        out = out.T
+        out -= out.mean(axis=1, keepdims=True)
+        return out, done
 
 
 def predict_win_rate(ratings: pd.Series, *, scale: float = 400.0, base: float = 10.0) -> pd.DataFrame:
@@ -388,12 +735,11 @@ def _elo_arrays(df: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray, np
     """Model list, model indices and first-model scores (1/0.5/0) of battles in time order."""
     if "tstamp" in df.columns:
         df = df.sort_values("tstamp", kind="stable", na_position="last")
-    models = sorted(set(df["model_a"]).union(df["model_b"]))
-    index = {m: i for i, m in enumerate(models)}
-    ia = df["model_a"].map(index).to_numpy(dtype=np.int64)
-    ib = df["model_b"].map(index).to_numpy(dtype=np.int64)
-    winner = df["winner"].to_numpy(dtype=object)
-    score = np.where(winner == "model_a", 1.0, np.where(winner == "model_b", 0.0, 0.5))
+    models, ia, ib = _model_codes(df)
+    winner = df["winner"]
+    a_won = (winner == "model_a").to_numpy(dtype=bool, na_value=False)
+    b_won = (winner == "model_b").to_numpy(dtype=bool, na_value=False)
+    score = np.where(a_won, 1.0, np.where(b_won, 0.0, 0.5))
     return models, ia, ib, score
 
 

@@ -21,6 +21,7 @@ from storage.schema import (
     MAX_REASON_CHARS,
     WINNERS,
     Battle,
+    BattleTag,
     Image,
     ModelRow,
     Response,
@@ -336,14 +337,30 @@ def _replayed_vote(
 
 
 def vote_records(
-    session: Session, *, anony_only: bool = False, include_flagged: bool = False
+    session: Session,
+    *,
+    anony_only: bool = False,
+    include_flagged: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    category: str | None = None,
+    include_invalid: bool | None = None,
 ) -> list[dict[str, object]]:
     """Every voted battle as a FastChat-style battle record, in vote order (for ratings).
 
-    By default battles where an answer leaked a model's identity, and votes from voter sessions
-    flagged as banned or anomalous, are left out, as the leaderboard requires; ``include_flagged``
-    keeps them (audits, exports).
+    By default battles where an answer leaked a model's identity or that were marked invalid, and
+    votes from voter sessions flagged as banned or anomalous, are left out, as the leaderboard
+    requires; ``include_flagged`` keeps them all (audits, exports). ``include_invalid`` decides the
+    leaked/invalid battles on their own (None: as ``include_flagged``), so a leaderboard can count
+    flagged voters without ever counting those. ``since``/``until`` keep votes cast at or after /
+    before those moments (naive datetimes are taken as UTC); ``category`` keeps battles carrying that
+    tag in ``battle_tags``. All filters run in SQL.
     """
+    if include_invalid is None:
+        include_invalid = include_flagged
+    since, until = _utc_bound(since, "since"), _utc_bound(until, "until")
+    if since is not None and until is not None and since > until:
+        raise ValueError(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
     a = ModelRow.__table__.alias("ma")
     b = ModelRow.__table__.alias("mb")
     turn_count = select(Turn.battle_id, func.count().label("turns")).group_by(Turn.battle_id).subquery()
@@ -366,12 +383,20 @@ def vote_records(
     )
     if anony_only:
         stmt = stmt.where(Battle.mode == "anony")
+    if not include_invalid:
+        stmt = stmt.where(Battle.identity_leak.is_(False), Battle.state != "invalid")
     if not include_flagged:
         flagged = select(VoterSession.id).where(VoterSession.banned | VoterSession.anomalous)
-        stmt = stmt.where(
-            Battle.identity_leak.is_(False),
-            (Vote.session_id.is_(None)) | Vote.session_id.not_in(flagged),
+        stmt = stmt.where((Vote.session_id.is_(None)) | Vote.session_id.not_in(flagged))
+    if since is not None:
+        stmt = stmt.where(Vote.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Vote.created_at < until)
+    if category is not None:
+        tagged = select(BattleTag.battle_id).where(
+            BattleTag.battle_id == Battle.id, BattleTag.tag == category
         )
+        stmt = stmt.where(tagged.exists())
     records = []
     for battle_id, model_a, model_b, winner, voter, mode, created, n_turns in session.execute(stmt):
         records.append(
@@ -387,3 +412,12 @@ def vote_records(
             }
         )
     return records
+
+
+def _utc_bound(moment: datetime | None, name: str) -> datetime | None:
+    """A time bound in UTC, the zone every timestamp is stored in (naive = already UTC)."""
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(moment).__name__}")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -10,8 +10,10 @@ import pytest
 from scipy.optimize import brentq, minimize
 from scipy.stats import spearmanr
 
+from analysis import ratings as ratings_module
 from analysis.ratings import (
     DEFAULT_L2_C,
+    Aggregated,
     aggregate,
     bootstrap_bt,
     fit_bt,
@@ -211,3 +213,102 @@ def test_ratings_table_bt(sim_battles: pd.DataFrame) -> None:
     assert table.iloc[0]["model"] == "m-alpha"
     with pytest.raises(ValueError, match="rng"):
         ratings_table(sim_battles, bootstrap=10)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batched bootstrap and categorical frames
+# --------------------------------------------------------------------------------------------------
+
+
+def per_round_reference(agg, n_rounds: int, seed: int) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """Each bootstrap round fitted on its own with fit_bt, from the draws bootstrap_bt makes
+    (one multinomial over the (pair, outcome) cells per round, in order, from the same generator)."""
+    rng = np.random.default_rng(seed)
+    cells = np.concatenate([agg.wins_a, agg.wins_b, agg.ties]).astype(np.float64)
+    k = len(agg.a)
+    rows = []
+    for _ in range(n_rounds):
+        draw = rng.multinomial(int(cells.sum()), cells / cells.sum())
+        resample = Aggregated(agg.models, agg.a, agg.b, draw[:k], draw[k : 2 * k], draw[2 * k :])
+        rows.append(fit_bt(resample)[agg.models].to_numpy())
+    return pd.DataFrame(rows, columns=agg.models)
+
+
+@pytest.mark.parametrize(
+    ("n_models", "n_battles", "seed"),
+    [(8, 20_000, 20240601), (30, 3_000, 5), (60, 2_500, 8)],
+)
+def test_batched_bootstrap_equals_fitting_each_round_alone(
+    simulator, n_models: int, n_battles: int, seed: int
+) -> None:
+    ratings = {f"m{i:02d}": 1000.0 + 12.0 * i for i in range(n_models)}
+    agg = aggregate(validate_battles(simulator(ratings, n_battles, np.random.default_rng(seed))))
+    boot = bootstrap_bt(agg, 40, np.random.default_rng(seed + 1))
+    ref = per_round_reference(agg, 40, seed + 1)
+    diff = (boot[ref.columns] - ref).abs().to_numpy().max()
+    assert diff < 1e-6, diff
+
+
+def test_batched_bootstrap_threads_and_fallback_give_the_same_rounds(
+    sim_battles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agg = aggregate(validate_battles(sim_battles))
+    plain = bootstrap_bt(agg, 30, np.random.default_rng(4))
+    monkeypatch.setattr(ratings_module, "_BOOT_THREAD_CELLS", 0)  # draws on the worker thread
+    monkeypatch.setattr(ratings_module, "_BOOT_CHUNK_CELLS", 7 * len(agg.a))  # several batches
+    threaded = bootstrap_bt(agg, 30, np.random.default_rng(4))
+    pd.testing.assert_frame_equal(plain, threaded, atol=1e-9, rtol=0)
+    monkeypatch.setattr(ratings_module, "_BOOT_MAX_ITER", 1)  # every round falls back to one-round fits
+    fallback = bootstrap_bt(agg, 30, np.random.default_rng(4))
+    assert (plain - fallback[plain.columns]).abs().to_numpy().max() < 1e-6
+
+
+def test_fit_bt_lands_on_the_optimum(sim_battles: pd.DataFrame) -> None:
+    agg = aggregate(validate_battles(sim_battles))
+    point = fit_bt(agg)[agg.models].to_numpy()
+    n = (agg.wins_a + agg.wins_b + agg.ties).astype(float)
+    s = (agg.wins_a + 0.5 * agg.ties) / n.sum()
+    l2 = 1.0 / (2.0 * DEFAULT_L2_C * n.sum())
+    _, grad = ratings_module._bt_objective(
+        (point - 1000.0) / 400.0, agg.a, agg.b, n / n.sum(), s, math.log(10), l2
+    )
+    assert np.abs(grad).max() < 1e-13
+
+
+def as_categorical(df: pd.DataFrame, extra_models: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Model names as categoricals over one category set (with unused extras, in reverse order)."""
+    out = df.copy()
+    names = sorted(set(df["model_a"]) | set(df["model_b"]) | set(extra_models), reverse=True)
+    dtype = pd.CategoricalDtype(names)
+    out["model_a"] = out["model_a"].astype(dtype)
+    out["model_b"] = out["model_b"].astype(dtype)
+    out["winner"] = out["winner"].astype("category")
+    return out
+
+
+def test_categorical_frames_rate_like_plain_ones(sim_battles: pd.DataFrame) -> None:
+    plain = sim_battles.astype({"model_a": object, "model_b": object, "winner": object})
+    cat = as_categorical(plain, extra_models=("unused-model",))
+    a, b = aggregate(validate_battles(plain)), aggregate(validate_battles(cat))
+    assert a.models == b.models and "unused-model" not in b.models
+    for field in ("a", "b", "wins_a", "wins_b", "ties"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    pd.testing.assert_series_equal(num_battles(plain), num_battles(cat), check_index_type=False)
+    pd.testing.assert_frame_equal(
+        ratings_table(plain, bootstrap=20, rng=np.random.default_rng(2)),
+        ratings_table(cat, bootstrap=20, rng=np.random.default_rng(2)),
+    )
+    pd.testing.assert_frame_equal(
+        ratings_table(plain, method="elo"), ratings_table(cat, method="elo"), check_exact=False
+    )
+
+
+def test_categorical_self_battles_are_found() -> None:
+    df = as_categorical(battles([("A", "B", "model_a", 2), ("B", "B", "tie", 1)]))
+    with pytest.raises(ValueError, match="model_a == model_b"):
+        validate_battles(df)
+    assert len(validate_battles(df, self_battles="drop")) == 2
+    # categories that differ between the two columns still compare by value
+    mixed = df.copy()
+    mixed["model_b"] = mixed["model_b"].astype(object)
+    assert len(validate_battles(mixed, self_battles="drop")) == 2
