@@ -86,7 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_source_arguments(r)
-    r.add_argument("--method", choices=("bt", "elo"), default="bt", help="rating method (default: bt)")
+    r.add_argument(
+        "--method",
+        choices=("bt", "elo", "davidson", "rao-kupper"),
+        default="bt",
+        help="rating method (default: bt); davidson / rao-kupper model ties explicitly and report the "
+        "tie parameter",
+    )
+    r.add_argument(
+        "--style-control",
+        action="store_true",
+        help="Bradley-Terry controlled for answer length (and --style-features), as Chatbot Arena's "
+        "style-control view; needs the answers (a database, conversation_a/b or conv_metadata)",
+    )
+    r.add_argument(
+        "--style-features",
+        nargs="+",
+        default=["length"],
+        choices=("length", "header_count", "list_count", "bold_count"),
+        metavar="FEATURE",
+        help="covariates for --style-control: length header_count list_count bold_count (default: length)",
+    )
     r.add_argument(
         "--bootstrap",
         type=_non_negative_int,
@@ -289,10 +309,21 @@ def _add_source_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip rows where model_a == model_b instead of failing (e.g. WildVision-Bench files)",
     )
+    p.add_argument(
+        "--since", type=_date, metavar="DATE", help="only votes cast on or after (ISO date/time, UTC)"
+    )
+    p.add_argument("--until", type=_date, metavar="DATE", help="only votes cast before (ISO date/time, UTC)")
+    p.add_argument("--category", metavar="TAG", help="only battles with this category tag")
+    p.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="with --db: also votes from voters flagged as anomalous",
+    )
 
 
-def _load(args: argparse.Namespace) -> pd.DataFrame:
-    """Load battles from --battles or --db, keeping only anonymous ones unless --include-named."""
+def _load(args: argparse.Namespace, *, answers: bool = False) -> pd.DataFrame:
+    """Load battles from --battles or --db with the filters: anonymous only unless --include-named,
+    time range and category; ``answers`` also reads the answer texts from a database."""
     from analysis.io import load_battles_db, load_battles_file
 
     if args.battles is not None:
@@ -302,11 +333,30 @@ def _load(args: argparse.Namespace) -> pd.DataFrame:
             raise CliError(f"battles file not found: {args.battles}") from None
         except IsADirectoryError:
             raise CliError(f"battles path is a directory: {args.battles}") from None
+        keep = pd.Series(True, index=df.index)
         if not args.include_named and "anony" in df.columns:
-            df = df.loc[df["anony"].astype(bool)].reset_index(drop=True)
-        return df
+            keep &= df["anony"].astype(bool)
+        if args.since is not None or args.until is not None:
+            stamps = pd.to_numeric(df["tstamp"], errors="coerce")
+            if args.since is not None:
+                keep &= stamps >= args.since.timestamp()
+            if args.until is not None:
+                keep &= stamps < args.until.timestamp()
+        if args.category is not None:
+            if "category" not in df.columns:
+                raise CliError("--category needs a 'category' field in the battle records")
+            keep &= df["category"].astype(str) == args.category
+        return df.loc[keep.to_numpy()].reset_index(drop=True)
     try:
-        return load_battles_db(args.db, anony_only=not args.include_named)
+        return load_battles_db(
+            args.db,
+            anony_only=not args.include_named,
+            since=args.since,
+            until=args.until,
+            category=args.category,
+            include_flagged=args.include_flagged,
+            answers=answers,
+        )
     except (ValueError, OSError) as exc:
         raise CliError(f"cannot read votes from {args.db}: {exc}") from None
     except ImportError as exc:
@@ -358,13 +408,20 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in body)]) + "\n"
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
-    """Render the leaderboard in the requested output format."""
+def render(
+    table: pd.DataFrame, fmt: str, *, extras: dict[str, Any] | None = None, notes: Sequence[str] = ()
+) -> str:
+    """Render the leaderboard in the requested output format.
+
+    ``extras`` (e.g. a tie model's parameter) are added to every JSON/CSV row; ``notes`` follow a
+    plain-text table.
+    """
+    rows = [{**row, **(extras or {})} for row in to_records(table)]
     if fmt == "json":
-        return json.dumps(to_records(table), indent=2) + "\n"
+        return json.dumps(rows, indent=2) + "\n"
     if fmt == "csv":
-        return pd.DataFrame(to_records(table)).to_csv(index=False)
-    return format_table(table)
+        return pd.DataFrame(rows).to_csv(index=False)
+    return format_table(table) + "".join(f"\n{note}" for note in notes) + ("\n" if notes else "")
 
 
 def run_ratings(args: argparse.Namespace) -> int:
@@ -372,21 +429,64 @@ def run_ratings(args: argparse.Namespace) -> int:
     from analysis.ratings import ratings_table
 
     anchor = parse_anchor(args.anchor) if args.anchor else None
-    df = _load(args)
-    table = ratings_table(
-        df,
-        method=args.method,
-        bootstrap=args.bootstrap,
-        rng=np.random.default_rng(args.seed),
-        anchor=anchor,
-        progress=args.progress,
-        self_battles="drop" if args.drop_self_battles else "error",
-    )
-    text = render(table, args.format)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+    if args.style_control and args.method != "bt":
+        raise CliError("--style-control is a Bradley-Terry view: use it with --method bt")
+    df = _load(args, answers=args.style_control)
+    rng = np.random.default_rng(args.seed)
+    self_battles = "drop" if args.drop_self_battles else "error"
+    extras: dict[str, Any] = {}
+    notes: list[str] = []
+    if args.method in ("davidson", "rao-kupper"):
+        from analysis.ties import tie_ratings_table
+
+        table, info = tie_ratings_table(
+            df,
+            model=args.method,
+            bootstrap=args.bootstrap,
+            rng=rng,
+            anchor=anchor,
+            progress=args.progress,
+            self_battles=self_battles,
+        )
+        extras = {
+            k: info[k]
+            for k in ("tie_model", "tie_param_name", "tie_param", "tie_param_ci_lower", "tie_param_ci_upper")
+        }
+        notes.append(
+            f"{info['tie_model']} tie parameter {info['tie_param_name']} = {info['tie_param']:.4f} "
+            f"(95% CI {info['tie_param_ci_lower']:.4f} to {info['tie_param_ci_upper']:.4f}); "
+            f"P(tie) between equal models = {info['tie_prob_equal']:.3f}"
+        )
+    elif args.style_control:
+        from analysis.io import with_style_columns
+        from analysis.style import style_ratings_table
+
+        table, coefficients = style_ratings_table(
+            with_style_columns(df),
+            features=args.style_features,
+            bootstrap=args.bootstrap,
+            rng=rng,
+            anchor=anchor,
+            progress=args.progress,
+            self_battles=self_battles,
+        )
+        for row in coefficients.itertuples(index=False):
+            extras[f"{row.feature}_coefficient"] = float(row.coefficient)
+            notes.append(
+                f"style coefficient {row.feature} = {row.coefficient:+.4f} "
+                f"(95% CI {row.ci_lower:+.4f} to {row.ci_upper:+.4f}; log-odds per RMS difference)"
+            )
     else:
-        sys.stdout.write(text)
+        table = ratings_table(
+            df,
+            method=args.method,
+            bootstrap=args.bootstrap,
+            rng=rng,
+            anchor=anchor,
+            progress=args.progress,
+            self_battles=self_battles,
+        )
+    _emit(render(table, args.format, extras=extras, notes=notes), args.out)
     return 0
 
 

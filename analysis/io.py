@@ -336,6 +336,7 @@ def load_battles_db(
     until: datetime | str | None = None,
     category: str | None = None,
     include_flagged: bool = False,
+    answers: bool = False,
 ) -> pd.DataFrame:
     """Read voted battles from the arena database at ``url`` (SQLAlchemy URL), for a leaderboard.
 
@@ -345,11 +346,12 @@ def load_battles_db(
     or an ISO 8601 string; without a zone, UTC). ``category`` keeps battles tagged with it.
     ``include_flagged`` also counts votes from voter sessions flagged as banned or anomalous.
     Battles marked invalid or whose answers leaked a model's identity are never counted.
+    ``answers`` adds each side's whole answer text as ``answer_a``/``answer_b`` (for style control).
     """
     from sqlalchemy.orm import Session
 
     from storage.db import make_engine
-    from storage.repo import vote_records
+    from storage.repo import answer_texts, vote_records
 
     bounds = {name: _as_datetime(value, name) for name, value in (("since", since), ("until", until))}
     engine = make_engine(url)
@@ -363,8 +365,12 @@ def load_battles_db(
                 category=category,
                 **bounds,
             )
+            texts = answer_texts(session, [r["question_id"] for r in records]) if answers else {}
     finally:
         engine.dispose()
+    if answers:
+        for record in records:
+            record["answer_a"], record["answer_b"] = texts.get(str(record["question_id"]), ("", ""))
     return battles_frame(records)
 
 
@@ -378,6 +384,66 @@ def _as_datetime(value: datetime | str | None, name: str) -> datetime | None:
         raise ValueError(
             f"bad {name} time {value!r}: expected ISO 8601, e.g. 2026-03-01 or 2026-03-01T12:00Z"
         ) from None
+
+
+def with_style_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """The battles with the per-side style columns style control needs (``len_a``/``len_b`` and markdown
+    counts), taken from what the records carry, in this order of preference:
+
+    * ``len_a``/``len_b`` already present: kept as they are;
+    * ``answer_a``/``answer_b`` texts (``load_battles_db(..., answers=True)``);
+    * ``conversation_a``/``conversation_b`` (FastChat / our export): the assistant turns' text;
+    * ``conv_metadata`` (Chatbot Arena's clean battles): its token and markdown counts.
+
+    Raises ``ValueError`` naming these options when none is there.
+    """
+    from analysis.style import add_style_columns
+
+    if {"len_a", "len_b"} <= set(df.columns):
+        return df
+    if {"answer_a", "answer_b"} <= set(df.columns):
+        return add_style_columns(df, "answer_a", "answer_b")
+    if {"conversation_a", "conversation_b"} <= set(df.columns):
+        out = df.assign(
+            answer_a=[_assistant_text(c) for c in df["conversation_a"]],
+            answer_b=[_assistant_text(c) for c in df["conversation_b"]],
+        )
+        return add_style_columns(out, "answer_a", "answer_b")
+    if "conv_metadata" in df.columns:
+        return _style_from_metadata(df)
+    raise ValueError(
+        "style control needs each battle's answers: len_a/len_b columns, conversation_a/conversation_b, "
+        "conv_metadata, or a database (read with answers)"
+    )
+
+
+def _assistant_text(conversation: Any) -> str:
+    """The assistant turns of a FastChat conversation (a list of {role, content}) joined by blank lines."""
+    if hasattr(conversation, "tolist"):
+        conversation = conversation.tolist()
+    if not isinstance(conversation, list):
+        return ""
+    return "\n\n".join(
+        str(m.get("content") or "")
+        for m in conversation
+        if isinstance(m, dict) and m.get("role") == "assistant"
+    )
+
+
+def _style_from_metadata(df: pd.DataFrame) -> pd.DataFrame:
+    """Style columns from Chatbot Arena's ``conv_metadata`` (assistant token counts, markdown counts)."""
+    out = df.copy()
+    meta = [m if isinstance(m, dict) else {} for m in df["conv_metadata"]]
+    for side in ("a", "b"):
+        out[f"len_{side}"] = [int(m.get(f"sum_assistant_{side}_tokens") or 0) for m in meta]
+        for feature in ("header_count", "list_count", "bold_count"):
+            out[f"{feature}_{side}"] = [
+                int(sum((m.get(f"{feature}_{side}") or {}).values()))
+                if isinstance(m.get(f"{feature}_{side}"), dict)
+                else int(m.get(f"{feature}_{side}") or 0)
+                for m in meta
+            ]
+    return out
 
 
 def load_judge_verdicts_db(url: str, judge: str, *, template_version: str | None = None) -> pd.DataFrame:
@@ -397,9 +463,25 @@ def load_judge_verdicts_db(url: str, judge: str, *, template_version: str | None
             records = verdict_records(session, judge_model=judge, template_version=template_version)
     finally:
         engine.dispose()
-    columns = ["battle_id", "model_a", "model_b", "template_version", "answer_order", "verdict", "error",
-               "tstamp", "human_winner"]
+    columns = [
+        "battle_id",
+        "model_a",
+        "model_b",
+        "template_version",
+        "answer_order",
+        "verdict",
+        "error",
+        "tstamp",
+        "human_winner",
+    ]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-__all__ = ["BATTLE_COLUMNS", "battles_frame", "load_battles_db", "load_battles_file", "load_judge_verdicts_db"]
+__all__ = [
+    "BATTLE_COLUMNS",
+    "battles_frame",
+    "load_battles_db",
+    "load_battles_file",
+    "load_judge_verdicts_db",
+    "with_style_columns",
+]

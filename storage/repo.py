@@ -421,3 +421,19 @@ def _utc_bound(moment: datetime | None, name: str) -> datetime | None:
     if not isinstance(moment, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(moment).__name__}")
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def answer_texts(session: Session, battle_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Each battle's whole answer per side (all turns joined by blank lines), for style measures."""
+    out: dict[str, list[list[str]]] = {}
+    ids = list(battle_ids)
+    for start in range(0, len(ids), 5000):
+        rows = session.execute(
+            select(Turn.battle_id, Response.side, Response.text)
+            .join(Response, Response.turn_id == Turn.id)
+            .where(Turn.battle_id.in_(ids[start : start + 5000]))
+            .order_by(Turn.battle_id, Turn.index)
+        )
+        for battle_id, side, text in rows:
+            out.setdefault(battle_id, [[], []])[0 if side == "a" else 1].append(text)
+    return {battle: ("\n\n".join(a), "\n\n".join(b)) for battle, (a, b) in out.items()}

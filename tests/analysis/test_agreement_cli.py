@@ -138,3 +138,12 @@ def test_wrong_combinations_are_one_line_errors(tmp_path: Path, capsys: pytest.C
     assert "leaderboard file not found" in capsys.readouterr().err
     assert main(["compare"]) == 2
     assert "REFERENCE and CANDIDATE" in capsys.readouterr().err
+
+
+def test_style_controlled_ratings_from_the_database(sessions, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    play_battles(sessions, tmp_path, [f"Question {i}?" for i in range(8)])  # 4 votes
+    code, out = cli("ratings", "--db", db_url, "--style-control", "--bootstrap", "10", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["model"] for r in rows} == {"alpha", "bravo"} and sum(r["num_battles"] for r in rows) == 8
+    assert "length_coefficient" in rows[0]

@@ -146,3 +146,51 @@ def test_report_errors_are_one_line(tmp_path: Path) -> None:
     result = run_cli("report", "--battles", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r"))
     assert result.returncode == 2 and result.stderr.startswith("error: battles file not found")
     assert not (tmp_path / "r").exists()
+
+
+def test_tie_model_reports_its_parameter(battles_file: Path) -> None:
+    args = ["ratings", "--battles", str(battles_file), "--method", "davidson", "--bootstrap", "30"]
+    result = run_cli(*args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["model"] for r in rows] == ["w", "x", "y", "z"]
+    assert all(r["tie_model"] == "davidson" and r["tie_param_name"] == "nu" for r in rows)
+    assert rows[0]["tie_param_ci_lower"] <= rows[0]["tie_param"] <= rows[0]["tie_param_ci_upper"]
+    table = run_cli(*args)
+    assert table.returncode == 0 and "davidson tie parameter nu = " in table.stdout
+
+
+def test_style_control_needs_answers_and_uses_lengths(battles_file: Path, tmp_path: Path) -> None:
+    plain = run_cli("ratings", "--battles", str(battles_file), "--style-control", "--bootstrap", "0")
+    assert plain.returncode == 2 and plain.stderr.startswith(
+        "error: style control needs each battle's answers"
+    )
+    df = pd.read_json(battles_file, lines=True)
+    df["len_a"] = np.where(df["model_a"] == "z", 900, 300)  # z writes long answers
+    df["len_b"] = np.where(df["model_b"] == "z", 900, 300)
+    path = tmp_path / "with_lengths.jsonl"
+    df.to_json(path, orient="records", lines=True)
+    result = run_cli(
+        "ratings", "--battles", str(path), "--style-control", "--bootstrap", "20", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["model"] for r in rows} == {"w", "x", "y", "z"} and "length_coefficient" in rows[0]
+    bad = run_cli("ratings", "--battles", str(path), "--style-control", "--method", "elo")
+    assert bad.returncode == 2 and "--method bt" in bad.stderr
+
+
+def test_time_range_filters_a_file(battles_file: Path) -> None:
+    df = pd.read_json(battles_file, lines=True)
+    cut = pd.Timestamp(df["tstamp"].iloc[200], unit="s", tz="UTC").isoformat()
+    early = run_cli(
+        "ratings", "--battles", str(battles_file), "--until", cut, "--bootstrap", "0", "--format", "json"
+    )
+    late = run_cli(
+        "ratings", "--battles", str(battles_file), "--since", cut, "--bootstrap", "0", "--format", "json"
+    )
+    assert early.returncode == 0 and late.returncode == 0, early.stderr + late.stderr
+    count = lambda out: sum(r["num_battles"] for r in json.loads(out)) // 2  # noqa: E731
+    anony = int(df["anony"].sum())
+    assert count(early.stdout) + count(late.stdout) == anony and 0 < count(early.stdout) < anony
+    assert run_cli("ratings", "--battles", str(battles_file), "--category", "ocr").returncode == 2
