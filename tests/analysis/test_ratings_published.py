@@ -84,3 +84,31 @@ def test_chatbot_arena_rank_ub_and_intervals() -> None:
         ours["rank_ub"] != ref["final_ranking"], "rank_ub"
     ]
     assert (ours["num_battles"] == ref["num_battles"]).all()
+
+
+def published_wildvision_intervals() -> dict[str, tuple[float, float]]:
+    """Model -> (lower, upper) offsets of the published '95% CI' column, e.g. (-1.9, 1.5)."""
+    out: dict[str, tuple[float, float]] = {}
+    for line in WV_TABLE.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 2 and cells[2].startswith("("):
+            lo, hi = cells[2].strip("()").split(",")
+            out[cells[0]] = (float(lo), float(hi))
+    return out
+
+
+def test_wildvision_bench_intervals_from_the_published_bootstrap(wildvision_fit: pd.Series) -> None:
+    """Each bootstrap round's ratings -> win rate vs the baseline (x100); the 2.5/97.5 percentiles,
+    as offsets from the score, give the published interval to within 0.1."""
+    need(WV_TABLE, WV_BOOT)
+    rounds = pd.read_json(WV_BOOT, lines=True).iloc[1:]  # row 0 is the full fit
+    published = published_wildvision_intervals()
+    scores = predict_win_rate(wildvision_fit)[BASELINE] * 100
+    assert len(published) == 21
+    worst = 0.0
+    for model, (lo, hi) in published.items():
+        diff = rounds[model].to_numpy(float) - rounds[BASELINE].to_numpy(float)
+        boot = 100 / (1 + 10 ** (-diff / 400))
+        ours = (np.percentile(boot, 2.5) - scores[model], np.percentile(boot, 97.5) - scores[model])
+        worst = max(worst, abs(ours[0] - lo), abs(ours[1] - hi))
+    assert worst <= 0.1 + 1e-9, worst
