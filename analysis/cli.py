@@ -597,7 +597,9 @@ def _read_jsonl(path: str, what: str) -> pd.DataFrame:
         raise CliError(f"{what} file {path} is not valid JSON Lines: {exc}") from None
 
 
-def _judge_frames(url: str, judge: str, *, template: str | None, include_named: bool):  # type: ignore[no-untyped-def]
+def _judge_frames(  # type: ignore[no-untyped-def]
+    url: str, judge: str, *, template: str | None, include_named: bool, categories: bool = False
+):
     """From a database: (human votes, the judge's per-order verdicts, its final verdicts)."""
     from analysis.agreement import combine_orders
     from analysis.io import load_battles_db, load_judge_verdicts_db
@@ -607,7 +609,7 @@ def _judge_frames(url: str, judge: str, *, template: str | None, include_named: 
         raise CliError(f"no verdicts of judge {judge!r} in {url}: run `python -m analysis judge` first")
     final = combine_orders(per_order[["battle_id", "model_a", "model_b", "answer_order", "verdict"]])
     final = final.rename(columns={"battle_id": "question_id"}).assign(turn=1)
-    human = load_battles_db(url, anony_only=not include_named).assign(turn=1)
+    human = load_battles_db(url, anony_only=not include_named, categories=categories).assign(turn=1)
     return human, per_order, final
 
 
@@ -633,7 +635,11 @@ def run_agreement(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     if args.db and args.judge and not (args.human or args.judge_file):
         human, per_order, judge = _judge_frames(
-            args.db, args.judge, template=args.template, include_named=args.include_named
+            args.db,
+            args.judge,
+            template=args.template,
+            include_named=args.include_named,
+            categories=args.by_category,
         )
         result = agreement(human, judge, bootstrap=args.bootstrap, rng=rng, by_category=args.by_category)
         figures = {"judge": args.judge, **result.to_dict()}

@@ -337,6 +337,7 @@ def load_battles_db(
     category: str | None = None,
     include_flagged: bool = False,
     answers: bool = False,
+    categories: bool = False,
 ) -> pd.DataFrame:
     """Read voted battles from the arena database at ``url`` (SQLAlchemy URL), for a leaderboard.
 
@@ -346,12 +347,13 @@ def load_battles_db(
     or an ISO 8601 string; without a zone, UTC). ``category`` keeps battles tagged with it.
     ``include_flagged`` also counts votes from voter sessions flagged as banned or anomalous.
     Battles marked invalid or whose answers leaked a model's identity are never counted.
-    ``answers`` adds each side's whole answer text as ``answer_a``/``answer_b`` (for style control).
+    ``answers`` adds each side's whole answer text as ``answer_a``/``answer_b`` (for style control);
+    ``categories`` adds ``category``: the battle's tags joined with '+', or "untagged".
     """
     from sqlalchemy.orm import Session
 
     from storage.db import make_engine
-    from storage.repo import answer_texts, vote_records
+    from storage.repo import answer_texts, battle_categories, vote_records
 
     bounds = {name: _as_datetime(value, name) for name, value in (("since", since), ("until", until))}
     engine = make_engine(url)
@@ -365,12 +367,16 @@ def load_battles_db(
                 category=category,
                 **bounds,
             )
-            texts = answer_texts(session, [r["question_id"] for r in records]) if answers else {}
+            ids = [str(r["question_id"]) for r in records]
+            texts = answer_texts(session, ids) if answers else {}
+            tags = battle_categories(session, ids) if categories else {}
     finally:
         engine.dispose()
-    if answers:
-        for record in records:
+    for record in records:
+        if answers:
             record["answer_a"], record["answer_b"] = texts.get(str(record["question_id"]), ("", ""))
+        if categories:
+            record["category"] = tags.get(str(record["question_id"]), "untagged")
     return battles_frame(records)
 
 

@@ -437,3 +437,20 @@ def answer_texts(session: Session, battle_ids: Sequence[str]) -> dict[str, tuple
         for battle_id, side, text in rows:
             out.setdefault(battle_id, [[], []])[0 if side == "a" else 1].append(text)
     return {battle: ("\n\n".join(a), "\n\n".join(b)) for battle, (a, b) in out.items()}
+
+
+def battle_categories(session: Session, battle_ids: Sequence[str]) -> dict[str, str]:
+    """Each tagged battle's category tags, sorted and joined with '+' (e.g. ``chart+ocr``)."""
+    from storage.schema import BattleTag
+
+    tags: dict[str, list[str]] = {}
+    ids = list(battle_ids)
+    for start in range(0, len(ids), 5000):
+        rows = session.execute(
+            select(BattleTag.battle_id, BattleTag.tag)
+            .where(BattleTag.battle_id.in_(ids[start : start + 5000]))
+            .order_by(BattleTag.battle_id, BattleTag.tag)
+        )
+        for battle_id, tag in rows:
+            tags.setdefault(battle_id, []).append(tag)
+    return {battle: "+".join(names) for battle, names in tags.items()}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from analysis.agreement import agreement
 from analysis.cli import main
@@ -147,3 +148,30 @@ def test_style_controlled_ratings_from_the_database(sessions, db_url: str, tmp_p
     rows = json.loads(out)
     assert {r["model"] for r in rows} == {"alpha", "bravo"} and sum(r["num_battles"] for r in rows) == 8
     assert "length_coefficient" in rows[0]
+
+
+def test_agreement_per_category_from_the_database(sessions, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from storage.schema import Battle, BattleTag
+
+    play_battles(sessions, tmp_path, [f"Question {i}?" for i in range(6)])  # votes on battles 0, 2, 4
+    with sessions.begin() as db:
+        first = db.scalars(sa.select(Battle.id).order_by(Battle.created_at, Battle.id)).first()
+        db.add_all([BattleTag(battle_id=first, tag="ocr"), BattleTag(battle_id=first, tag="chart")])
+    runner = runner_for(sessions, LongerAnswerJudge(), concurrency=4)
+    asyncio.run(runner.run(runner.pending()))
+    code, out = cli(
+        "agreement",
+        "--db",
+        db_url,
+        "--judge",
+        "length-judge",
+        "--by-category",
+        "--format",
+        "json",
+        "--bootstrap",
+        "0",
+    )
+    assert code == 0
+    figures = json.loads(out)
+    per = figures["by_category"]
+    assert set(per) <= {"chart+ocr", "untagged"} and sum(c["n"] for c in per.values()) == figures["n"] == 3
