@@ -126,13 +126,8 @@ def _heatmap(
     return fig
 
 
-def predicted_win_rate_figure(
-    matrix: pd.DataFrame,
-    *,
-    title: str = "Predicted win rate (Bradley–Terry): P(row beats column)",
-    top_n: int | None = DEFAULT_HEATMAP_TOP,
-) -> go.Figure:
-    """Heatmap of ``tables.predicted_win_rate_matrix`` with the probabilities written in the cells."""
+def _win_heatmap(matrix: pd.DataFrame, *, title: str, hover_label: str, top_n: int | None) -> go.Figure:
+    """Heatmap of win probabilities/fractions in [0, 1] (red–blue), two decimals in the cells."""
     return _heatmap(
         matrix,
         title=title,
@@ -140,9 +135,19 @@ def predicted_win_rate_figure(
         zmin=0.0,
         zmax=1.0,
         text_format="%{z:.2f}",
-        hover_label="P(win)",
+        hover_label=hover_label,
         top_n=top_n,
     )
+
+
+def predicted_win_rate_figure(
+    matrix: pd.DataFrame,
+    *,
+    title: str = "Predicted win rate (Bradley–Terry): P(row beats column)",
+    top_n: int | None = DEFAULT_HEATMAP_TOP,
+) -> go.Figure:
+    """Heatmap of ``tables.predicted_win_rate_matrix`` with the probabilities written in the cells."""
+    return _win_heatmap(matrix, title=title, hover_label="P(win)", top_n=top_n)
 
 
 def observed_win_fraction_figure(
@@ -152,16 +157,7 @@ def observed_win_fraction_figure(
     top_n: int | None = DEFAULT_HEATMAP_TOP,
 ) -> go.Figure:
     """Heatmap of ``tables.observed_win_fraction``; pairs without decisive battles stay blank."""
-    return _heatmap(
-        matrix,
-        title=title,
-        colorscale="RdBu",
-        zmin=0.0,
-        zmax=1.0,
-        text_format="%{z:.2f}",
-        hover_label="won",
-        top_n=top_n,
-    )
+    return _win_heatmap(matrix, title=title, hover_label="won", top_n=top_n)
 
 
 def battle_count_figure(

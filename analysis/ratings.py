@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -421,11 +421,71 @@ def _newton_polish(
 _POLISH_MAX_STEP = 0.05
 
 
-def _place(
-    x: np.ndarray, models: Sequence[str], scale: float, init_rating: float, anchor: tuple[str, float] | None
+def _damped_newton(
+    derivatives: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]],
+    loss: Callable[[np.ndarray], float],
+    start: np.ndarray,
+    m: int,
+    *,
+    feasible: Callable[[np.ndarray], bool] | None = None,
+    max_iter: int = 200,
+    tol: float = 1e-10,
 ) -> np.ndarray:
-    """Turn mean-zero strengths (units of ``scale``) into ratings, centred on init_rating or anchored."""
-    ratings = scale * np.asarray(x, dtype=np.float64)
+    """Minimise a convex objective with damped Newton steps (Armijo backtracking).
+
+    ``derivatives(p)`` gives the loss, gradient and (regular) Hessian at ``p``, ``loss(p)`` the loss
+    alone. The first ``m`` parameters are strengths, re-centred to mean 0 after every step; a step to
+    a point where ``feasible`` is false is shortened. Used by the tie (``analysis.ties``) and style
+    (``analysis.style``) models.
+    """
+    p = np.array(start, dtype=np.float64)
+    for _ in range(max_iter):
+        f, g, h = derivatives(p)
+        try:
+            step = -np.linalg.solve(h, g)
+        except np.linalg.LinAlgError:
+            step = -np.linalg.lstsq(h, g, rcond=None)[0]
+        slope = float(np.dot(g, step))
+        if not slope < 0.0 or not np.all(np.isfinite(step)):
+            step, slope = -g, -float(np.dot(g, g))
+        size = float(np.max(np.abs(step))) if step.size else 0.0
+        # converged: the step is tiny, or the predicted decrease is below rounding (ill-conditioned
+        # directions, e.g. a model that never loses, then stop wandering in the noise)
+        if size < tol or -slope < 1e-22:
+            return p
+        lr = 1.0
+        while True:
+            cand = p + lr * step
+            cand[:m] -= cand[:m].mean()
+            if feasible is None or feasible(cand):
+                fc = loss(cand)
+                # near the optimum the decrease drowns in rounding: trust a small full Newton step
+                if fc <= f + 1e-4 * lr * slope or (lr == 1.0 and size < 1e-6 and fc <= f + 1e-12):
+                    break
+            lr *= 0.5
+            if lr < 1e-12:
+                return p  # no further decrease possible: numerical optimum
+        p = cand
+        if lr * size < tol:
+            return p
+    return p
+
+
+def _place(
+    x: np.ndarray,
+    models: Sequence[str],
+    scale: float,
+    init_rating: float,
+    anchor: tuple[str, float] | None,
+    *,
+    base: float | None = None,
+) -> np.ndarray:
+    """Turn mean-zero strengths into ratings, centred on init_rating or anchored.
+
+    ``x`` is in units of ``scale``, or with ``base`` in natural-log units (``scale``·log_base scale).
+    """
+    factor = scale if base is None else scale / math.log(base)
+    ratings = factor * np.asarray(x, dtype=np.float64)
     if anchor is not None:
         idx = list(models).index(anchor[0])
         ratings = ratings + (float(anchor[1]) - ratings[..., [idx]])
@@ -448,6 +508,13 @@ def _sorted_series(values: np.ndarray, models: Sequence[str]) -> pd.Series:
     )
     order = sorted(range(len(models)), key=lambda i: (-s.iloc[i], models[i]))
     return s.iloc[order]
+
+
+def _median_ordered(rows: np.ndarray, models: Sequence[str]) -> pd.DataFrame:
+    """Bootstrap ratings (rounds x models) as a frame, columns ordered by median rating (descending)."""
+    boot = pd.DataFrame(rows, columns=list(models))
+    boot.columns.name = "model"
+    return boot[boot.median().sort_values(ascending=False, kind="stable").index]
 
 
 def fit_bt(
@@ -503,9 +570,7 @@ def bootstrap_bt(
     _check_connected(agg)
     with _single_thread_blas():
         rows = _bootstrap_units(agg, n_rounds, rng, base=base, l2_c=l2_c, progress=progress)
-    boot = pd.DataFrame(_place(rows, agg.models, scale, init_rating, anchor), columns=list(agg.models))
-    boot.columns.name = "model"
-    return boot[boot.median().sort_values(ascending=False, kind="stable").index]
+    return _median_ordered(_place(rows, agg.models, scale, init_rating, anchor), agg.models)
 
 
 #: A batched round counts as fitted once its last step, and the estimated distance still to go, are
@@ -807,9 +872,7 @@ def bootstrap_elo(
                 rating[:, a] += delta
                 rating[:, b] -= delta
         out[start : start + r] = rating
-    boot = pd.DataFrame(out, columns=models)
-    boot.columns.name = "model"
-    return boot[boot.median().sort_values(ascending=False, kind="stable").index]
+    return _median_ordered(out, models)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -857,6 +920,14 @@ def summarize(point: pd.Series, boot: pd.DataFrame | None, num_battles: pd.Serie
     return table.reset_index(drop=True)
 
 
+def _check_bootstrap(bootstrap: int, rng: np.random.Generator | None) -> None:
+    """Raise for a negative number of bootstrap rounds, or rounds without a generator."""
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap rounds must be >= 0, got {bootstrap}")
+    if bootstrap > 0 and rng is None:
+        raise ValueError("a numpy.random.Generator (rng) is needed for the bootstrap")
+
+
 def ratings_table(
     df: pd.DataFrame,
     *,
@@ -877,10 +948,7 @@ def ratings_table(
     """
     if method not in ("bt", "elo"):
         raise ValueError(f"unknown rating method {method!r}; expected 'bt' or 'elo'")
-    if bootstrap < 0:
-        raise ValueError(f"bootstrap rounds must be >= 0, got {bootstrap}")
-    if bootstrap > 0 and rng is None:
-        raise ValueError("a numpy.random.Generator (rng) is needed for the bootstrap")
+    _check_bootstrap(bootstrap, rng)
     clean = validate_battles(df, self_battles=self_battles)
     counts = num_battles(clean)
     boot: pd.DataFrame | None = None

@@ -39,7 +39,13 @@ from tqdm import tqdm
 from analysis.ratings import (
     DEFAULT_L2_C,
     Aggregated,
-    connected_groups,
+    _check_anchor,
+    _check_bootstrap,
+    _check_connected,
+    _damped_newton,
+    _median_ordered,
+    _place,
+    _sorted_series,
     num_battles,
     summarize,
     validate_battles,
@@ -179,24 +185,12 @@ def _design(clean: pd.DataFrame, features: list[str]) -> _Design:
 def _check_graph(design: _Design, anchor: tuple[str, float] | None) -> None:
     """Raise for an unknown anchor model or a comparison graph that splits into separate groups."""
     models = design.models
-    if anchor is not None and anchor[0] not in models:
-        known = ", ".join(models[:10]) + (" ..." if len(models) > 10 else "")
-        raise ValueError(f"unknown anchor model {anchor[0]!r}; models with battles: {known}")
     m = len(models)
     keys = np.unique(np.minimum(design.ia, design.ib) * m + np.maximum(design.ia, design.ib))
     ones = np.ones(keys.size, dtype=np.int64)
     pairs = Aggregated(models, keys // m, keys % m, ones, 0 * ones, 0 * ones)
-    groups = connected_groups(pairs)
-    if len(groups) > 1:
-
-        def show(group: list[str]) -> str:
-            head = ", ".join(group[:6])
-            return "{" + head + (f", ... ({len(group)} models)" if len(group) > 6 else "") + "}"
-
-        raise ValueError(
-            f"the comparison graph is disconnected into {len(groups)} groups that never battled each "
-            f"other, so their ratings are not comparable: {'; '.join(show(g) for g in groups)}"
-        )
+    _check_anchor(pairs, anchor)
+    _check_connected(pairs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,57 +290,15 @@ def _fit(
     # fit_bt's penalty 1/(2·C·total) on strengths in scale units (u = x·ln base) and on β
     l2b = 0.0 if not math.isfinite(l2_c) else 1.0 / (2.0 * l2_c * total)
     l2u = l2b / math.log(base) ** 2
-    p = np.zeros(m + design.z.shape[1]) if start is None else np.array(start, dtype=np.float64)
-    for _ in range(max_iter):
-        f, g, h = _derivatives(p, design, w, l2u, l2b)
-        try:
-            step = -np.linalg.solve(h, g)
-        except np.linalg.LinAlgError:
-            step = -np.linalg.lstsq(h, g, rcond=None)[0]
-        slope = float(np.dot(g, step))
-        if not slope < 0.0 or not np.all(np.isfinite(step)):
-            step, slope = -g, -float(np.dot(g, g))
-        size = float(np.max(np.abs(step)))
-        # converged: the step is tiny, or the predicted decrease is below rounding (ill-conditioned
-        # directions, e.g. a model that never loses, then stop wandering in the noise)
-        if size < tol or -slope < 1e-22:
-            break
-        lr = 1.0
-        while lr >= 1e-12:
-            cand = p + lr * step
-            cand[:m] -= cand[:m].mean()
-            fc = _loss(cand, design, w, l2u, l2b)
-            # near the optimum the decrease drowns in rounding: trust a small full Newton step
-            if fc <= f + 1e-4 * lr * slope or (lr == 1.0 and size < 1e-6 and fc <= f + 1e-12):
-                break
-            lr *= 0.5
-        else:
-            break  # no further decrease possible: numerical optimum
-        p = cand
-        if lr * size < tol:
-            break
+    p = _damped_newton(
+        lambda q: _derivatives(q, design, w, l2u, l2b),
+        lambda q: _loss(q, design, w, l2u, l2b),
+        np.zeros(m + design.z.shape[1]) if start is None else start,
+        m,
+        max_iter=max_iter,
+        tol=tol,
+    )
     return p, -_loss(p, design, w, 0.0, 0.0) * total
-
-
-def _place(
-    u: np.ndarray,
-    models: list[str],
-    scale: float,
-    base: float,
-    init_rating: float,
-    anchor: tuple[str, float] | None,
-) -> np.ndarray:
-    ratings = np.asarray(u, dtype=np.float64) * (scale / math.log(base))
-    if anchor is not None:
-        idx = models.index(anchor[0])
-        return ratings + (float(anchor[1]) - ratings[..., [idx]])
-    return ratings - ratings.mean(axis=-1, keepdims=True) + init_rating
-
-
-def _sorted_series(values: np.ndarray, models: list[str]) -> pd.Series:
-    s = pd.Series(np.asarray(values, dtype=np.float64), index=pd.Index(models, name="model"), name="rating")
-    order = sorted(range(len(models)), key=lambda i: (-s.iloc[i], models[i]))
-    return s.iloc[order]
 
 
 def _prepare(
@@ -425,7 +377,7 @@ def _fit_point(
     m = len(design.models)
     with threadpool_limits(limits=1, user_api="blas"):
         p, loglik = _fit(design, None, base=base, l2_c=l2_c)
-    ratings = _place(p[:m], design.models, scale, base, init_rating, anchor)
+    ratings = _place(p[:m], design.models, scale, init_rating, anchor, base=base)
     return StyleFit(
         ratings=_sorted_series(ratings, design.models),
         coefficients={f: float(c) for f, c in zip(names, p[m:], strict=True)},
@@ -494,11 +446,9 @@ def _bootstrap(
             p, _ = _fit(design, counts, base=base, l2_c=l2_c, start=point)
             ratings[r] = p[:m]
             coefs[r] = p[m:]
-    boot = pd.DataFrame(
-        _place(ratings, design.models, scale, base, init_rating, anchor), columns=design.models
+    boot = _median_ordered(
+        _place(ratings, design.models, scale, init_rating, anchor, base=base), design.models
     )
-    boot.columns.name = "model"
-    boot = boot[boot.median().sort_values(ascending=False, kind="stable").index]
     return boot, pd.DataFrame(coefs, columns=pd.Index(names, name="feature"))
 
 
@@ -517,10 +467,7 @@ def style_ratings_table(
     The coefficient table has one row per feature: ``feature, coefficient, ci_lower, ci_upper, scale``
     (95% bootstrap percentile interval; both bounds equal the coefficient without bootstrap).
     """
-    if bootstrap < 0:
-        raise ValueError(f"bootstrap rounds must be >= 0, got {bootstrap}")
-    if bootstrap > 0 and rng is None:
-        raise ValueError("a numpy.random.Generator (rng) is needed for the bootstrap")
+    _check_bootstrap(bootstrap, rng)
     clean, names, design = _prepare(df, features, anchor, self_battles)
     fit = _fit_point(
         design, names, scale=400.0, base=10.0, init_rating=1000.0, anchor=anchor, l2_c=DEFAULT_L2_C

@@ -37,8 +37,14 @@ from tqdm import tqdm
 from analysis.ratings import (
     DEFAULT_L2_C,
     Aggregated,
+    _check_anchor,
+    _check_bootstrap,
+    _check_connected,
+    _damped_newton,
+    _median_ordered,
+    _place,
+    _sorted_series,
     aggregate,
-    connected_groups,
     num_battles,
     summarize,
     validate_battles,
@@ -103,20 +109,8 @@ def _check_input(agg: Aggregated, anchor: tuple[str, float] | None) -> None:
             "every battle is a tie: a tie model cannot be fitted without decisive battles "
             "(the tie parameter would be infinite)"
         )
-    if anchor is not None and anchor[0] not in agg.models:
-        known = ", ".join(agg.models[:10]) + (" ..." if len(agg.models) > 10 else "")
-        raise ValueError(f"unknown anchor model {anchor[0]!r}; models with battles: {known}")
-    groups = connected_groups(agg)
-    if len(groups) > 1:
-
-        def show(group: list[str]) -> str:
-            head = ", ".join(group[:6])
-            return "{" + head + (f", ... ({len(group)} models)" if len(group) > 6 else "") + "}"
-
-        raise ValueError(
-            f"the comparison graph is disconnected into {len(groups)} groups that never battled each "
-            f"other, so their ratings are not comparable: {'; '.join(show(g) for g in groups)}"
-        )
+    _check_anchor(agg, anchor)
+    _check_connected(agg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,42 +274,6 @@ class _Objective:
         return loss, grad, h
 
 
-def _newton(obj: _Objective, start: np.ndarray, *, max_iter: int = 200, tol: float = 1e-10) -> np.ndarray:
-    """Minimise a convex objective with damped Newton steps (Armijo backtracking)."""
-    p = np.array(start, dtype=np.float64)
-    m = obj.m
-    for _ in range(max_iter):
-        f, g, h = obj(p)
-        try:
-            step = -np.linalg.solve(h, g)
-        except np.linalg.LinAlgError:
-            step = -np.linalg.lstsq(h, g, rcond=None)[0]
-        slope = float(np.dot(g, step))
-        if not slope < 0.0 or not np.all(np.isfinite(step)):
-            step, slope = -g, -float(np.dot(g, g))
-        size = float(np.max(np.abs(step))) if step.size else 0.0
-        # converged: the step is tiny, or the predicted decrease is below rounding (ill-conditioned
-        # directions, e.g. a model that never loses, then stop wandering in the noise)
-        if size < tol or -slope < 1e-22:
-            return p
-        lr = 1.0
-        while True:
-            cand = p + lr * step
-            cand[:m] -= cand[:m].mean()
-            if obj.feasible(cand):
-                fc = obj.loss(cand)
-                # near the optimum the decrease drowns in rounding: trust a small full Newton step
-                if fc <= f + 1e-4 * lr * slope or (lr == 1.0 and size < 1e-6 and fc <= f + 1e-12):
-                    break
-            lr *= 0.5
-            if lr < 1e-12:
-                return p  # no further decrease possible: numerical optimum
-        p = cand
-        if lr * size < tol:
-            return p
-    return p
-
-
 def _start(obj: _Objective) -> np.ndarray:
     """Starting point: equal strengths, tie parameter matching the observed tie share."""
     u = np.zeros(obj.m)
@@ -358,31 +316,9 @@ def _fit_units(
         p0 = np.array(start, dtype=np.float64)
     elif start is not None:
         p0[: obj.m] = start[: obj.m]
-    p = _newton(obj, p0)
+    p = _damped_newton(obj, obj.loss, p0, obj.m, feasible=obj.feasible)
     u, s = obj.split(p)
     return u - u.mean(), _tie_param(model, s), -obj.loss(p, penalty=False) * obj.total, p
-
-
-def _place(
-    u: np.ndarray,
-    models: list[str],
-    scale: float,
-    base: float,
-    init_rating: float,
-    anchor: tuple[str, float] | None,
-) -> np.ndarray:
-    """Natural-log strengths to ratings on the ``scale``·log_base scale, centred or anchored."""
-    ratings = np.asarray(u, dtype=np.float64) * (scale / math.log(base))
-    if anchor is not None:
-        idx = models.index(anchor[0])
-        return ratings + (float(anchor[1]) - ratings[..., [idx]])
-    return ratings - ratings.mean(axis=-1, keepdims=True) + init_rating
-
-
-def _sorted_series(values: np.ndarray, models: list[str]) -> pd.Series:
-    s = pd.Series(np.asarray(values, dtype=np.float64), index=pd.Index(models, name="model"), name="rating")
-    order = sorted(range(len(models)), key=lambda i: (-s.iloc[i], models[i]))
-    return s.iloc[order]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,7 +347,7 @@ def fit_ties(
     _check_input(agg, anchor)
     with threadpool_limits(limits=1, user_api="blas"):
         u, param, loglik, _ = _fit_units(agg, model, l2_c, base)
-    ratings = _place(u, agg.models, scale, base, init_rating, anchor)
+    ratings = _place(u, agg.models, scale, init_rating, anchor, base=base)
     return TieFit(
         ratings=_sorted_series(ratings, agg.models), tie_param=param, model=model, log_likelihood=loglik
     )
@@ -454,9 +390,8 @@ def bootstrap_ties(
             rows[r], params[r], _, _ = _fit_units(
                 agg, model, l2_c, base, weights=(draw[:k], draw[k : 2 * k], draw[2 * k :]), start=point
             )
-    boot = pd.DataFrame(_place(rows, agg.models, scale, base, init_rating, anchor), columns=list(agg.models))
-    boot.columns.name = "model"
-    return boot[boot.median().sort_values(ascending=False, kind="stable").index], params
+    boot = _median_ordered(_place(rows, agg.models, scale, init_rating, anchor, base=base), agg.models)
+    return boot, params
 
 
 def tie_param_interval(params: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
@@ -485,10 +420,7 @@ def tie_ratings_table(
     ``tie_prob_equal`` and ``log_likelihood``.
     """
     _check_model(model)
-    if bootstrap < 0:
-        raise ValueError(f"bootstrap rounds must be >= 0, got {bootstrap}")
-    if bootstrap > 0 and rng is None:
-        raise ValueError("a numpy.random.Generator (rng) is needed for the bootstrap")
+    _check_bootstrap(bootstrap, rng)
     clean = validate_battles(df, self_battles=self_battles)
     agg = aggregate(clean)
     fit = fit_ties(agg, model=model, anchor=anchor)
