@@ -4,9 +4,10 @@ Generates N synthetic FastChat battles (100 models, 35% ties, short one-turn con
 JSONL file, imports it into a freshly migrated database and reports battles/s (the time includes
 reading and validating the file). Without ``--db`` it runs on a temporary SQLite file and on a
 temporary PostgreSQL database created (and dropped) through the admin URL in ``ARENA_TEST_PG_URL``
-(default: the ``test`` database on 127.0.0.1:5432).
+(default: the ``test`` database on 127.0.0.1:5432). ``--repeat R`` imports R times per database, each
+time into a fresh one, and reports every run and the median.
 
-  python benchmarks/storage_import_bench.py [--db URL ...] [--battles N]
+  python benchmarks/storage_import_bench.py [--db URL ...] [--battles N] [--repeat R]
 
 ``run(db_url, n)`` is the entry point other benchmarks call.
 """
@@ -17,9 +18,10 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -69,16 +71,19 @@ def write_battles(path: Path, n: int, seed: int = 0) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
-def run(db_url: str, n: int) -> dict[str, object]:
+def run(db_url: str, n: int, battles_file: Path | None = None) -> dict[str, object]:
     """Import ``n`` synthetic battles into ``db_url`` (migrated first); return the timing.
 
     The database should be empty: the battle ids are random, but the same ``n`` always gives the
-    same file, so a second run into the same database is refused as a re-import.
+    same file, so a second run into the same database is refused as a re-import. ``battles_file``
+    is that file when the caller wrote it already (``write_battles``).
     """
     upgrade(db_url)
     with tempfile.TemporaryDirectory(prefix="arena-import-bench-") as tmp:
-        path = Path(tmp) / "battles.jsonl"
-        write_battles(path, n)
+        path = battles_file
+        if path is None:
+            path = Path(tmp) / "battles.jsonl"
+            write_battles(path, n)
         engine = make_engine(db_url)
         try:
             report = import_battles(engine, path, progress=False)
@@ -106,22 +111,36 @@ def main(argv: list[str] | None = None) -> int:
         "--db", action="append", metavar="URL", help="database to import into (repeatable; should be empty)"
     )
     parser.add_argument("--battles", type=int, default=500_000, metavar="N", help="battles to generate")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="R", help="imports per database, each into a fresh one"
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1 or (args.db and args.repeat > 1):
+        parser.error("--repeat needs temporary databases (no --db) and must be at least 1")
 
-    results = []
-    if args.db:
-        results = [run(url, args.battles) for url in args.db]
-    else:
-        with tempfile.TemporaryDirectory(prefix="arena-import-bench-db-") as tmp:
-            results.append(run(f"sqlite:///{Path(tmp) / 'bench.db'}", args.battles))
-        with temporary_postgres() as url:
-            results.append(run(url, args.battles))
+    results: dict[str, list[dict[str, object]]] = {}
+    with tempfile.TemporaryDirectory(prefix="arena-import-bench-") as tmp:
+        battles_file = Path(tmp) / "battles.jsonl"
+        write_battles(battles_file, args.battles)
+        for _ in range(args.repeat):
+            with ExitStack() as stack:
+                urls = args.db or [
+                    f"sqlite:///{Path(stack.enter_context(tempfile.TemporaryDirectory())) / 'bench.db'}",
+                    stack.enter_context(temporary_postgres()),
+                ]
+                for url in urls:
+                    result = run(url, args.battles, battles_file)
+                    results.setdefault(str(result["database"]), []).append(result)
 
     print(f"\nimport of {args.battles:,} synthetic FastChat battles (JSONL, read + validate + write)\n")
-    print("| database | battles | seconds | battles/s |")
-    print("|---|---:|---:|---:|")
-    for r in results:
-        print(f"| {r['database']} | {r['battles']:,} | {r['seconds']:.2f} | {r['battles_per_s']:,} |")
+    print("| database | battles | seconds | battles/s |" + (" runs (battles/s) |" if args.repeat > 1 else ""))
+    print("|---|---:|---:|---:|" + ("---|" if args.repeat > 1 else ""))
+    for database, runs in results.items():
+        seconds = statistics.median(float(r["seconds"]) for r in runs)  # type: ignore[arg-type]
+        line = f"| {database} | {args.battles:,} | {seconds:.2f} | {round(args.battles / seconds):,} |"
+        if args.repeat > 1:
+            line += " " + ", ".join(f"{r['battles_per_s']:,}" for r in runs) + " |"
+        print(line)
     return 0
 
 

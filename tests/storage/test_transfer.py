@@ -454,16 +454,18 @@ def test_sqlite_connection_settings_are_restored(engine: sa.Engine, tmp_path: Pa
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite connection settings")
 
-    def settings() -> tuple[int, int]:
+    names = ("foreign_keys", "ignore_check_constraints", "cache_size", "temp_store")
+
+    def settings() -> tuple[int, ...]:
         with engine.connect() as conn:
-            return (
-                conn.exec_driver_sql("PRAGMA foreign_keys").scalar(),
-                conn.exec_driver_sql("PRAGMA cache_size").scalar(),
-            )
+            return tuple(conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names)
 
     before = settings()
-    assert before[0] == 1
+    assert before[:2] == (1, 0)
     import_battles(engine, _write_jsonl(tmp_path / "b.jsonl", FASTCHAT), progress=False)
+    assert settings() == before
+    with pytest.raises(TransferError):  # and after a refused import
+        import_battles(engine, _write_jsonl(tmp_path / "b.jsonl", FASTCHAT), progress=False)
     assert settings() == before
 
 
@@ -475,6 +477,128 @@ def test_import_without_skipping_postgres_triggers(
     assert import_battles(engine, _write_jsonl(tmp_path / "b.jsonl", FASTCHAT), progress=False).battles == 3
 
 
+def _schema(eng: sa.Engine) -> list[Any]:
+    """Every index and constraint of the tables an import fills, with its definition."""
+    tables = ["battles", "votes", "turns", "responses", "turn_images"]
+    with eng.connect() as conn:
+        if eng.dialect.name == "sqlite":
+            query = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+            return [tuple(row) for row in conn.exec_driver_sql(query)]
+        indexes = conn.execute(
+            sa.text(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE tablename = ANY(:tables) ORDER BY indexname"
+            ),
+            {"tables": tables},
+        ).all()
+        constraints = conn.execute(
+            sa.text(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated"
+                " FROM pg_constraint WHERE conrelid::regclass::text = ANY(:tables) ORDER BY conname"
+            ),
+            {"tables": tables},
+        ).all()
+        return [tuple(row) for row in indexes] + [tuple(row) for row in constraints]
+
+
+def test_large_imports_rebuild_the_indexes_they_drop(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import bigger than the database drops indexes and builds them again; a smaller one keeps
+    them. Either way the schema is the same afterwards, and the rebuilt constraints hold."""
+    dropped: list[int] = []
+    real = transfer._defer_indexes
+
+    def spy(conn: sa.Connection, battles: int) -> list[str]:
+        statements = real(conn, battles)
+        dropped.append(len(statements))
+        return statements
+
+    monkeypatch.setattr(transfer, "_defer_indexes", spy)
+    schema = _schema(engine)
+    _populate(engine)  # 7 battles
+    many = [{**FASTCHAT[0], "question_id": f"big-{i:03d}"} for i in range(20)]
+    import_battles(engine, _write_jsonl(tmp_path / "many.jsonl", many), progress=False, batch_size=6)
+    import_battles(engine, _write_jsonl(tmp_path / "few.jsonl", FASTCHAT), progress=False)
+    assert dropped[0] >= 6 and dropped[1] == 0  # at least the six non-unique indexes
+    assert _schema(engine) == schema
+    assert _counts(engine)["battles"] == 7 + 20 + 3
+    with engine.connect() as conn:  # the rebuilt unique constraints hold
+        vote = conn.execute(sa.select(Vote.id).where(Vote.battle_id == "big-007")).scalar_one()
+        with pytest.raises(sa.exc.IntegrityError):
+            conn.execute(
+                sa.insert(Vote).values(id=vote + 1000, battle_id="big-007", winner="tie", created_at=NOW)
+            )
+
+
+def test_a_busy_postgres_keeps_its_indexes(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another session holds on to a table, the import does not queue everyone behind a lock
+    for dropping indexes: after a short wait it imports with the indexes in place."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL table locks")
+    monkeypatch.setattr(transfer, "_DEFER_LOCK_TIMEOUT_MS", 100)
+    dropped: list[int] = []
+    real = transfer._defer_indexes
+
+    def spy(conn: sa.Connection, battles: int) -> list[str]:
+        statements = real(conn, battles)
+        dropped.append(len(statements))
+        return statements
+
+    monkeypatch.setattr(transfer, "_defer_indexes", spy)
+    schema = _schema(engine)
+    with engine.connect() as reader:
+        reader.execute(sa.select(Vote.id).limit(1)).all()  # a transaction that read votes, still open
+        report = import_battles(engine, _write_jsonl(tmp_path / "b.jsonl", FASTCHAT), progress=False)
+        reader.rollback()
+    assert report.battles == 3 and dropped == [0]
+    assert _schema(engine) == schema
+
+
+def test_a_bad_record_found_while_writing_rolls_back_and_names_the_first_problem(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Batches are validated in question_id order while earlier ones are written: a bad record makes
+    the import roll back what it wrote, and the error names the file's first problem in file order."""
+    _populate(engine)
+    before = _counts(engine)
+    good = [{**FASTCHAT[0], "question_id": f"q{i:02d}"} for i in range(10)]
+    records = [
+        *good[:3],
+        {**FASTCHAT[0], "question_id": "z-late", "winner": "model_c"},  # line 4, written last
+        *good[3:],
+        {**FASTCHAT[0], "question_id": "a-early", "turn": 7},  # line 12, validated first
+    ]
+    with pytest.raises(TransferError, match=r"line 4 \(question_id 'z-late'\): unknown winner 'model_c'"):
+        import_battles(engine, _write_jsonl(tmp_path / "bad.jsonl", records), progress=False, batch_size=2)
+    assert _counts(engine) == before
+    # Only the record written last is bad: the batches before it were in the database already.
+    records = [*good, {**FASTCHAT[0], "question_id": "z-late", "turn": 7}]
+    with pytest.raises(TransferError, match=r"line 11 \(question_id 'z-late'\): turn is 7"):
+        import_battles(engine, _write_jsonl(tmp_path / "bad.jsonl", records), progress=False, batch_size=2)
+    assert _counts(engine) == before
+
+
+def test_a_clash_found_while_writing_is_reported(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A battle that appears between the up-front check and the write (another writer) still ends
+    in the same error, the database's own, and a rollback."""
+    _populate(engine)
+    before = _counts(engine)
+    monkeypatch.setattr(transfer, "_refuse_existing", lambda *args: None)
+    clash = [{**FASTCHAT[0], "question_id": f"new-{i}"} for i in range(3)] + [
+        {**FASTCHAT[2], "question_id": "tie"}
+    ]
+    with pytest.raises(
+        TransferError, match=r"line 4 \(question_id 'tie'\): already a battle in the database"
+    ):
+        import_battles(engine, _write_jsonl(tmp_path / "clash.jsonl", clash), progress=False, batch_size=2)
+    assert _counts(engine) == before
+
+
 def test_import_in_small_batches_matches_one_batch(
     engine: sa.Engine, second_engine: sa.Engine, tmp_path: Path
 ) -> None:
@@ -482,6 +606,92 @@ def test_import_in_small_batches_matches_one_batch(
     original = _export(engine, tmp_path / "o.jsonl", "jsonl")
     import_battles(second_engine, original, progress=False, batch_size=1)
     assert _export(second_engine, tmp_path / "a.jsonl", "jsonl").read_bytes() == original.read_bytes()
+
+
+def _conversation_pair(*turns: tuple[str, str | None, str | None]) -> dict[str, Any]:
+    side_a: list[dict[str, str]] = []
+    side_b: list[dict[str, str]] = []
+    for prompt, answer_a, answer_b in turns:
+        for side, answer in ((side_a, answer_a), (side_b, answer_b)):
+            side.append({"role": "user", "content": prompt})
+            if answer is not None:
+                side.append({"role": "assistant", "content": answer})
+    return {"conversation_a": side_a, "conversation_b": side_b}
+
+
+#: Records in shapes that files hold all the time: the fast path takes every one of them.
+COMMON_SHAPES = [
+    FASTCHAT[0],
+    FASTCHAT[1],
+    FASTCHAT[2],
+    {**FASTCHAT[0], "tstamp": 1682345678, "anony": False, "language": None, "judge": None},
+    {**FASTCHAT[0], "tstamp": None, "reason": "ünïcödé ✓", "images": [[SHA[0], SHA[1]]]},
+    {**FASTCHAT[0], "images": [[]]},
+    {
+        **FASTCHAT[0],
+        "turn": None,
+        **_conversation_pair(("p1", "a1", None), ("p2", None, "b2"), ("p3", "a3", "b3")),
+    },
+    {**FASTCHAT[0], "turn": 2, **_conversation_pair(("p1", "a1", "b1"), ("p2", "a2", "b2"))},
+    {**FASTCHAT[2], "turn": 3},
+    {**FASTCHAT[2], "conversation_a": [], "conversation_b": None},
+    {**FASTCHAT[2], "conversation_a": [], "conversation_b": []},
+    {**FASTCHAT[0], "extra": {"ignored": [1, 2]}},
+]
+#: Unusual records, valid or not: the fast path may leave them to the general checks.
+ODD_SHAPES = [
+    {**FASTCHAT[0], "turn": 1.0},
+    {**FASTCHAT[0], "turn": True},
+    {**FASTCHAT[0], "anony": None},
+    {**FASTCHAT[0], "tstamp": True},
+    {**FASTCHAT[0], "tstamp": 1e20},
+    {**FASTCHAT[0], "language": "x" * 33},
+    {**FASTCHAT[0], "question_id": ""},
+    {**FASTCHAT[0], "question_id": "q" * 64, "model_a": "m" * 200},
+    {**FASTCHAT[0], "model_b": "gpt-4"},
+    {**FASTCHAT[2], "turn": 1001},
+    {**FASTCHAT[2], "conversation_a": [], "conversation_b": [{"role": "user", "content": "x"}]},
+    {**FASTCHAT[0], "conversation_b": [{"role": "user", "content": "What is 2+2?"}]},
+    {**FASTCHAT[0], **_conversation_pair(("p1", "a1", "b1"), ("p2", "a2", "b2"))},
+    {**FASTCHAT[0], "turn": None, "conversation_a": [{"role": "user", "content": "x"}] * 2},
+    {
+        **FASTCHAT[0],
+        "conversation_a": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}],
+    },
+    {
+        **FASTCHAT[0],
+        "conversation_a": [
+            {"role": "user", "content": "What is 2+2?", "name": "x"},
+            {"role": "assistant", "content": "4"},
+        ],
+    },
+    {**FASTCHAT[0], "images": [["A" * 64]]},
+    {**FASTCHAT[0], "images": [[SHA[0]], []]},
+    {**FASTCHAT[0], "images": [[1]]},
+]
+
+
+@pytest.mark.parametrize(
+    ("record", "common"),
+    [(r, True) for r in COMMON_SHAPES] + [(r, False) for r in ODD_SHAPES],
+    ids=[f"common-{i}" for i in range(len(COMMON_SHAPES))] + [f"odd-{i}" for i in range(len(ODD_SHAPES))],
+)
+def test_the_fast_path_agrees_with_the_general_checks(record: dict[str, Any], common: bool) -> None:
+    """Whatever the msgspec path makes of a record is what the general checks make of it; what they
+    refuse, it refuses too (and leaves to them, which say why)."""
+    now_ts = NOW.timestamp()
+    try:
+        expected: Any = transfer._check_record(record, now_ts)
+    except transfer._Problem:
+        expected = None
+    try:
+        fast = transfer._fast_battle(transfer._FAST_DECODER.decode(json.dumps(record).encode()), now_ts)
+    except (ValueError, OverflowError, OSError):  # msgspec's errors are ValueErrors
+        fast = None
+    if common:
+        assert expected is not None and fast == expected
+    elif fast is not None:
+        assert fast == expected
 
 
 # ------------------------------------------------------------------------------------ refused imports
