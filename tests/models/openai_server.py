@@ -381,6 +381,14 @@ class FakeOpenAIServer:
 
     # -- inspection -------------------------------------------------------------------------------------
 
+    def wait_completed(self, count: int, timeout: float = 2.0) -> bool:
+        """True once ``count`` streams have run to [DONE]; the server counts one just after sending
+        it, so a client that has read [DONE] may be a moment ahead of the counter."""
+        deadline = time.monotonic() + timeout
+        while self.completed < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.completed >= count
+
     def wait_disconnect(self, timeout: float) -> bool:
         """True once a stream has ended because its client went away (see ``client_gone``)."""
         return self.client_gone.wait(timeout)

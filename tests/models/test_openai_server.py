@@ -67,7 +67,7 @@ def test_stream_concatenates_to_the_reply_and_ends_with_done(
     assert events[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
     assert all(e["object"] == "chat.completion.chunk" and e["model"] == "fake-vlm" for e in events)
     assert all("usage" not in e for e in events)
-    assert server.completed == 1 and server.requests[0]["body"]["stream"] is True
+    assert server.wait_completed(1) and server.requests[0]["body"]["stream"] is True
     assert server.requests[0]["path"] == "/v1/chat/completions"
 
 
