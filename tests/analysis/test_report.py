@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +13,6 @@ from plotly.offline import get_plotlyjs
 
 from analysis.ratings import ratings_table
 from analysis.report import write_report
-
-try:
-    from tests.e2e.harness import CHROMIUM, CHROMIUM_ARGS
-except ImportError:  # pytest run without the repository root on sys.path
-    CHROMIUM = os.environ.get("ARENA_TEST_CHROMIUM", "/usr/bin/chromium")
-    CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 BOOTSTRAP = 40
 EXTRA_TABLE = pd.DataFrame({"model": ["m-alpha", "m-bravo"], "style_rating": [1234.56, 1111.11]})
@@ -126,24 +118,9 @@ def test_report_rejects_bad_input(battles: pd.DataFrame, tmp_path: Path) -> None
     assert not (tmp_path / "index.html").exists()
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """Headless Debian Chromium, as in tests/e2e/conftest.py (required under CI)."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Chromium is required under CI but missing at {CHROMIUM}")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium chromium-driver)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
 @pytest.mark.e2e
-def test_report_renders_in_chromium(chromium, report: Path) -> None:  # type: ignore[no-untyped-def]
-    page = chromium.new_page()
+def test_report_renders_in_chromium(browser, report: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
     problems: list[str] = []
     requests: list[str] = []
     page.on(
