@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
@@ -252,43 +252,79 @@ def record_vote(
         raise VoteRejected(f"the reason is longer than {MAX_REASON_CHARS} characters")
     if client_token is not None and not 0 < len(client_token) <= 64:
         raise VoteRejected("the client token must be 1 to 64 characters")
-    # Table-level statements: the ORM's bulk-DML machinery would cost more than the round trips.
-    battles, votes = Battle.__table__, Vote.__table__
-    claim = (
-        battles.update()
-        .where(battles.c.id == battle_id, battles.c.state == "ready", battles.c.mode != "direct")
-        .values(state="voted", updated_at=now)
-        .returning(battles.c.id)
-    )
-    row = {
-        "winner": winner,
-        "session_id": session_id,
-        "reason": reason,
-        "client_token": client_token,
-        "created_at": now,
+    params = {
+        "p_battle_id": battle_id,
+        "p_winner": winner,
+        "p_session_id": session_id,
+        "p_reason": reason,
+        "p_client_token": client_token,
+        "p_now": now,
     }
     if _dialect(session) == "postgresql":
         # One round trip: claim the battle and insert the vote in a single statement.
-        claimed = claim.cte("claimed")
-        source = select(claimed.c.id, *(literal(v, votes.c[k].type).label(k) for k, v in row.items()))
-        stmt = postgresql.insert(votes).from_select(["battle_id", *row], source).add_cte(claimed)
-        inserted = session.execute(
-            stmt.on_conflict_do_nothing(index_elements=["battle_id"]).returning(votes.c.id)
-        ).first()
+        inserted = session.execute(_VOTE_STATEMENTS.claim_and_insert, params).first()
         if inserted is None:
             return _not_claimed(session, battle_id, winner, client_token)
         return RecordedVote(inserted[0], battle_id, winner, client_token, now)
-    if session.execute(claim).first() is None:
+    if session.execute(_VOTE_STATEMENTS.claim, params).first() is None:
         return _not_claimed(session, battle_id, winner, client_token)
-    inserted = session.execute(
-        sqlite.insert(votes)
-        .values(battle_id=battle_id, **row)
-        .on_conflict_do_nothing(index_elements=["battle_id"])
-        .returning(votes.c.id)
-    ).first()
+    inserted = session.execute(_VOTE_STATEMENTS.insert, params).first()
     if inserted is None:
         return _replayed_vote(session, battle_id, winner, client_token)
     return RecordedVote(inserted[0], battle_id, winner, client_token, now)
+
+
+class _VoteStatements:
+    """``record_vote``'s statements, built once with bound parameters (``p_...``).
+
+    Building them per call (Core constructs, then their cache key) cost about 0.35 ms of the
+    0.83 ms of CPU a vote took on PostgreSQL; with 8 writer threads sharing one GIL that CPU time
+    is what sets the tail latency. Table-level statements: the ORM's bulk-DML machinery would cost
+    more than the round trips.
+    """
+
+    def __init__(self) -> None:
+        battles, votes = Battle.__table__, Vote.__table__
+        #: Moves the battle from 'ready' to 'voted': of two racing writers only one matches.
+        self.claim = (
+            battles.update()
+            .where(
+                battles.c.id == bindparam("p_battle_id"),
+                battles.c.state == "ready",
+                battles.c.mode != "direct",
+            )
+            .values(state="voted", updated_at=bindparam("p_now"))
+            .returning(battles.c.id)
+        )
+        columns = {
+            "winner": "p_winner",
+            "session_id": "p_session_id",
+            "reason": "p_reason",
+            "client_token": "p_client_token",
+            "created_at": "p_now",
+        }
+        #: SQLite: the vote, after the claim in the same transaction.
+        self.insert = (
+            sqlite.insert(votes)
+            .values(battle_id=bindparam("p_battle_id"), **{k: bindparam(p) for k, p in columns.items()})
+            .on_conflict_do_nothing(index_elements=["battle_id"])
+            .returning(votes.c.id)
+        )
+        #: PostgreSQL: the claim and the insert as one statement (atomic on its own).
+        claimed = self.claim.cte("claimed")
+        source = select(
+            claimed.c.id, *(bindparam(p, type_=votes.c[k].type).label(k) for k, p in columns.items())
+        )
+        self.claim_and_insert = (
+            postgresql.insert(votes)
+            .from_select(["battle_id", *columns], source)
+            .add_cte(claimed)
+            .on_conflict_do_nothing(index_elements=["battle_id"])
+            .returning(votes.c.id)
+        )
+
+
+_VOTE_STATEMENTS = _VoteStatements()
 
 
 def vote_target(engine: Engine) -> Engine:
