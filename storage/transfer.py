@@ -530,31 +530,6 @@ class _Checker:
         self.now_ts = now.timestamp()
         self.fast_decode = _FAST_DECODER.decode
 
-    def battles(self, items: list[Any]) -> list[tuple[Any, ...]] | None:
-        """The battle tuples of raw records that all have the common shape, decoded as one JSON
-        list in one call; None when any of them needs ``battle`` (which then decides and explains).
-
-        Decoding a batch's records from one contiguous buffer, in the order they are written,
-        keeps their objects next to each other in memory: decoded one by one in key order, the
-        records of a shuffled file cost twice as much.
-        """
-        if self.may_hold_nul or not items or not all(type(item) in _RAW_TYPES for item in items):
-            return None
-        try:
-            records = _FAST_LIST_DECODER.decode(b"[" + b",".join(items) + b"]")
-        except msgspec.MsgspecError:
-            return None
-        if len(records) != len(items):  # a line that holds more than one value
-            return None
-        now_ts = self.now_ts
-        try:
-            battles = [_fast_battle(record, now_ts) for record in records]
-        except (OverflowError, OSError, ValueError):  # a time stamp out of range
-            return None
-        if None in battles:
-            return None
-        return battles  # type: ignore[return-value]
-
     def battle(self, position: int, item: Any) -> tuple[Any, ...]:
         """The battle tuple of the record at ``position``; TransferError if it is not valid."""
         battle = None
@@ -618,8 +593,6 @@ class _FastRecord(msgspec.Struct, gc=False):
 
 
 _FAST_DECODER = msgspec.json.Decoder(_FastRecord)
-_FAST_LIST_DECODER = msgspec.json.Decoder(list[_FastRecord])
-_RAW_TYPES = (bytes, msgspec.Raw)
 
 
 def _fast_battle(record: _FastRecord, now_ts: float) -> tuple[Any, ...] | None:
@@ -1098,22 +1071,18 @@ def _scan(
     order = sorted(range(len(qids)), key=qids.__getitem__)
 
     def batches() -> Iterator[list[tuple[Any, ...]]]:
-        checker = _Checker(path, source, now)
-        check = checker.battle
+        check = _Checker(path, source, now).battle
         for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = checker.battles([records[i][1] for i in chunk])
-            if batch is None:  # one record at a time, each by the general checks if need be
-                batch = []
-                for i in chunk:
-                    position, item = records[i]
-                    try:
-                        batch.append(check(position, item))
-                    except TransferError:
-                        raise _Rescan from None
-            for i, battle in zip(chunk, batch, strict=True):
+            batch = []
+            for i in order[start : start + batch_size]:
+                position, item = records[i]
+                try:
+                    battle = check(position, item)
+                except TransferError:
+                    raise _Rescan from None
                 if battle[0] != qids[i] or battle[2] not in models or battle[3] not in models:
                     raise _Rescan
+                batch.append(battle)
             yield batch
 
     return _Job(

@@ -694,58 +694,6 @@ def test_the_fast_path_agrees_with_the_general_checks(record: dict[str, Any], co
         assert fast == expected
 
 
-def _checker(may_hold_nul: bool = False) -> Any:
-    source = transfer._Source("line", iter(()), may_hold_nul=may_hold_nul)
-    return transfer._Checker(Path("battles.jsonl"), source, NOW)
-
-
-@pytest.mark.parametrize("raw", ["bytes", "msgspec.Raw"])
-def test_a_batch_decoded_at_once_agrees_with_one_record_at_a_time(raw: str) -> None:
-    """The batch path (one JSON list decoded in one call) gives what ``battle`` gives record by record."""
-    import msgspec
-
-    records = [{**record, "question_id": f"q{i}"} for i, record in enumerate(COMMON_SHAPES)]
-    items: list[Any] = [json.dumps(record).encode() for record in records]
-    if raw == "msgspec.Raw":
-        items = msgspec.json.decode(b"[" + b",".join(items) + b"]", type=list[msgspec.Raw])
-    checker = _checker()
-    one_by_one = [checker.battle(position, item) for position, item in enumerate(items, start=1)]
-    assert checker.battles(items) == one_by_one
-
-
-@pytest.mark.parametrize(
-    "odd",
-    [
-        json.dumps({**FASTCHAT[0], "turn": 1.0}).encode(),  # valid, but only for the general checks
-        json.dumps({**FASTCHAT[0], "tstamp": 1e20}).encode(),  # refused by the general checks
-        json.dumps(FASTCHAT[0]).encode() + b" " + json.dumps(FASTCHAT[1]).encode(),  # two values
-        json.dumps(FASTCHAT[0]).encode() + b"," + json.dumps(FASTCHAT[1]).encode(),  # two list items
-        b"[1]",
-    ],
-    ids=["general-shape", "bad-time", "two-values", "two-items", "not-object"],
-)
-def test_a_batch_with_one_odd_record_is_left_to_the_record_checks(odd: bytes) -> None:
-    common = [json.dumps({**FASTCHAT[i], "question_id": f"q{i}"}).encode() for i in range(3)]
-    assert _checker().battles(common) is not None
-    assert _checker().battles([*common[:2], odd, common[2]]) is None
-    assert _checker(may_hold_nul=True).battles(common) is None  # NUL checks go record by record
-
-
-def test_batches_decoded_at_once_write_what_records_checked_one_by_one_write(
-    engine: sa.Engine, second_engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    records = [{**record, "question_id": f"q{i:02d}"} for i, record in enumerate(COMMON_SHAPES * 2)]
-    path = _write_jsonl(tmp_path / "common.jsonl", records)
-    import_battles(engine, path, progress=False, batch_size=5, now=NOW)
-    monkeypatch.setattr(transfer._Checker, "battles", lambda self, items: None)
-    import_battles(second_engine, path, progress=False, batch_size=5, now=NOW)
-    assert (
-        _export(engine, tmp_path / "a.jsonl", "jsonl").read_bytes()
-        == _export(second_engine, tmp_path / "b.jsonl", "jsonl").read_bytes()
-    )
-    assert _counts(engine)["battles"] == len(records)
-
-
 # ------------------------------------------------------------------------------------ refused imports
 
 
