@@ -277,7 +277,7 @@ def record_vote(
 class _VoteStatements:
     """``record_vote``'s statements, built once with bound parameters (``p_...``).
 
-    Building them per call (Core constructs, then their cache key) cost about 0.35 ms of the
+    Building them per call (Core constructs, then their cache key) cost about 0.5 ms of the
     0.83 ms of CPU a vote took on PostgreSQL; with 8 writer threads sharing one GIL that CPU time
     is what sets the tail latency. Table-level statements: the ORM's bulk-DML machinery would cost
     more than the round trips.
