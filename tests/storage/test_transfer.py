@@ -501,11 +501,8 @@ def _schema(eng: sa.Engine) -> list[Any]:
         return [tuple(row) for row in indexes] + [tuple(row) for row in constraints]
 
 
-def test_large_imports_rebuild_the_indexes_they_drop(
-    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An import bigger than the database drops indexes and builds them again; a smaller one keeps
-    them. Either way the schema is the same afterwards, and the rebuilt constraints hold."""
+def _count_dropped_indexes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets, for each import from now on, how many indexes it dropped to rebuild."""
     dropped: list[int] = []
     real = transfer._defer_indexes
 
@@ -515,6 +512,15 @@ def test_large_imports_rebuild_the_indexes_they_drop(
         return statements
 
     monkeypatch.setattr(transfer, "_defer_indexes", spy)
+    return dropped
+
+
+def test_large_imports_rebuild_the_indexes_they_drop(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import bigger than the database drops indexes and builds them again; a smaller one keeps
+    them. Either way the schema is the same afterwards, and the rebuilt constraints hold."""
+    dropped = _count_dropped_indexes(monkeypatch)
     schema = _schema(engine)
     _populate(engine)  # 7 battles
     many = [{**FASTCHAT[0], "question_id": f"big-{i:03d}"} for i in range(20)]
@@ -539,15 +545,7 @@ def test_a_busy_postgres_keeps_its_indexes(
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL table locks")
     monkeypatch.setattr(transfer, "_DEFER_LOCK_TIMEOUT_MS", 100)
-    dropped: list[int] = []
-    real = transfer._defer_indexes
-
-    def spy(conn: sa.Connection, battles: int) -> list[str]:
-        statements = real(conn, battles)
-        dropped.append(len(statements))
-        return statements
-
-    monkeypatch.setattr(transfer, "_defer_indexes", spy)
+    dropped = _count_dropped_indexes(monkeypatch)
     schema = _schema(engine)
     with engine.connect() as reader:
         reader.execute(sa.select(Vote.id).limit(1)).all()  # a transaction that read votes, still open
