@@ -87,10 +87,28 @@ def stop_arena(server: ArenaServer) -> None:
         server.process.wait()
 
 
+def upload(page, image: Path, attempts: int = 3) -> None:  # type: ignore[no-untyped-def]
+    """Put ``image`` into the Battle tab's image input and wait until the page lists it.
+
+    Right after ``goto`` the file input can exist before Gradio's front end listens to it, and a file
+    set then is dropped (seen once in a CI run on a loaded machine): set it again if the page does
+    not list it within 10 s.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, attempts + 1):
+        page.set_input_files("#battle-images input[type=file]", str(image))
+        try:
+            page.wait_for_selector(f"#battle-images >> text={image.name}", timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise
+
+
 def ask(page, image: Path, prompt: str, timeout_ms: int = 180_000) -> None:  # type: ignore[no-untyped-def]
     """In the Battle tab: upload ``image``, send ``prompt``, wait until both answers are complete."""
-    page.set_input_files("#battle-images input[type=file]", str(image))
-    page.wait_for_selector(f"#battle-images >> text={image.name}", timeout=30_000)
+    upload(page, image)
     page.fill("#battle-prompt textarea", prompt)
     page.click("#battle-send")
     # The vote buttons unlock only when both answers are complete.

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from arena.service import NEUTRAL_FAILURE
-from tests.e2e.harness import start_arena, stop_arena
+from tests.e2e.harness import start_arena, stop_arena, upload
 from tests.e2e.test_battle_browser import RECORD_PAYLOADS
 from tests.models.openai_server import Behaviour, FakeOpenAIServer
 
@@ -51,8 +51,7 @@ def test_failing_model_shows_only_the_neutral_message(browser, tmp_path: Path) -
             page.goto(arena.url)
             picture = tmp_path / "red.png"
             Image.new("RGB", (40, 30), "red").save(picture)
-            page.set_input_files("#battle-images input[type=file]", str(picture))
-            page.wait_for_selector("#battle-images >> text=red.png", timeout=30_000)
+            upload(page, picture)
             page.fill("#battle-prompt textarea", "What colour is this?")
             page.click("#battle-send")
             page.wait_for_selector(f"text={NEUTRAL_FAILURE[:40]}", timeout=60_000)
