@@ -111,6 +111,8 @@ class Battle(Base):
     invalid_reason: Mapped[str | None] = mapped_column(Text)
     #: Set when an answer revealed a model's identity (such battles are left out of ratings).
     identity_leak: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    #: Set by an operator (admin page or CLI) to leave a battle out of ratings; see ``audit_log``.
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     language: Mapped[str | None] = mapped_column(String(32))
     #: Where the battle came from: "arena" (played here) or "import" (a FastChat file).
     source: Mapped[str] = mapped_column(String(16), default="arena", server_default="arena")
@@ -294,3 +296,46 @@ class AnalysisResult(Base):
     params: Mapped[dict[str, object]] = mapped_column(JSON)
     result: Mapped[dict[str, object]] = mapped_column(JSON)
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AuditEntry(Base):
+    """One operator action (admin page or ``python -m arena admin``): who, when, what, old → new."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    #: e.g. ``set-model``, ``exclude-battle``, ``include-battle``, ``ban-voter``, ``unban-voter``.
+    action: Mapped[str] = mapped_column(String(32))
+    #: What was changed: a model name, a battle id or a voter session id.
+    target: Mapped[str] = mapped_column(String(200), index=True)
+    old: Mapped[dict[str, object]] = mapped_column(JSON)
+    new: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LeaderboardSnapshot(Base):
+    """The latest computed leaderboard of one view (method, filters), shared by every arena process.
+
+    ``data_version`` says which votes it was computed from, so no process recomputes an unchanged view.
+    """
+
+    __tablename__ = "leaderboard_snapshots"
+
+    view: Mapped[str] = mapped_column(String(200), primary_key=True)
+    data_version: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Seconds the computation took, and which process did it (host:pid).
+    duration_s: Mapped[float] = mapped_column(Float)
+    computed_by: Mapped[str] = mapped_column(String(200))
+
+
+class Lease(Base):
+    """A named lease that one process holds until ``expires_at`` (e.g. who computes snapshots)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

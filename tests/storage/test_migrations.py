@@ -19,6 +19,9 @@ TABLES = {
     "votes",
     "judge_verdicts",
     "analysis_results",
+    "audit_log",
+    "leaderboard_snapshots",
+    "leases",
 }
 
 
