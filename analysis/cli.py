@@ -14,16 +14,23 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+if TYPE_CHECKING:
+    from analysis.ratings import Aggregated
+
+_T = TypeVar("_T")
+
 EXIT_USAGE = 2
+#: The ``--ci`` choices of ``ratings``.
+CI_KINDS: tuple[str, ...] = ("bootstrap", "sandwich")
 
 
 class CliError(Exception):
@@ -70,10 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Compute a leaderboard from pairwise battles.\n\n"
             "Ratings are on the 400*log10-odds scale (a 400-point gap = 10:1 odds); without --anchor\n"
             "the mean rating is 1000.\n"
-            "  bt   Bradley-Terry maximum likelihood (a tie counts half a win each way); the 95% CI\n"
-            "       comes from a multinomial bootstrap over the aggregated pair counts.\n"
-            "  elo  classic online Elo (K=4) in timestamp order; the bootstrap resamples battles and\n"
-            "       replays each sample in time order.\n"
+            "  bt          Bradley-Terry maximum likelihood (a tie counts half a win each way).\n"
+            "  davidson    Davidson / Rao-Kupper: ties modelled with one extra parameter (reported).\n"
+            "  rao-kupper\n"
+            "  elo         classic online Elo (K=4) in timestamp order; the bootstrap resamples battles\n"
+            "              and replays each sample in time order.\n"
+            "95% intervals (--ci): 'bootstrap' (default) resamples battles as one multinomial draw over\n"
+            "the (pair, outcome) counts per round; 'sandwich' is the robust covariance H^-1 G H^-1 of\n"
+            "LMArena's arena-rank (rating +- 1.96 se; bt, davidson, rao-kupper), far cheaper.\n"
+            "With --db, bt/davidson/rao-kupper read only vote counts per model pair and outcome,\n"
+            "aggregated by the database; elo and --style-control read the votes column by column.\n"
             "rank_ub = 1 + number of models whose CI lower bound is above this model's CI upper bound.\n"
             "Only anonymous battles count unless --include-named is given."
         ),
@@ -81,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  python -m analysis ratings --db sqlite:///arena.db\n"
             "  python -m analysis ratings --battles battles.jsonl --anchor gpt-4o=1000 --format json\n"
-            "  python -m analysis ratings --battles clean_battle.json --method elo --bootstrap 100"
+            "  python -m analysis ratings --battles clean_battle.json --method elo --bootstrap 100\n"
+            "  python -m analysis ratings --db sqlite:///arena.db --ci sandwich --format json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -112,7 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=1000,
         metavar="N",
-        help="bootstrap rounds for the 95%% intervals; 0 = no intervals (default: 1000)",
+        help="bootstrap rounds for the 95%% intervals; 0 = no intervals (default: 1000; "
+        "not used with --ci sandwich)",
+    )
+    r.add_argument(
+        "--ci",
+        choices=CI_KINDS,
+        default="bootstrap",
+        help="how the 95%% intervals are computed: bootstrap (default) or sandwich (robust covariance, "
+        "as arena-rank; bt, davidson and rao-kupper only)",
     )
     r.add_argument(
         "--seed", type=int, default=0, metavar="S", help="random seed of the bootstrap (default: 0)"
@@ -321,14 +343,17 @@ def _add_source_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args: argparse.Namespace, *, answers: bool = False) -> pd.DataFrame:
+def _load(
+    args: argparse.Namespace, *, answers: bool = False, fields: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Load battles from --battles or --db with the filters: anonymous only unless --include-named,
-    time range and category; ``answers`` also reads the answer texts from a database."""
+    time range and category; ``answers`` also reads the answer texts from a database; ``fields``
+    (with --battles) reads only those record fields, besides the models and the winner."""
     from analysis.io import load_battles_db, load_battles_file
 
     if args.battles is not None:
         try:
-            df = load_battles_file(args.battles)
+            df = load_battles_file(args.battles, fields=fields)
         except FileNotFoundError:
             raise CliError(f"battles file not found: {args.battles}") from None
         except IsADirectoryError:
@@ -347,22 +372,28 @@ def _load(args: argparse.Namespace, *, answers: bool = False) -> pd.DataFrame:
                 raise CliError("--category needs a 'category' field in the battle records")
             keep &= df["category"].astype(str) == args.category
         return df.loc[keep.to_numpy()].reset_index(drop=True)
+    return _from_db(
+        args.db,
+        load_battles_db,
+        anony_only=not args.include_named,
+        since=args.since,
+        until=args.until,
+        category=args.category,
+        include_flagged=args.include_flagged,
+        answers=answers,
+    )
+
+
+def _from_db(url: str, loader: Callable[..., _T], **kwargs: Any) -> _T:
+    """``loader(url, **kwargs)`` with database problems reported as one ``CliError`` line."""
     try:
-        return load_battles_db(
-            args.db,
-            anony_only=not args.include_named,
-            since=args.since,
-            until=args.until,
-            category=args.category,
-            include_flagged=args.include_flagged,
-            answers=answers,
-        )
+        return loader(url, **kwargs)
     except (ValueError, OSError) as exc:
-        raise CliError(f"cannot read votes from {args.db}: {exc}") from None
+        raise CliError(f"cannot read votes from {url}: {exc}") from None
     except ImportError as exc:
         raise CliError(f"database support is not available: {exc}") from None
     except Exception as exc:  # driver / SQL errors: report them in one line, not a traceback
-        raise CliError(f"cannot read votes from {args.db}: {type(exc).__name__}: {exc}") from None
+        raise CliError(f"cannot read votes from {url}: {type(exc).__name__}: {exc}") from None
 
 
 def to_records(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -426,49 +457,55 @@ def render(
 
 def run_ratings(args: argparse.Namespace) -> int:
     """The ``ratings`` command: load battles, compute the leaderboard, write it out."""
-    from analysis.ratings import ratings_table
-
     anchor = parse_anchor(args.anchor) if args.anchor else None
     if args.style_control and args.method != "bt":
         raise CliError("--style-control is a Bradley-Terry view: use it with --method bt")
-    df = _load(args, answers=args.style_control)
+    if args.ci == "sandwich" and (args.method == "elo" or args.style_control):
+        what = "--style-control" if args.style_control else "--method elo"
+        raise CliError(f"--ci sandwich is for bt, davidson and rao-kupper; {what} needs --ci bootstrap")
     rng = np.random.default_rng(args.seed)
-    self_battles = "drop" if args.drop_self_battles else "error"
     extras: dict[str, Any] = {}
     notes: list[str] = []
-    if args.method in ("davidson", "rao-kupper"):
-        from analysis.ties import tie_ratings_table
+    if args.method in ("bt", "davidson", "rao-kupper") and not args.style_control:
+        from analysis.pairs import leaderboard_from_counts
 
-        table, info = tie_ratings_table(
-            df,
-            model=args.method,
+        table, info = leaderboard_from_counts(
+            _pair_counts(args),
+            method=args.method,
+            ci=args.ci,
             bootstrap=args.bootstrap,
             rng=rng,
             anchor=anchor,
             progress=args.progress,
-            self_battles=self_battles,
         )
-        extras = {
-            k: info[k]
-            for k in ("tie_model", "tie_param_name", "tie_param", "tie_param_ci_lower", "tie_param_ci_upper")
-        }
-        notes.append(
-            f"{info['tie_model']} tie parameter {info['tie_param_name']} = {info['tie_param']:.4f} "
-            f"(95% CI {info['tie_param_ci_lower']:.4f} to {info['tie_param_ci_upper']:.4f}); "
-            f"P(tie) between equal models = {info['tie_prob_equal']:.3f}"
-        )
+        if args.method != "bt":
+            extras = {
+                k: info[k]
+                for k in (
+                    "tie_model",
+                    "tie_param_name",
+                    "tie_param",
+                    "tie_param_ci_lower",
+                    "tie_param_ci_upper",
+                )
+            }
+            notes.append(
+                f"{info['tie_model']} tie parameter {info['tie_param_name']} = {info['tie_param']:.4f} "
+                f"(95% CI {info['tie_param_ci_lower']:.4f} to {info['tie_param_ci_upper']:.4f}); "
+                f"P(tie) between equal models = {info['tie_prob_equal']:.3f}"
+            )
     elif args.style_control:
         from analysis.io import with_style_columns
         from analysis.style import style_ratings_table
 
         table, coefficients = style_ratings_table(
-            with_style_columns(df),
+            with_style_columns(_load(args, answers=True)),
             features=args.style_features,
             bootstrap=args.bootstrap,
             rng=rng,
             anchor=anchor,
             progress=args.progress,
-            self_battles=self_battles,
+            self_battles=_self_battles(args),
         )
         for row in coefficients.itertuples(index=False):
             extras[f"{row.feature}_coefficient"] = float(row.coefficient)
@@ -477,17 +514,44 @@ def run_ratings(args: argparse.Namespace) -> int:
                 f"(95% CI {row.ci_lower:+.4f} to {row.ci_upper:+.4f}; log-odds per RMS difference)"
             )
     else:
+        from analysis.ratings import ratings_table
+
         table = ratings_table(
-            df,
+            _load(args),
             method=args.method,
             bootstrap=args.bootstrap,
             rng=rng,
             anchor=anchor,
             progress=args.progress,
-            self_battles=self_battles,
+            self_battles=_self_battles(args),
         )
     _emit(render(table, args.format, extras=extras, notes=notes), args.out)
     return 0
+
+
+def _self_battles(args: argparse.Namespace) -> Literal["error", "drop"]:
+    return "drop" if args.drop_self_battles else "error"
+
+
+def _pair_counts(args: argparse.Namespace) -> Aggregated:
+    """Vote counts per model pair and outcome: aggregated by the database (--db), or from the file's
+    battles after the same filters and checks as every other method (--battles)."""
+    from analysis.ratings import aggregate, validate_battles
+
+    if args.battles is not None:
+        fields = ["anony", "tstamp"] + (["category"] if args.category is not None else [])
+        return aggregate(validate_battles(_load(args, fields=fields), self_battles=_self_battles(args)))
+    from analysis.io import load_pair_counts_db
+
+    return _from_db(
+        args.db,
+        load_pair_counts_db,
+        anony_only=not args.include_named,
+        since=args.since,
+        until=args.until,
+        category=args.category,
+        include_flagged=args.include_flagged,
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:

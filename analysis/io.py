@@ -17,10 +17,13 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from analysis.ratings import Aggregated
 
 try:  # orjson comes with gradio; it parses a JSON list of battles several times faster than json
     import orjson
@@ -36,6 +39,18 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "turn": 1,
     "anony": True,
     "tstamp": math.nan,
+}
+#: Record fields ``load_battles_file(fields=...)`` can read on their own, with their JSON types.
+PROJECTABLE_FIELDS: dict[str, str] = {
+    "question_id": "string",
+    "model_a": "string",
+    "model_b": "string",
+    "winner": "string",
+    "judge": "string",
+    "turn": "int64",
+    "anony": "bool",
+    "tstamp": "float64",
+    "category": "string",
 }
 BATTLE_COLUMNS: tuple[str, ...] = (
     "question_id",
@@ -138,7 +153,7 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-def load_battles_file(path: str | Path) -> pd.DataFrame:
+def load_battles_file(path: str | Path, *, fields: Iterable[str] | None = None) -> pd.DataFrame:
     """Read battle records from a JSON list or a JSONL file (decided by the first non-space char).
 
     Raises ``ValueError`` for a malformed or truncated file (with the line number for JSONL),
@@ -148,10 +163,21 @@ def load_battles_file(path: str | Path) -> pd.DataFrame:
     Well-formed files take the fast path (pyarrow's JSON reader for JSONL, orjson for a JSON list,
     then column-wise conversion); anything unusual — an error to report, values of mixed types in
     one field — is read again by the plain line-by-line parser, which gives the exact messages above.
+
+    ``fields`` (a subset of ``PROJECTABLE_FIELDS``) asks for only those record fields besides
+    ``model_a``/``model_b``/``winner``, for callers that need no more (a Bradley–Terry fit): the
+    JSON reader then skips the rest of each record, which halves the time on big files. The other
+    ``BATTLE_COLUMNS`` get their defaults; a file whose values do not fit the expected types is read
+    in full instead.
     """
     p = Path(path)
     data = p.read_bytes()
-    frame = _load_fast(data)
+    wanted = None if fields is None else frozenset(fields) | frozenset(REQUIRED_FIELDS)
+    if wanted is not None and not wanted <= PROJECTABLE_FIELDS.keys():
+        raise ValueError(f"cannot read only {sorted(wanted - PROJECTABLE_FIELDS.keys())}: not projectable")
+    frame = _load_fast(data, wanted) if wanted is not None else None
+    if frame is None:
+        frame = _load_fast(data)
     if frame is not None:
         return frame
     return _load_plain(p)
@@ -183,8 +209,9 @@ def _load_plain(p: Path) -> pd.DataFrame:
 _ASCII_SPACE = b" \t\n\r\x0b\x0c"
 
 
-def _load_fast(data: bytes) -> pd.DataFrame | None:
-    """The battle frame of a well-formed file, or None when the plain reader must decide."""
+def _load_fast(data: bytes, fields: frozenset[str] | None = None) -> pd.DataFrame | None:
+    """The battle frame of a well-formed file (only ``fields``, when given), or None when the plain
+    reader must decide."""
     start = data.lstrip(_ASCII_SPACE)[:1]
     if start not in (b"{", b"["):
         return None  # empty, or something the plain reader reports
@@ -196,24 +223,40 @@ def _load_fast(data: bytes) -> pd.DataFrame | None:
     import pyarrow as pa
 
     try:
-        table = _arrow_jsonl(data) if start == b"{" else _arrow_json_list(data)
+        table = _arrow_jsonl(data, fields) if start == b"{" else _arrow_json_list(data, fields)
     except (pa.ArrowException, ValueError, TypeError, OverflowError):
         return None
     if table is None:
         return None
+    if fields is not None:  # a projected field that no record has is absent, as without projection
+        table = table.drop_columns(
+            [
+                n
+                for n in table.column_names
+                if n not in BATTLE_COLUMNS and table[n].null_count == table.num_rows
+            ]
+        )
     return _frame_from_arrow(table)
 
 
-def _arrow_jsonl(data: bytes):  # type: ignore[no-untyped-def]
-    """JSON Lines parsed by pyarrow (multithreaded C++); raises on anything it cannot type."""
+def _arrow_jsonl(data: bytes, fields: frozenset[str] | None = None):  # type: ignore[no-untyped-def]
+    """JSON Lines parsed by pyarrow (multithreaded C++); raises on anything it cannot type. With
+    ``fields``, only those are parsed (typed as ``PROJECTABLE_FIELDS`` says), the rest skipped."""
     import pyarrow as pa
     import pyarrow.json as pa_json
 
-    options = pa_json.ParseOptions(newlines_in_values=False)
+    if fields is not None:
+        types = {"string": pa.string(), "bool": pa.bool_(), "float64": pa.float64(), "int64": pa.int64()}
+        schema = pa.schema([(name, types[PROJECTABLE_FIELDS[name]]) for name in sorted(fields)])
+        options = pa_json.ParseOptions(
+            newlines_in_values=False, explicit_schema=schema, unexpected_field_behavior="ignore"
+        )
+    else:
+        options = pa_json.ParseOptions(newlines_in_values=False)
     return pa_json.read_json(pa.BufferReader(pa.py_buffer(data)), parse_options=options)
 
 
-def _arrow_json_list(data: bytes):  # type: ignore[no-untyped-def]
+def _arrow_json_list(data: bytes, fields: frozenset[str] | None = None):  # type: ignore[no-untyped-def]
     """A JSON list of record objects as an Arrow table (None: leave it to the plain reader)."""
     if _fast_loads is None:
         return None
@@ -225,6 +268,8 @@ def _arrow_json_list(data: bytes):  # type: ignore[no-untyped-def]
     columns: dict[str, None] = {}
     for item in items:
         columns.update(dict.fromkeys(item))
+    if fields is not None:
+        columns = {name: None for name in columns if name in fields}
     arrays = {}
     for name in columns:
         values = [item.get(name) for item in items]
@@ -328,6 +373,55 @@ def _frame_from_arrow(table) -> pd.DataFrame | None:  # type: ignore[no-untyped-
     return frame
 
 
+def _vote_filter(
+    anony_only: bool,
+    since: datetime | str | None,
+    until: datetime | str | None,
+    category: str | None,
+    include_flagged: bool,
+):  # type: ignore[no-untyped-def]
+    """The ``storage.counts.VoteFilter`` of the loaders' keyword arguments (ISO strings accepted)."""
+    from storage.counts import VoteFilter
+
+    return VoteFilter(
+        anony_only=anony_only,
+        include_flagged=include_flagged,
+        since=_as_datetime(since, "since"),
+        until=_as_datetime(until, "until"),
+        category=category,
+    )
+
+
+def load_pair_counts_db(
+    url: str,
+    *,
+    anony_only: bool = True,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    category: str | None = None,
+    include_flagged: bool = False,
+) -> Aggregated:
+    """Counted votes of the arena database at ``url`` per model pair and outcome, for the BT-family fits.
+
+    One aggregate query (``storage.counts.pair_outcome_counts``): the database groups the votes, so
+    a million votes cost a few thousand rows here. The filters are those of ``load_battles_db``.
+    """
+    from sqlalchemy.orm import Session
+
+    from analysis.pairs import aggregated_from_counts
+    from storage.counts import pair_outcome_counts
+    from storage.db import make_engine
+
+    flt = _vote_filter(anony_only, since, until, category, include_flagged)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            rows = pair_outcome_counts(session, flt)
+    finally:
+        engine.dispose()
+    return aggregated_from_counts(rows)
+
+
 def load_battles_db(
     url: str,
     *,
@@ -339,45 +433,53 @@ def load_battles_db(
     answers: bool = False,
     categories: bool = False,
 ) -> pd.DataFrame:
-    """Read voted battles from the arena database at ``url`` (SQLAlchemy URL), for a leaderboard.
+    """Read voted battles from the arena database at ``url`` (SQLAlchemy URL), one row per vote.
 
-    Uses ``storage.db.make_engine`` and ``storage.repo.vote_records``, which filters in SQL. With
-    ``anony_only`` only anonymous battles are kept (the leaderboard convention: named battles can
-    bias votes). ``since``/``until`` keep votes cast at or after / before those moments (a datetime
-    or an ISO 8601 string; without a zone, UTC). ``category`` keeps battles tagged with it.
+    For what needs each vote (online Elo, style control, reports); Bradley–Terry-family leaderboards
+    need only ``load_pair_counts_db``. The filters run in SQL (``storage.counts.vote_conditions``):
+    with ``anony_only`` only anonymous battles are kept (the leaderboard convention: named battles can
+    bias votes); ``since``/``until`` keep votes cast at or after / before those moments (a datetime
+    or an ISO 8601 string; without a zone, UTC); ``category`` keeps battles tagged with it;
     ``include_flagged`` also counts votes from voter sessions flagged as banned or anomalous.
-    Battles marked invalid or whose answers leaked a model's identity are never counted.
-    ``answers`` adds each side's whole answer text as ``answer_a``/``answer_b`` (for style control);
-    ``categories`` adds ``category``: the battle's tags joined with '+', or "untagged".
+    Battles marked invalid, whose answers leaked a model's identity, or excluded by an operator are
+    never counted. ``answers`` adds each side's whole answer text as ``answer_a``/``answer_b`` (for
+    style control); ``categories`` adds ``category``: the battle's tags joined with '+', or "untagged".
+
+    The frame is built column by column: the driver's rows are fetched in chunks
+    (``storage.counts.vote_columns``) and each chunk becomes arrays at once, so no dict or record
+    object is made per vote; model names and winners arrive as categoricals, as from a file.
     """
     from sqlalchemy.orm import Session
 
+    from analysis.vote_frame import column_arrays, frame_from_columns
+    from storage.counts import model_names, vote_columns
     from storage.db import make_engine
-    from storage.repo import answer_texts, battle_categories, vote_records
+    from storage.repo import answer_texts, battle_categories
 
-    bounds = {name: _as_datetime(value, name) for name, value in (("since", since), ("until", until))}
+    flt = _vote_filter(anony_only, since, until, category, include_flagged)
     engine = make_engine(url)
+    chunks: list[tuple[Any, ...]] = []
     try:
         with Session(engine) as session:
-            records = vote_records(
-                session,
-                anony_only=anony_only,
-                include_flagged=include_flagged,
-                include_invalid=False,
-                category=category,
-                **bounds,
-            )
-            ids = [str(r["question_id"]) for r in records]
+            names = model_names(session)
+            for chunk in vote_columns(session, flt):
+                chunks.append(column_arrays(chunk))
+            frame = frame_from_columns(chunks, names)
+            del chunks
+            ids = frame["question_id"].tolist() if answers or categories else []
             texts = answer_texts(session, ids) if answers else {}
             tags = battle_categories(session, ids) if categories else {}
     finally:
         engine.dispose()
-    for record in records:
-        if answers:
-            record["answer_a"], record["answer_b"] = texts.get(str(record["question_id"]), ("", ""))
-        if categories:
-            record["category"] = tags.get(str(record["question_id"]), "untagged")
-    return battles_frame(records)
+    if answers:
+        pairs = [texts.get(str(i), ("", "")) for i in ids]
+        frame["answer_a"] = pd.Series([a for a, _ in pairs], index=frame.index, dtype=object)
+        frame["answer_b"] = pd.Series([b for _, b in pairs], index=frame.index, dtype=object)
+    if categories:
+        frame["category"] = pd.Series(
+            [tags.get(str(i), "untagged") for i in ids], index=frame.index, dtype=object
+        )
+    return frame
 
 
 def _as_datetime(value: datetime | str | None, name: str) -> datetime | None:
@@ -485,9 +587,11 @@ def load_judge_verdicts_db(url: str, judge: str, *, template_version: str | None
 
 __all__ = [
     "BATTLE_COLUMNS",
+    "PROJECTABLE_FIELDS",
     "battles_frame",
     "load_battles_db",
     "load_battles_file",
+    "load_pair_counts_db",
     "load_judge_verdicts_db",
     "with_style_columns",
 ]

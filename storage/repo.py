@@ -15,13 +15,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from storage.counts import VoteFilter, vote_conditions
 from storage.images import StoredImage
 from storage.schema import (
     BATTLE_MODES,
     MAX_REASON_CHARS,
     WINNERS,
     Battle,
-    BattleTag,
     Image,
     ModelRow,
     Response,
@@ -384,19 +384,21 @@ def vote_records(
 ) -> list[dict[str, object]]:
     """Every voted battle as a FastChat-style battle record, in vote order (for ratings).
 
-    By default battles where an answer leaked a model's identity or that were marked invalid, and
-    votes from voter sessions flagged as banned or anomalous, are left out, as the leaderboard
-    requires; ``include_flagged`` keeps them all (audits, exports). ``include_invalid`` decides the
-    leaked/invalid battles on their own (None: as ``include_flagged``), so a leaderboard can count
-    flagged voters without ever counting those. ``since``/``until`` keep votes cast at or after /
+    By default battles where an answer leaked a model's identity, that were marked invalid or that an
+    operator excluded, and votes from voter sessions flagged as banned or anomalous, are left out, as
+    the leaderboard requires (``storage.counts.vote_conditions``); ``include_flagged`` keeps them all
+    (audits, exports). ``include_invalid`` decides the leaked/invalid/excluded battles on their own
+    (None: as ``include_flagged``), so a leaderboard can count flagged voters without ever counting
+    those. ``since``/``until`` keep votes cast at or after /
     before those moments (naive datetimes are taken as UTC); ``category`` keeps battles carrying that
     tag in ``battle_tags``. All filters run in SQL.
     """
     if include_invalid is None:
         include_invalid = include_flagged
-    since, until = _utc_bound(since, "since"), _utc_bound(until, "until")
-    if since is not None and until is not None and since > until:
-        raise ValueError(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
+    flt = VoteFilter(
+        anony_only=anony_only, include_flagged=include_flagged, since=since, until=until, category=category
+    )
+    conditions = vote_conditions(flt, include_invalid=include_invalid)
     a = ModelRow.__table__.alias("ma")
     b = ModelRow.__table__.alias("mb")
     turn_count = select(Turn.battle_id, func.count().label("turns")).group_by(Turn.battle_id).subquery()
@@ -415,24 +417,9 @@ def vote_records(
         .join(a, a.c.id == Battle.model_a_id)
         .join(b, b.c.id == Battle.model_b_id)
         .outerjoin(turn_count, turn_count.c.battle_id == Battle.id)
+        .where(*conditions)
         .order_by(Vote.created_at, Vote.id)
     )
-    if anony_only:
-        stmt = stmt.where(Battle.mode == "anony")
-    if not include_invalid:
-        stmt = stmt.where(Battle.identity_leak.is_(False), Battle.state != "invalid")
-    if not include_flagged:
-        flagged = select(VoterSession.id).where(VoterSession.banned | VoterSession.anomalous)
-        stmt = stmt.where((Vote.session_id.is_(None)) | Vote.session_id.not_in(flagged))
-    if since is not None:
-        stmt = stmt.where(Vote.created_at >= since)
-    if until is not None:
-        stmt = stmt.where(Vote.created_at < until)
-    if category is not None:
-        tagged = select(BattleTag.battle_id).where(
-            BattleTag.battle_id == Battle.id, BattleTag.tag == category
-        )
-        stmt = stmt.where(tagged.exists())
     records = []
     for battle_id, model_a, model_b, winner, voter, mode, created, n_turns in session.execute(stmt):
         records.append(
@@ -448,15 +435,6 @@ def vote_records(
             }
         )
     return records
-
-
-def _utc_bound(moment: datetime | None, name: str) -> datetime | None:
-    """A time bound in UTC, the zone every timestamp is stored in (naive = already UTC)."""
-    if moment is None:
-        return None
-    if not isinstance(moment, datetime):
-        raise TypeError(f"{name} must be a datetime, got {type(moment).__name__}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def answer_texts(session: Session, battle_ids: Sequence[str]) -> dict[str, tuple[str, str]]:

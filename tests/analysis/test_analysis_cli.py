@@ -123,8 +123,19 @@ def test_table_csv_out_anchor_and_elo(
 def test_help_lists_ratings() -> None:
     proc = run_cli("ratings", "--help")
     assert proc.returncode == 0
-    for flag in ("--db", "--battles", "--method", "--bootstrap", "--seed", "--anchor", "--format", "--out"):
+    for flag in (
+        "--db",
+        "--battles",
+        "--method",
+        "--bootstrap",
+        "--ci",
+        "--seed",
+        "--anchor",
+        "--format",
+        "--out",
+    ):
         assert flag in proc.stdout
+    assert "sandwich" in proc.stdout and "arena-rank" in proc.stdout
 
 
 def test_report_writes_html_and_the_same_leaderboard_as_ratings(battles_file: Path, tmp_path: Path) -> None:
@@ -194,3 +205,28 @@ def test_time_range_filters_a_file(battles_file: Path) -> None:
     anony = int(df["anony"].sum())
     assert count(early.stdout) + count(late.stdout) == anony and 0 < count(early.stdout) < anony
     assert run_cli("ratings", "--battles", str(battles_file), "--category", "ocr").returncode == 2
+
+
+def test_sandwich_intervals(battles_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["ratings", "--battles", str(battles_file), "--format", "json"]
+    assert main([*base, "--ci", "sandwich"]) == 0
+    sandwich = json.loads(capsys.readouterr().out)
+    assert main([*base, "--bootstrap", "400"]) == 0
+    boot = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert [r["model"] for r in sandwich] == ["w", "x", "y", "z"]
+    for r in sandwich:
+        below, above = r["rating"] - r["ci_lower"], r["ci_upper"] - r["rating"]
+        assert below == pytest.approx(above, abs=0.011) and below > 5  # rating +- 1.96 se
+        assert r["rating"] == pytest.approx(boot[r["model"]]["rating"], abs=0.011)
+        # the same 95% interval as the bootstrap's, within sampling noise of 400 rounds
+        width_boot = boot[r["model"]]["ci_upper"] - boot[r["model"]]["ci_lower"]
+        assert abs((r["ci_upper"] - r["ci_lower"]) - width_boot) < 0.2 * width_boot
+    assert main([*base, "--ci", "sandwich", "--method", "rao-kupper"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["tie_param_ci_lower"] < rows[0]["tie_param"] < rows[0]["tie_param_ci_upper"]
+    for bad in (["--method", "elo"], ["--style-control"]):
+        assert main([*base, "--ci", "sandwich", *bad]) == 2
+        err = capsys.readouterr().err
+        assert (
+            len(err.strip().splitlines()) == 1 and "--ci sandwich is for bt, davidson and rao-kupper" in err
+        )
