@@ -279,21 +279,42 @@ def _conversation(turns: list[_ExportTurn], side: str) -> list[dict[str, str]]:
     return messages
 
 
-def _write_json(records: Iterable[dict[str, Any]], out: Path, *, as_list: bool) -> int:
-    """JSONL: one record a line. FastChat: a JSON list, one record a line inside the brackets."""
+def json_export_chunks(
+    records: Iterable[dict[str, Any]], *, as_list: bool, records_per_chunk: int = 500
+) -> Iterator[str]:
+    """The text of a JSON export, a few hundred records at a time (for streaming it without a file).
+
+    JSONL (``as_list=False``): one record a line. FastChat: a JSON list, one record a line inside the
+    brackets. Joined, the chunks are exactly what :func:`export_battles` writes.
+    """
     count = 0
-    with out.open("w", encoding="utf-8", newline="\n") as fh:
-        if as_list:
-            fh.write("[")
+    parts: list[str] = ["["] if as_list else []
+    for record in records:
+        line = json.dumps(record, ensure_ascii=False)
+        parts.append((("\n" if count == 0 else ",\n") + line) if as_list else line + "\n")
+        count += 1
+        if len(parts) >= records_per_chunk:
+            yield "".join(parts)
+            parts = []
+    if as_list:
+        parts.append("\n]\n" if count else "]\n")
+    if parts:
+        yield "".join(parts)
+
+
+def _write_json(records: Iterable[dict[str, Any]], out: Path, *, as_list: bool) -> int:
+    """Write a JSONL or FastChat JSON-list export (see :func:`json_export_chunks`); return the count."""
+    count = 0
+
+    def counted() -> Iterator[dict[str, Any]]:
+        nonlocal count
         for record in records:
-            line = json.dumps(record, ensure_ascii=False)
-            if as_list:
-                fh.write(("\n" if count == 0 else ",\n") + line)
-            else:
-                fh.write(line + "\n")
             count += 1
-        if as_list:
-            fh.write("\n]\n" if count else "]\n")
+            yield record
+
+    with out.open("w", encoding="utf-8", newline="\n") as fh:
+        for chunk in json_export_chunks(counted(), as_list=as_list):
+            fh.write(chunk)
     return count
 
 
@@ -1817,4 +1838,5 @@ __all__ = [
     "export_battles",
     "import_battles",
     "iter_export_records",
+    "json_export_chunks",
 ]
