@@ -218,6 +218,23 @@ def rating_over_time_figure(
     return _layout(fig, title, height=480)
 
 
+def votes_per_day_figure(days: pd.DataFrame, *, title: str = "Votes per day (UTC)") -> go.Figure:
+    """Bars of votes per day from a frame with columns ``day`` (``YYYY-MM-DD``, UTC) and ``votes``."""
+    t = days.sort_values("day", kind="stable") if len(days) else days
+    fig = go.Figure(
+        go.Bar(
+            x=[str(d) for d in t["day"]] if len(t) else [],
+            y=t["votes"].to_numpy(dtype=np.float64) if len(t) else [],
+            hovertemplate="%{x}<br>%{y:,.0f} votes<extra></extra>",
+            name="votes",
+        )
+    )
+    # A date axis spreads a lone bar over hours; category ticks read better for a day or two.
+    fig.update_xaxes(title_text="day (UTC)", type="date" if len(t) > 2 else "category", tickformat="%Y-%m-%d")
+    fig.update_yaxes(title_text="votes", rangemode="tozero")
+    return _layout(fig, title, height=360)
+
+
 __all__ = [
     "DEFAULT_HEATMAP_TOP",
     "DEFAULT_HISTORY_TOP",
@@ -226,4 +243,5 @@ __all__ = [
     "predicted_win_rate_figure",
     "rating_over_time_figure",
     "ratings_figure",
+    "votes_per_day_figure",
 ]

@@ -8,21 +8,24 @@ import os
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import gradio as gr
 from sqlalchemy import Engine
 
-from arena.leaderboard import LeaderboardService
-from arena.service import BattleService, Limits
+from arena.admin import AdminService
+from arena.service import BattleService, Limits, seed_roster
 from arena.settings import ArenaSettings
+from arena.snapshots import SnapshotService
 from arena.ui.battle import build_battle_tab
 from arena.ui.leaderboard import build_leaderboard_tab
 from models.base import ModelBackend
 from models.health import HealthMonitor
 from models.registry import BackendContext, create_backend
-from models.roster import Roster, load_roster
+from models.roster import ModelSpec, Roster, load_roster
 from storage.db import make_engine, session_factory, upgrade
 from storage.images import ImageLimits, ImageStore
 
@@ -35,8 +38,9 @@ class Services:
     roster: Roster
     engine: Engine
     battle: BattleService
-    leaderboard: LeaderboardService
+    snapshots: SnapshotService
     health: HealthMonitor
+    admin: AdminService
 
     @property
     def demo(self) -> bool:
@@ -44,10 +48,10 @@ class Services:
         return all(spec.demo for spec in self.roster.models)
 
 
-def load_backends(roster: Roster, context: BackendContext) -> dict[str, ModelBackend]:
-    """Load or connect every enabled model; one that fails is logged and left out of sampling."""
+def load_backends(specs: Sequence[ModelSpec], context: BackendContext) -> dict[str, ModelBackend]:
+    """Load or connect the given models; one that fails is logged and left out of sampling."""
     backends: dict[str, ModelBackend] = {}
-    for spec in roster.enabled():
+    for spec in specs:
         started = time.perf_counter()
         try:
             backends[spec.name] = create_backend(spec, context)
@@ -91,12 +95,13 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
     upgrade(settings.db)
     engine = make_engine(settings.db)
     sessions = session_factory(engine)
+    enabled = seed_roster(sessions, roster.models, datetime.now(UTC))  # the database's settings win
     if backends is None:
-        backends = load_backends(roster, BackendContext(cache_dir=settings.cache_dir))
+        backends = load_backends(enabled, BackendContext(cache_dir=settings.cache_dir))
     health = HealthMonitor(backends, failure_threshold=settings.health_failures)
     startup_check(health)
     battle = BattleService(
-        specs=roster.enabled(),
+        specs=enabled,
         backends=backends,
         sessions=sessions,
         images=ImageStore(
@@ -111,9 +116,15 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
             max_turns=settings.max_turns,
             response_timeout_s=settings.response_timeout_s,
         ),
+        model_refresh_s=settings.model_refresh_s,
     )
-    leaderboard = LeaderboardService(sessions, bootstrap=settings.leaderboard_bootstrap)
-    return Services(settings, roster, engine, battle, leaderboard, health)
+    # computes the leaderboard views in the background (at once, then every leaderboard_refresh_s)
+    snapshots = SnapshotService(
+        sessions, refresh_s=settings.leaderboard_refresh_s, min_votes=settings.leaderboard_min_votes
+    )
+    snapshots.start()
+    admin = AdminService(sessions, health=health, images=battle.images)
+    return Services(settings, roster, engine, battle, snapshots, health, admin=admin)
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -126,25 +137,35 @@ def build_app(services: Services) -> gr.Blocks:
                     services.battle, demo=services.demo, concurrency=services.settings.concurrency
                 )
             with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
-                build_leaderboard_tab(services.leaderboard, tab)
+                build_leaderboard_tab(services.snapshots, tab)
     app.queue(default_concurrency_limit=services.settings.concurrency)
     return app
 
 
 def serve(settings: ArenaSettings) -> None:
-    """Build everything and serve until interrupted."""
+    """Build everything and serve the arena at / and the admin page at /admin until interrupted.
+
+    One uvicorn server runs the FastAPI app from :func:`arena.server.build_server`. The admin password
+    is settled first (ARENA_ADMIN_PASSWORD, else generated once into the data folder); the log says
+    where it is, never what it is.
+    """
+    import uvicorn
+
+    from arena.auth import AdminAuth, admin_password
+    from arena.server import build_server
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
+    password = admin_password(settings)
+    log.info("%s (user %r)", password.describe(), settings.admin_user)
     services = build_services(settings)
-    app = build_app(services)
+    server = build_server(services, auth=AdminAuth.from_settings(settings, password))
     if settings.health_interval_s > 0:
         services.health.start(settings.health_interval_s)
-    log.info("arena built in %.1fs", time.perf_counter() - started)
-    app.launch(
-        server_name=settings.host,
-        server_port=settings.port,
-        max_file_size=f"{settings.max_image_mb}mb",
-        footer_links=["gradio"],
-        show_error=False,
-        quiet=False,
+    log.info(
+        "arena built in %.1fs; serving http://%s:%d/ (admin page at /admin)",
+        time.perf_counter() - started,
+        settings.host,
+        settings.port,
     )
+    uvicorn.run(server, host=settings.host, port=settings.port, access_log=False, timeout_graceful_shutdown=5)

@@ -12,15 +12,18 @@ import hashlib
 import hmac
 import io
 import logging
+import math
 import random
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
 from PIL import Image
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import BackendError, GenerationParams, Message, ModelBackend
@@ -30,6 +33,7 @@ from models.wrapper import ManagedBackend
 from storage import repo
 from storage.db import run_in_transaction
 from storage.images import ImageRejected, ImageStore, StoredImage
+from storage.schema import ModelRow
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,48 @@ class _Answer:
     error: str | None = None
 
 
+def model_seed(spec: ModelSpec) -> repo.ModelSeed:
+    """What the roster says about a model, for registering it in the database the first time."""
+    return repo.ModelSeed(
+        name=spec.name,
+        display_name=spec.display_name or spec.name,
+        organization=spec.organization,
+        backend=spec.backend,
+        enabled=spec.enabled,
+        sampling_weight=spec.sampling_weight,
+        license=spec.license,
+        link=spec.link,
+    )
+
+
+def seed_roster(
+    sessions: sessionmaker[Session], specs: Sequence[ModelSpec], now: datetime
+) -> list[ModelSpec]:
+    """Register every roster model the database does not know yet; return those it says are enabled.
+
+    The database is the source of truth for a model's settings once it is registered (operators
+    change them on the admin page or with ``python -m arena admin``), so a model disabled in the
+    roster but enabled by an operator is loaded, and the other way round.
+    """
+    with sessions.begin() as db:
+        repo.sync_models(db, [model_seed(s) for s in specs], now)
+        enabled = dict(db.execute(select(ModelRow.name, ModelRow.enabled)).all())
+    return [s for s in specs if enabled.get(s.name, s.enabled)]
+
+
+@dataclass(frozen=True)
+class ModelSampling:
+    """A model's sampling settings as stored in the database (operators change them; see arena.admin)."""
+
+    enabled: bool
+    sampling_weight: float
+    deprecated: bool
+
+    @property
+    def drawable(self) -> bool:
+        return self.enabled and not self.deprecated and self.sampling_weight > 0
+
+
 @dataclass(frozen=True)
 class Limits:
     max_images: int = 4
@@ -129,7 +175,13 @@ class Limits:
 
 
 class BattleService:
-    """Runs anonymous battles between the roster's models and records them."""
+    """Runs anonymous battles between the roster's models and records them.
+
+    Which loaded models battles may draw, and how often, follows the ``models`` rows (enabled,
+    sampling weight, deprecated), which operators change from the admin page or the command line:
+    the service reads them again when the last read is older than ``model_refresh_s`` seconds of
+    ``clock``, so every arena process on one database applies a change within that interval.
+    """
 
     def __init__(
         self,
@@ -143,6 +195,8 @@ class BattleService:
         limits: Limits | None = None,
         ip_salt: bytes = b"",
         health: HealthMonitor | None = None,
+        model_refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.specs = {s.name: s for s in specs if s.name in backends}
         self.health = health
@@ -158,21 +212,14 @@ class BattleService:
         self.limits = limits or Limits()
         self.ip_salt = ip_salt
         self._vote_target = repo.vote_target(sessions.kw["bind"])
-        seeds = [
-            repo.ModelSeed(
-                name=s.name,
-                display_name=s.display_name or s.name,
-                organization=s.organization,
-                backend=s.backend,
-                enabled=s.enabled,
-                sampling_weight=s.sampling_weight,
-                license=s.license,
-                link=s.link,
-            )
-            for s in self.specs.values()
-        ]
         with self.sessions.begin() as db:
-            self.model_ids = repo.sync_models(db, seeds, self.now())
+            self.model_ids = repo.sync_models(db, [model_seed(s) for s in self.specs.values()], self.now())
+        self.model_refresh_s = model_refresh_s
+        self.clock = clock
+        self._refreshing = threading.Lock()
+        self._sampling: dict[str, ModelSampling] = {}
+        self._sampling_read_at = -math.inf
+        self.refresh_models()
 
     # -- sessions and sampling -------------------------------------------------------------------
 
@@ -187,19 +234,59 @@ class BattleService:
             raise ArenaError("Please wait until both answers are complete.")
         return BattleSession(session_id=state.session_id, user_agent=state.user_agent, ip_hash=state.ip_hash)
 
-    def available(self, spec: ModelSpec, n_images: int = 0) -> bool:
-        """Whether a model can be drawn now: enabled, weighted, healthy, and able to take the images."""
+    def refresh_models(self) -> dict[str, ModelSampling]:
+        """Read the loaded models' sampling settings from the database now.
+
+        If the read fails, the previous settings stay in force (battles go on) and the next draw
+        after ``model_refresh_s`` tries again.
+        """
+        self._sampling_read_at = self.clock()
+        try:
+            with self.sessions() as db:
+                rows = db.execute(
+                    select(
+                        ModelRow.name, ModelRow.enabled, ModelRow.sampling_weight, ModelRow.deprecated
+                    ).where(ModelRow.name.in_(list(self.specs)))
+                ).all()
+        except Exception:
+            log.exception("could not read the models' settings; keeping the previous ones")
+            return self._sampling
+        self._sampling = {
+            name: ModelSampling(bool(enabled), float(weight), bool(deprecated))
+            for name, enabled, weight, deprecated in rows
+        }
+        return self._sampling
+
+    def sampling(self) -> dict[str, ModelSampling]:
+        """The models' sampling settings, read again first when the last read is too old."""
+        if self.clock() - self._sampling_read_at >= self.model_refresh_s and self._refreshing.acquire(
+            blocking=False
+        ):
+            try:  # one thread re-reads; the others draw with the settings they have
+                return self.refresh_models()
+            finally:
+                self._refreshing.release()
+        return self._sampling
+
+    def available(
+        self, spec: ModelSpec, n_images: int = 0, settings: Mapping[str, ModelSampling] | None = None
+    ) -> bool:
+        """Whether a model can be drawn now: enabled, weighted and not deprecated (per the database),
+        healthy, and able to take the images."""
+        stored = (self.sampling() if settings is None else settings).get(spec.name)
         healthy = self.health is None or self.health.is_healthy(spec.name)
-        return spec.enabled and spec.sampling_weight > 0 and spec.max_images >= n_images and healthy
+        return stored is not None and stored.drawable and spec.max_images >= n_images and healthy
 
     def sample_pair(self, n_images: int = 0) -> tuple[str, str]:
-        """Two distinct available models, drawn by sampling weight, in random sides."""
-        pool = [s for s in self.specs.values() if self.available(s, n_images)]
+        """Two distinct available models, drawn by their sampling weights in the database, in random
+        sides."""
+        settings = self.sampling()
+        pool = [s for s in self.specs.values() if self.available(s, n_images, settings)]
         if len(pool) < 2:
             raise ArenaError("Not enough models are available for a battle right now. Please try later.")
-        first = self.rng.choices(pool, weights=[s.sampling_weight for s in pool])[0]
+        first = self.rng.choices(pool, weights=[settings[s.name].sampling_weight for s in pool])[0]
         rest = [s for s in pool if s.name != first.name]
-        second = self.rng.choices(rest, weights=[s.sampling_weight for s in rest])[0]
+        second = self.rng.choices(rest, weights=[settings[s.name].sampling_weight for s in rest])[0]
         pair = (first.name, second.name)
         return pair if self.rng.random() < 0.5 else (pair[1], pair[0])
 

@@ -31,10 +31,23 @@ class ArenaSettings(BaseSettings):
     ip_salt: SecretStr | None = Field(
         None, description="secret salt for hashing voters' IPs; generated and kept in data_dir if unset"
     )
-    leaderboard_bootstrap: int = Field(200, ge=0, description="bootstrap rounds for leaderboard CIs")
+    leaderboard_refresh_s: float = Field(
+        60.0, gt=0, description="seconds between checks for new votes that refresh the leaderboard snapshots"
+    )
+    leaderboard_min_votes: int = Field(
+        30, ge=1, description="anonymous votes a model needs before the leaderboard shows its rating"
+    )
     health_interval_s: float = Field(
         60.0, ge=0, description="seconds between health checks of idle or unhealthy models (0: start-up only)"
     )
     health_failures: int = Field(
         3, ge=1, description="failed requests in a row that take a model out of battles until a check passes"
     )
+    model_refresh_s: float = Field(
+        5.0, gt=0, description="seconds between re-reads of the models' admin settings (enabled, weight)"
+    )
+    admin_user: str = Field("admin", min_length=1, description="user name for signing in at /admin")
+    admin_password: SecretStr | None = Field(
+        None, description="admin password; generated once and kept in data_dir/admin_password if unset"
+    )
+    admin_session_s: int = Field(8 * 3600, ge=60, description="how long an admin sign-in lasts, seconds")

@@ -58,7 +58,8 @@ def test_a_model_is_never_paired_with_itself_and_sides_are_random(make_service) 
 def test_sampling_weights(make_service) -> None:  # type: ignore[no-untyped-def]
     service = make_service([scripted("alpha", 1.0), scripted("bravo", 1.0), scripted("charlie", 0.0)], seed=5)
     assert all("charlie" not in pair for pair in (service.sample_pair() for _ in range(200)))
-    lonely = make_service([scripted("alpha"), scripted("bravo", 0.0)])
+    # A new model takes the roster's weight; bravo's stored weight (1.0) would win over the roster's.
+    lonely = make_service([scripted("alpha"), scripted("delta", 0.0)])
     with pytest.raises(ArenaError, match="Not enough models"):
         lonely.sample_pair()
 
