@@ -19,6 +19,7 @@ from storage.counts import VoteFilter, vote_conditions
 from storage.images import StoredImage
 from storage.schema import (
     BATTLE_MODES,
+    IMPORTED_BACKEND,
     MAX_REASON_CHARS,
     WINNERS,
     Battle,
@@ -70,7 +71,9 @@ def _insert(session: Session | Connection, table):  # type: ignore[no-untyped-de
 def sync_models(session: Session, seeds: Iterable[ModelSeed], now: datetime) -> dict[str, int]:
     """Register roster models missing from the database; return every model's id by name.
 
-    Existing rows are left as they are: once a model is in the database, operators' edits win.
+    Existing rows are left as they are: once a model is in the database, operators' edits win. The
+    exception is a row that only an imported battle file created (backend ``imported``, disabled, no
+    display name): the roster's entry fills it in the first time the roster names that model.
     """
     seeds = list(seeds)
     if seeds:
@@ -91,6 +94,21 @@ def sync_models(session: Session, seeds: Iterable[ModelSeed], now: datetime) -> 
             ]
         )
         session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+        # A row created by an import is no operator's decision: the roster's entry fills it in once.
+        for s in seeds:
+            session.execute(
+                update(ModelRow)
+                .where(ModelRow.name == s.name, ModelRow.backend == IMPORTED_BACKEND)
+                .values(
+                    display_name=s.display_name,
+                    organization=s.organization,
+                    backend=s.backend,
+                    enabled=s.enabled,
+                    sampling_weight=s.sampling_weight,
+                    license=s.license,
+                    link=s.link,
+                )
+            )
     return {name: id_ for name, id_ in session.execute(select(ModelRow.name, ModelRow.id))}
 
 

@@ -39,6 +39,8 @@ BATTLE_STATES = ("generating", "ready", "voted", "invalid")
 SIDES = ("a", "b")
 FEEDBACK_KINDS = ("up", "down", "flag")
 JUDGE_ORDERS = ("ab", "ba")
+#: ``models.backend`` of a model that only came from an imported battle file (no roster named it yet).
+IMPORTED_BACKEND = "imported"
 #: A vote's optional free-text reason is capped so one request cannot bloat the database.
 MAX_REASON_CHARS = 2000
 

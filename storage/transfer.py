@@ -85,6 +85,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.schema import (
+    IMPORTED_BACKEND,
     MAX_REASON_CHARS,
     WINNERS,
     Battle,
@@ -104,7 +105,6 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     _loads = json.loads
 
 EXPORT_FORMATS = ("fastchat", "jsonl", "parquet")
-IMPORTED_BACKEND = "imported"
 DEFAULT_BATCH_SIZE = 50_000
 #: Without conversations, ``turn`` empty turns are created; this caps what one record can ask for.
 MAX_TURNS_WITHOUT_CONVERSATION = 1000

@@ -16,7 +16,7 @@ from PIL import Image
 from arena.service import NEUTRAL_FAILURE, ArenaError, image_bytes
 from models.base import BackendError
 from models.roster import ModelSpec
-from storage.schema import Battle, Response, Turn, TurnImage, Vote, VoterSession
+from storage.schema import Battle, ModelRow, Response, Turn, TurnImage, Vote, VoterSession
 from tests.arena.conftest import scripted
 from tests.models.openai_server import Behaviour, FakeOpenAIServer
 
@@ -62,6 +62,32 @@ def test_sampling_weights(make_service) -> None:  # type: ignore[no-untyped-def]
     lonely = make_service([scripted("alpha"), scripted("delta", 0.0)])
     with pytest.raises(ArenaError, match="Not enough models"):
         lonely.sample_pair()
+
+
+def test_a_model_first_seen_in_an_import_takes_the_roster_entry(make_service, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An imported file creates its models disabled; the roster that later names one fills it in."""
+    import json
+
+    from storage.transfer import import_battles
+
+    battles = tmp_path / "old.jsonl"
+    battles.write_text(
+        json.dumps({"question_id": "q1", "model_a": "alpha", "model_b": "zulu", "winner": "model_a"}) + "\n"
+    )
+    import_battles(sessions.kw["bind"], battles, progress=False)
+    service = make_service([scripted("alpha"), scripted("bravo")], seed=2)
+    assert {frozenset(service.sample_pair()) for _ in range(20)} == {frozenset({"alpha", "bravo"})}
+    with sessions() as db:
+        rows = {m.name: m for m in db.scalars(sa.select(ModelRow))}
+    assert rows["alpha"].enabled and rows["alpha"].backend == "scripted"
+    assert (rows["alpha"].display_name, rows["alpha"].organization) == ("Alpha Display", "Test Org")
+    # a model only the file names stays as the import left it, and an operator's later edit stays
+    assert rows["zulu"].backend == "imported" and not rows["zulu"].enabled
+    with sessions.begin() as db:
+        db.get(ModelRow, rows["alpha"].id).sampling_weight = 3.0
+    make_service([scripted("alpha"), scripted("bravo")], seed=2)
+    with sessions() as db:
+        assert db.scalar(sa.select(ModelRow.sampling_weight).where(ModelRow.name == "alpha")) == 3.0
 
 
 def test_full_battle_is_streamed_persisted_and_revealed_after_the_vote(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
