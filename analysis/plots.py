@@ -117,9 +117,9 @@ def _heatmap(
         )
     )
     fig.update_yaxes(autorange="reversed", title_text="model", type="category")
-    fig.update_xaxes(
-        side="top", title_text="opponent", tickangle=-35 if len(cols) > 8 else 0, type="category"
-    )
+    # Labels turn once they would overlap (long names, or a figure shown half-width on the admin page).
+    crowded = len(cols) > 8 or sum(len(c) for c in cols) > 60
+    fig.update_xaxes(side="top", title_text="opponent", tickangle=-35 if crowded else 0, type="category")
     side = max(420, 60 + 34 * len(rows))
     fig = _layout(fig, title, height=side + 60)
     fig.update_layout(margin={"t": 130})

@@ -62,8 +62,10 @@ from storage.snapshots import (
     load_snapshots,
     mark_snapshot_failed,
     release_lease,
+    request_recompute,
     save_snapshot,
     snapshot_stamps,
+    take_recompute_request,
     try_acquire_lease,
 )
 
@@ -157,7 +159,12 @@ class SnapshotService:
     # ---------------------------------------------------------------------------------------------
 
     def request_recompute(self) -> None:
-        """Recompute every view soon, in the background (the admin page's Recompute button)."""
+        """Recompute every view soon, in the background (the admin page's Recompute button).
+
+        The request is stored in the database, so whichever process holds the lease takes it: at once
+        if that is this one, else at its next cycle (within ``refresh_s``).
+        """
+        run_in_transaction(self.sessions, lambda db: request_recompute(db, self.holder, self.now()))
         with self._lock:
             self._force = True
         self._wake.set()
@@ -170,6 +177,7 @@ class SnapshotService:
             stamps = snapshot_stamps(db)
         computed = False
         if self._renew_lease(now):
+            force = run_in_transaction(self.sessions, take_recompute_request) or force
             computed = self._compute_due(version, stamps, now, force=force)
         self._reload()
         return computed

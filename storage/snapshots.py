@@ -335,6 +335,25 @@ def release_lease(db: Session | Connection, name: str, holder: str) -> bool:
     return int(result.rowcount or 0) == 1
 
 
+#: The ``leases`` row that carries a pending "recompute every view" request between processes.
+RECOMPUTE_REQUEST = "leaderboard-recompute"
+
+
+def request_recompute(db: Session | Connection, requested_by: str, now: datetime) -> None:
+    """Ask whichever process computes snapshots to recompute every view (kept until it takes it)."""
+    db.execute(
+        _dialect_insert(db, Lease)
+        .values(name=RECOMPUTE_REQUEST, holder=requested_by, expires_at=_utc(now))
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+
+
+def take_recompute_request(db: Session | Connection) -> bool:
+    """Remove a pending recompute request; True if there was one (only one caller gets it)."""
+    result = db.execute(delete(Lease).where(Lease.name == RECOMPUTE_REQUEST))
+    return int(result.rowcount or 0) > 0
+
+
 def lease_holder(db: Session | Connection, name: str, now: datetime) -> str | None:
     """Who holds the lease ``name`` now (None when nobody does or it has expired)."""
     row = db.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).one_or_none()

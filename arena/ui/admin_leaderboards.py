@@ -168,8 +168,9 @@ def build_leaderboards_tab(snapshots: SnapshotService) -> TabLoader:
         snapshots.request_recompute()
         shown = show(key)
         note = (
-            "\n\n🔄 Recompute requested: every view is being refreshed in the background. "
-            "Press **Show latest** in a few seconds."
+            "\n\n🔄 Recompute requested: the process that computes snapshots refreshes every view "
+            "in the background (at once if it is this one, else at its next cycle). Press **Show "
+            "latest** in a few seconds."
         )
         return (shown[0] + note, *shown[1:])
 

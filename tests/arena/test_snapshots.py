@@ -279,6 +279,22 @@ def test_two_processes_on_one_database_never_both_compute(sessions) -> None:  # 
     assert reader.current("bt").payload["total_votes"] == 62
 
 
+def test_a_recompute_asked_in_another_process_is_done_by_the_lease_holder(sessions) -> None:  # type: ignore[no-untyped-def]
+    """The admin's Recompute button may be served by a process that does not compute snapshots."""
+    Votes(sessions).league()
+    clock = Clock()
+    leader = _service(sessions, clock, holder="host:1")
+    other = _service(sessions, clock, holder="host:2")
+    assert leader.refresh_once() and not other.refresh_once()
+    clock.at += timedelta(minutes=1)
+    assert not leader.refresh_once(), "nothing changed, nothing asked"
+
+    other.request_recompute()  # the button, on the process without the lease
+    assert not other.refresh_once() and other.computations == {}
+    assert leader.refresh_once() and leader.computations["bt"] == 2 and leader.computations["elo"] == 2
+    assert not leader.refresh_once(), "the request is taken once"
+
+
 def test_a_failed_refresh_keeps_the_last_good_snapshot_marked_stale(sessions, caplog) -> None:  # type: ignore[no-untyped-def]
     votes = Votes(sessions)
     votes.league()
