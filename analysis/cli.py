@@ -5,23 +5,23 @@ Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence in
 judge over stored battles), ``agreement`` (judge vs people) and ``compare`` (leaderboard vs
 leaderboard).
 Errors in the input (unreadable or malformed file, unknown winner, bad anchor, ...) print one line
-on stderr and exit with status 2.
+on stderr and exit with status 2. The judge commands run in ``analysis/cli_judges.py``; output
+formatting is ``analysis/cli_output.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+
+from analysis.cli_judges import run_agreement, run_compare, run_judge
+from analysis.cli_output import CliError, emit, render
 
 if TYPE_CHECKING:
     from analysis.ratings import Aggregated
@@ -31,10 +31,6 @@ _T = TypeVar("_T")
 EXIT_USAGE = 2
 #: The ``--ci`` choices of ``ratings``.
 CI_KINDS: tuple[str, ...] = ("bootstrap", "sandwich")
-
-
-class CliError(Exception):
-    """An error the user can fix; reported as one line on stderr with exit status 2."""
 
 
 def parse_anchor(text: str) -> tuple[str, float]:
@@ -396,65 +392,6 @@ def _from_db(url: str, loader: Callable[..., _T], **kwargs: Any) -> _T:
         raise CliError(f"cannot read votes from {url}: {type(exc).__name__}: {exc}") from None
 
 
-def to_records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Leaderboard rows as plain JSON-ready dicts (ratings rounded to 2 decimals)."""
-    rows: list[dict[str, Any]] = []
-    for rec in table.to_dict(orient="records"):
-        rows.append(
-            {
-                "model": str(rec["model"]),
-                "rating": round(float(rec["rating"]), 2),
-                "ci_lower": round(float(rec["ci_lower"]), 2),
-                "ci_upper": round(float(rec["ci_upper"]), 2),
-                "rank_ub": int(rec["rank_ub"]),
-                "num_battles": int(rec["num_battles"]),
-            }
-        )
-    return rows
-
-
-def format_table(table: pd.DataFrame) -> str:
-    """An aligned plain-text leaderboard."""
-    header = ["rank_ub", "model", "rating", "95% CI", "num_battles"]
-    body = [
-        [
-            str(int(row.rank_ub)),
-            str(row.model),
-            f"{row.rating:.1f}",
-            f"{row.ci_lower - row.rating:+.1f} / {row.ci_upper - row.rating:+.1f}",
-            str(int(row.num_battles)),
-        ]
-        for row in table.itertuples(index=False)
-    ]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    left = {1}  # model names left-aligned, numbers right-aligned
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in body)]) + "\n"
-
-
-def render(
-    table: pd.DataFrame, fmt: str, *, extras: dict[str, Any] | None = None, notes: Sequence[str] = ()
-) -> str:
-    """Render the leaderboard in the requested output format.
-
-    ``extras`` (e.g. a tie model's parameter) are added to every JSON/CSV row; ``notes`` follow a
-    plain-text table.
-    """
-    rows = [{**row, **(extras or {})} for row in to_records(table)]
-    if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
-    if fmt == "csv":
-        return pd.DataFrame(rows).to_csv(index=False)
-    return format_table(table) + "".join(f"\n{note}" for note in notes) + ("\n" if notes else "")
-
-
 def run_ratings(args: argparse.Namespace) -> int:
     """The ``ratings`` command: load battles, compute the leaderboard, write it out."""
     anchor = parse_anchor(args.anchor) if args.anchor else None
@@ -525,7 +462,7 @@ def run_ratings(args: argparse.Namespace) -> int:
             progress=args.progress,
             self_battles=_self_battles(args),
         )
-    _emit(render(table, args.format, extras=extras, notes=notes), args.out)
+    emit(render(table, args.format, extras=extras, notes=notes), args.out)
     return 0
 
 
@@ -571,201 +508,6 @@ def run_report(args: argparse.Namespace) -> int:
         self_battles="drop" if args.drop_self_battles else "error",
     )
     print(path)
-    return 0
-
-
-def run_judge(args: argparse.Namespace) -> int:
-    """The ``judge`` command: judge pending battles with a roster model and print a JSON summary."""
-    from dataclasses import replace
-
-    from analysis.judge import JudgeRunner
-    from models.registry import BackendContext, create_backend
-    from models.roster import RosterError, load_roster
-    from models.wrapper import ManagedBackend
-    from storage.db import make_engine, session_factory
-    from storage.images import ImageStore
-
-    try:
-        spec = load_roster(args.config).get(args.judge)
-    except RosterError as exc:
-        raise CliError(str(exc)) from None
-    except KeyError as exc:
-        raise CliError(str(exc.args[0])) from None
-    cache = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "vlm-arena"
-    try:
-        backend = create_backend(spec, BackendContext(cache_dir=cache))
-    except Exception as exc:  # the judge cannot be loaded or reached: one line, not a traceback
-        raise CliError(f"cannot start judge {spec.name!r}: {exc}") from None
-    store = ImageStore(Path(args.images))
-
-    def load_image(sha256: str) -> Image.Image | None:
-        path = store.find(sha256)
-        return Image.open(path) if path is not None else None
-
-    engine = make_engine(args.db)
-    try:
-        runner = JudgeRunner(
-            session_factory(engine),
-            ManagedBackend.for_spec(spec, backend),
-            judge_name=spec.name,
-            # Judges answer deterministically (temperature 0), as MT-Bench and Arena-Hard run them.
-            params=replace(spec.generation.to_params(), temperature=0.0),
-            max_images=spec.max_images,
-            load_image=load_image,
-            concurrency=args.concurrency,
-        )
-        pending = runner.pending(
-            anony_only=not args.include_named,
-            voted_only=args.voted_only,
-            since=args.since,
-            until=args.until,
-            category=args.category,
-            limit=args.limit,
-        )
-        summary = asyncio.run(runner.run(pending, progress=args.progress))
-    finally:
-        engine.dispose()
-    sys.stdout.write(json.dumps({"judge": spec.name, **summary.to_dict()}, indent=2) + "\n")
-    return 0
-
-
-def _emit(text: str, out: str | None) -> None:
-    if out:
-        Path(out).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-
-
-def _render_figures(figures: dict[str, Any], fmt: str) -> str:
-    """JSON, or one ``name: value`` line per top-level figure (nested parts as compact JSON)."""
-    if fmt == "json":
-        return json.dumps(figures, indent=2) + "\n"
-    lines = []
-    for key, value in figures.items():
-        if isinstance(value, float):
-            shown = f"{value:.4f}"
-        elif isinstance(value, dict | list):
-            shown = json.dumps(value)
-        else:
-            shown = str(value)
-        lines.append(f"{key:<32} {shown}")
-    return "\n".join(lines) + "\n"
-
-
-def _read_jsonl(path: str, what: str) -> pd.DataFrame:
-    try:
-        return pd.read_json(path, lines=True)
-    except FileNotFoundError:
-        raise CliError(f"{what} file not found: {path}") from None
-    except ValueError as exc:
-        raise CliError(f"{what} file {path} is not valid JSON Lines: {exc}") from None
-
-
-def _judge_frames(  # type: ignore[no-untyped-def]
-    url: str, judge: str, *, template: str | None, include_named: bool, categories: bool = False
-):
-    """From a database: (human votes, the judge's per-order verdicts, its final verdicts)."""
-    from analysis.agreement import combine_orders
-    from analysis.io import load_battles_db, load_judge_verdicts_db
-
-    per_order = load_judge_verdicts_db(url, judge, template_version=template)
-    if per_order.empty:
-        raise CliError(f"no verdicts of judge {judge!r} in {url}: run `python -m analysis judge` first")
-    final = combine_orders(per_order[["battle_id", "model_a", "model_b", "answer_order", "verdict"]])
-    final = final.rename(columns={"battle_id": "question_id"}).assign(turn=1)
-    human = load_battles_db(url, anony_only=not include_named, categories=categories).assign(turn=1)
-    return human, per_order, final
-
-
-def _store_result(url: str, kind: str, subject: str, params: dict[str, Any], result: dict[str, Any]) -> None:
-    """Keep figures computed from the arena database in it, for the admin page."""
-    from storage.db import make_engine, session_factory
-    from storage.judging import save_analysis_result
-
-    engine = make_engine(url)
-    try:
-        with session_factory(engine).begin() as db:
-            save_analysis_result(
-                db, kind=kind, subject=subject, params=params, result=result, now=datetime.now(UTC)
-            )
-    finally:
-        engine.dispose()
-
-
-def run_agreement(args: argparse.Namespace) -> int:
-    """The ``agreement`` command."""
-    from analysis.agreement import agreement, human_human_agreement, position_consistency
-
-    rng = np.random.default_rng(args.seed)
-    if args.db and args.judge and not (args.human or args.judge_file):
-        human, per_order, judge = _judge_frames(
-            args.db,
-            args.judge,
-            template=args.template,
-            include_named=args.include_named,
-            categories=args.by_category,
-        )
-        result = agreement(human, judge, bootstrap=args.bootstrap, rng=rng, by_category=args.by_category)
-        figures = {"judge": args.judge, **result.to_dict()}
-        figures["position_consistency"] = position_consistency(
-            per_order[["battle_id", "answer_order", "verdict"]]
-        ).to_dict()
-        params = {"template": args.template, "include_named": args.include_named, "bootstrap": args.bootstrap}
-        _store_result(args.db, "judge_agreement", args.judge, {**params, "seed": args.seed}, figures)
-    elif args.human and args.judge_file and not (args.db or args.judge):
-        human = _read_jsonl(args.human, "human votes")
-        judge = _read_jsonl(args.judge_file, "judge verdicts")
-        result = agreement(human, judge, bootstrap=args.bootstrap, rng=rng, by_category=args.by_category)
-        figures = result.to_dict()
-        figures["human_human"] = human_human_agreement(human).to_dict()
-    else:
-        raise CliError("give either --db URL --judge NAME, or --human PATH --judge-file PATH")
-    _emit(_render_figures(figures, args.format), args.out)
-    return 0
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    """The ``compare`` command."""
-    from analysis.compare import compare
-    from analysis.ratings import ratings_table
-
-    candidate_map = None
-    if args.map_candidate:
-        try:
-            candidate_map = json.loads(Path(args.map_candidate).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CliError(f"name map not found: {args.map_candidate}") from None
-        except ValueError as exc:
-            raise CliError(f"name map {args.map_candidate} is not valid JSON: {exc}") from None
-        if not isinstance(candidate_map, dict):
-            raise CliError(f"name map {args.map_candidate} must be a JSON object of candidate -> reference")
-    if args.reference and args.candidate and not (args.db or args.judge):
-        for path in (args.reference, args.candidate):
-            if not Path(path).is_file():
-                raise CliError(f"leaderboard file not found: {path}")
-        figures = compare(args.reference, args.candidate, candidate_map=candidate_map)
-    elif args.db and args.judge and not (args.reference or args.candidate):
-        human, _, judge = _judge_frames(args.db, args.judge, template=None, include_named=False)
-        judged = judge[judge["winner"].notna()]
-        boards = [
-            ratings_table(frame, bootstrap=args.bootstrap, rng=np.random.default_rng(args.seed))
-            for frame in (human, judged)
-        ]
-        figures = {
-            "reference": "people",
-            "candidate": args.judge,
-            **compare(*boards, candidate_map=candidate_map),
-        }
-        _store_result(
-            args.db,
-            "judge_leaderboards",
-            args.judge,
-            {"bootstrap": args.bootstrap, "seed": args.seed},
-            {**figures, "people": to_records(boards[0]), "judge": to_records(boards[1])},
-        )
-    else:
-        raise CliError("give REFERENCE and CANDIDATE files, or --db URL --judge NAME")
-    _emit(_render_figures(figures, args.format), args.out)
     return 0
 
 
