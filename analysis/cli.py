@@ -368,16 +368,18 @@ def _load(
                 raise CliError("--category needs a 'category' field in the battle records")
             keep &= df["category"].astype(str) == args.category
         return df.loc[keep.to_numpy()].reset_index(drop=True)
-    return _from_db(
-        args.db,
-        load_battles_db,
-        anony_only=not args.include_named,
-        since=args.since,
-        until=args.until,
-        category=args.category,
-        include_flagged=args.include_flagged,
-        answers=answers,
-    )
+    return _from_db(args.db, load_battles_db, **_db_filters(args), answers=answers)
+
+
+def _db_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The vote filters of ``_add_source_arguments`` as keywords of the ``analysis.io`` database loaders."""
+    return {
+        "anony_only": not args.include_named,
+        "since": args.since,
+        "until": args.until,
+        "category": args.category,
+        "include_flagged": args.include_flagged,
+    }
 
 
 def _from_db(url: str, loader: Callable[..., _T], **kwargs: Any) -> _T:
@@ -480,15 +482,7 @@ def _pair_counts(args: argparse.Namespace) -> Aggregated:
         return aggregate(validate_battles(_load(args, fields=fields), self_battles=_self_battles(args)))
     from analysis.io import load_pair_counts_db
 
-    return _from_db(
-        args.db,
-        load_pair_counts_db,
-        anony_only=not args.include_named,
-        since=args.since,
-        until=args.until,
-        category=args.category,
-        include_flagged=args.include_flagged,
-    )
+    return _from_db(args.db, load_pair_counts_db, **_db_filters(args))
 
 
 def run_report(args: argparse.Namespace) -> int:
