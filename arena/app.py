@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 
 import gradio as gr
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from arena.admin import AdminService
 from arena.service import BattleService, Limits, seed_roster
 from arena.settings import ArenaSettings
-from arena.snapshots import SnapshotService
+from arena.snapshot_worker import SnapshotWorker, WorkerConfig, worker_holder
+from arena.snapshots import SnapshotService, default_holder
 from arena.ui.battle import build_battle_tab
 from arena.ui.leaderboard import build_leaderboard_tab
 from models.base import ModelBackend
@@ -118,13 +120,34 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         ),
         model_refresh_s=settings.model_refresh_s,
     )
-    # computes the leaderboard views in the background (at once, then every leaderboard_refresh_s)
-    snapshots = SnapshotService(
-        sessions, refresh_s=settings.leaderboard_refresh_s, min_votes=settings.leaderboard_min_votes
-    )
-    snapshots.start()
+    snapshots = build_snapshots(settings, sessions)
     admin = AdminService(sessions, health=health, images=battle.images)
     return Services(settings, roster, engine, battle, snapshots, health, admin=admin)
+
+
+def build_snapshots(settings: ArenaSettings, sessions: sessionmaker[Session]) -> SnapshotService:
+    """The leaderboard snapshots, computed in the background at once and then every refresh period:
+    by a worker process that this process starts and watches (the default), or by a thread in it."""
+    worker = None
+    if settings.leaderboard_worker:
+        worker = SnapshotWorker(
+            WorkerConfig(
+                db=settings.db,
+                refresh_s=settings.leaderboard_refresh_s,
+                min_votes=settings.leaderboard_min_votes,
+                holder=worker_holder(default_holder()),
+            )
+        )
+        worker.start()
+    snapshots = SnapshotService(
+        sessions,
+        refresh_s=settings.leaderboard_refresh_s,
+        min_votes=settings.leaderboard_min_votes,
+        compute=worker is None,
+        worker=worker,
+    )
+    snapshots.start()
+    return snapshots
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -168,4 +191,9 @@ def serve(settings: ArenaSettings) -> None:
         settings.host,
         settings.port,
     )
-    uvicorn.run(server, host=settings.host, port=settings.port, access_log=False, timeout_graceful_shutdown=5)
+    try:
+        uvicorn.run(
+            server, host=settings.host, port=settings.port, access_log=False, timeout_graceful_shutdown=5
+        )
+    finally:
+        services.snapshots.stop()  # and its worker process, which gives the lease up

@@ -34,6 +34,10 @@ class ArenaSettings(BaseSettings):
     leaderboard_refresh_s: float = Field(
         60.0, gt=0, description="seconds between checks for new votes that refresh the leaderboard snapshots"
     )
+    leaderboard_worker: bool = Field(
+        True,
+        description="compute leaderboard snapshots in a worker process (False: in a thread of the web process)",
+    )
     leaderboard_min_votes: int = Field(
         30, ge=1, description="anonymous votes a model needs before the leaderboard shows its rating"
     )

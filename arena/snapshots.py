@@ -10,6 +10,12 @@ an in-memory copy of the stored snapshot. A daemon thread per process refreshes 
    processes on one database never all compute the same snapshot;
 3. every process reloads the stored snapshots that changed since it last looked.
 
+The arena runs the computing part in a worker process of its own (``arena.snapshot_worker``): a
+service built with ``compute=False`` only reloads what the worker stored (every few seconds), wakes
+the worker on a recompute request and restarts it if it died. Fits at a million votes take seconds
+of CPU and a few hundred MB; in the web process they would hold the GIL between the tokens it streams
+and leave its memory high. Tests and single-process tools use the default ``compute=True``.
+
 The main view ``bt`` is computed first; ``davidson`` and ``rao-kupper`` reuse its count query. The
 heavy views (``ViewSpec.every`` > 1: Elo and style control, which read every vote, and the views with
 a count query of their own: all votes, time windows, categories) are recomputed at most once every
@@ -36,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -73,6 +79,16 @@ log = logging.getLogger(__name__)
 
 #: The lease that elects the process computing snapshots.
 LEASE_NAME = "leaderboard"
+#: How often a service that does not compute looks for snapshots stored by the worker (seconds).
+READER_POLL_S = 2.0
+
+
+class Worker(Protocol):
+    """The process that computes snapshots for a reading service (see ``arena.snapshot_worker``)."""
+
+    def wake(self) -> None: ...
+    def ensure_alive(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 def default_holder() -> str:
@@ -110,6 +126,8 @@ class SnapshotService:
         now: Callable[[], datetime] = utc_now,
         seed: int = 0,
         lease_ttl_s: float | None = None,
+        compute: bool = True,
+        worker: Worker | None = None,
     ) -> None:
         if refresh_s <= 0:
             raise ValueError(f"refresh_s must be positive, got {refresh_s}")
@@ -121,6 +139,9 @@ class SnapshotService:
         self.holder = holder or default_holder()
         self.now = now
         self.seed = seed
+        #: False: only read what another process (``worker``) computes and stores
+        self.compute = compute
+        self.worker = worker
         #: a holder that stops renewing (a killed process) is replaced after this long
         self.lease_ttl_s = float(lease_ttl_s) if lease_ttl_s is not None else max(3 * self.refresh_s, 120.0)
         #: views computed by this process, by key (for logs and tests)
@@ -168,9 +189,14 @@ class SnapshotService:
         with self._lock:
             self._force = True
         self._wake.set()
+        if self.worker is not None:
+            self.worker.wake()
 
     def refresh_once(self, *, force: bool = False) -> bool:
         """One refresh cycle (see the module docstring); True when this process computed some view."""
+        if not self.compute:
+            self._reload()
+            return False
         now = self.now()
         with self.sessions() as db:
             version = data_version(db)
@@ -261,6 +287,11 @@ class SnapshotService:
             except Exception:
                 log.exception("could not record the failure of leaderboard view %s", spec.key)
                 self._mark_stale_in_memory(spec.key, error)
+            return
+        try:
+            self._reload()  # shown at once, not after the slower views of this cycle
+        except Exception:
+            log.exception("could not reload the leaderboard snapshots; the next cycle will")
 
     def _mark_stale_in_memory(self, view: str, error: str) -> None:
         with self._lock:
@@ -324,21 +355,28 @@ class SnapshotService:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        if self.worker is not None:
+            self.worker.stop()
+        if not self.compute:
+            return
         try:
             run_in_transaction(self.sessions, lambda db: release_lease(db, LEASE_NAME, self.holder))
         except Exception:
             log.exception("could not release the leaderboard lease")
 
     def _run(self) -> None:
+        wait_s = self.refresh_s if self.compute else min(self.refresh_s, READER_POLL_S)
         while not self._stop.is_set():
             with self._lock:
                 force, self._force = self._force, False
             try:
+                if self.worker is not None:
+                    self.worker.ensure_alive()
                 self.refresh_once(force=force)
             except Exception:
-                log.exception("leaderboard refresh failed; trying again in %.0f s", self.refresh_s)
-            self._wake.wait(self.refresh_s)
+                log.exception("leaderboard refresh failed; trying again in %.0f s", wait_s)
+            self._wake.wait(wait_s)
             self._wake.clear()
 
 
-__all__ = ["LEASE_NAME", "Snapshot", "SnapshotService", "ViewSpec", "default_holder"]
+__all__ = ["LEASE_NAME", "READER_POLL_S", "Snapshot", "SnapshotService", "ViewSpec", "Worker", "default_holder"]

@@ -144,4 +144,5 @@ def running_server(tmp: Path, *, session_s: int = 600) -> Iterator[RunningServer
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        services.snapshots.stop()
         services.engine.dispose()
