@@ -22,11 +22,13 @@ Parts:
               its fit + sandwich alone is printed too. Also prints the largest difference of ratings
               and of interval half-widths between the two.
 
-More parts (tab open time in Chromium, web process RSS, snapshot refresh) can be added as functions
-in ``PARTS``.
+``refresh``, ``tab``, ``rss``  the live arena (snapshot refresh time, the Leaderboard tab in Chromium,
+              the server's memory): ``benchmarks/leaderboard_web.py``, registered here from its
+              ``WEB_PARTS``; see its docstring.
 
   python benchmarks/leaderboard_bench.py --part cli [--repeat 3]
   python benchmarks/leaderboard_bench.py --part sandwich [--repeat 3]
+  python benchmarks/leaderboard_bench.py --part refresh|tab|rss [--repeat 2]
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.leaderboard_web import WEB_PARTS  # noqa: E402
 from benchmarks.million import CACHE, jsonl_path, postgres_url, sqlite_url  # noqa: E402
 
 ENV = {
@@ -252,7 +255,7 @@ def part_sandwich(repeat: int) -> None:
     print(f"runs: ours {_runs(ours_runs)} s; arena-rank processes {_runs([r[0] for r in theirs])} s")
 
 
-PARTS: dict[str, Callable[[int], None]] = {"cli": part_cli, "sandwich": part_sandwich}
+PARTS: dict[str, Callable[[int], None]] = {"cli": part_cli, "sandwich": part_sandwich, **WEB_PARTS}
 
 
 def main(argv: list[str] | None = None) -> int:
