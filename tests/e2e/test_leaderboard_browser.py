@@ -29,6 +29,7 @@ from tests.e2e.harness import ROOT, ArenaServer, start_arena, stop_arena
 pytestmark = pytest.mark.e2e
 
 MINUS = "\u2212"
+ADMIN_PASSWORD = "board-admin-password"
 ROSTER = """
 models:
   - name: lb-alpha
@@ -120,6 +121,7 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARENA_LEADERBOARD_MIN_VOTES", "10")
         patch.setenv("ARENA_LEADERBOARD_REFRESH_S", "5")
+        patch.setenv("ARENA_ADMIN_PASSWORD", ADMIN_PASSWORD)
         server = start_arena(tmp, "--config", str(tmp / "roster.yaml"), "--seed", "1")
     yield server
     stop_arena(server)
@@ -184,3 +186,38 @@ def test_leaderboard_tab_table_category_style_and_csv(arena: ArenaServer, browse
     )
     assert "Bravo Board Display" in _text(page, "#leaderboard-table")
     context.close()
+
+
+def test_admin_leaderboard_views_plots_and_recompute(arena: ArenaServer, browser) -> None:  # type: ignore[no-untyped-def]
+    """The admin page's Leaderboards tab over the same snapshots: every view, its plots, Recompute."""
+    base = arena.url.rstrip("/")
+    page = browser.new_page()
+    page.goto(base + "/admin/login")
+    page.fill("#login-user", "admin")
+    page.fill("#login-password", ADMIN_PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(base + "/admin/")
+    page.wait_for_function(
+        "() => (document.querySelector('#admin-lb-table') || {innerText: ''}).innerText"
+        ".includes('Alpha Board Display')",
+        timeout=60_000,
+    )
+    assert "Bradley–Terry (anonymous votes)" in _text(page, "#admin-lb-status")
+    assert "Computed at" in _text(page, "#admin-lb-status")
+    for plot in ("admin-lb-ratings", "admin-lb-winrate", "admin-lb-battles", "admin-lb-votes-per-day"):
+        page.wait_for_selector(f"#{plot} .js-plotly-plot", timeout=30_000)
+
+    # an admin-only view: online Elo over the same votes
+    page.click("#admin-lb-view input")
+    page.click("ul[role='listbox'] >> text=Online Elo")
+    page.wait_for_function(
+        "() => document.querySelector('#admin-lb-status').innerText.includes('Online Elo')", timeout=30_000
+    )
+    assert "Alpha Board Display" in _text(page, "#admin-lb-table")
+
+    page.click("#admin-lb-recompute")
+    page.wait_for_function(
+        "() => document.querySelector('#admin-lb-status').innerText.includes('Recompute requested')",
+        timeout=30_000,
+    )
+    page.close()
