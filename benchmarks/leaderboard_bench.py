@@ -49,15 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.leaderboard_web import WEB_PARTS  # noqa: E402
-from benchmarks.million import CACHE, jsonl_path, postgres_url, sqlite_url  # noqa: E402
+from benchmarks.million import CACHE, ENV, jsonl_path, postgres_url, sqlite_url  # noqa: E402
 
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "GRADIO_ANALYTICS_ENABLED": "False",
-    "PYTHONPATH": str(ROOT),
-}
 ARENA_RANK_VENV = CACHE / "arena-rank-venv"
 ARENA_RANK_VERSION = "0.1.1"
 

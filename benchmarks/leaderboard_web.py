@@ -49,15 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.million import CACHE, PG_ADMIN_URL, postgres_url, sqlite_url  # noqa: E402
+from benchmarks.million import CACHE, ENV, PG_ADMIN_URL, postgres_url, sqlite_url  # noqa: E402
 
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "GRADIO_ANALYTICS_ENABLED": "False",
-    "PYTHONPATH": str(ROOT),
-}
 MODELS_CACHE = CACHE / "models-cache"
 DATABASES: dict[str, Callable[[], str]] = {"SQLite": sqlite_url, "PostgreSQL": postgres_url}
 TAB_OPENS = 10

@@ -35,6 +35,14 @@ PG_DATABASE = "arena_bench_1m"
 BATTLES = 1_000_000
 MODELS = 100
 SEED = 0
+#: The environment of every command a leaderboard benchmark runs: offline, quiet, this checkout first.
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "PYTHONPATH": str(ROOT),
+}
 
 
 @contextmanager
