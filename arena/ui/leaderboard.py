@@ -201,6 +201,9 @@ class LeaderboardPage:
                 file = self.files_dir / f"leaderboard-{slug}-{snapshot.computed_at:%Y%m%d-%H%M%S}.csv"
                 write_csv(table, snapshot, file)
                 path = str(file)
+            if made is not None and made[2] is not None and made[2] != path:
+                # Gradio copied it into its own cache when it was served; one file per view is kept here
+                Path(made[2]).unlink(missing_ok=True)
             self._made[snapshot.view] = (stamp, figure, path)
             return figure, path
 
