@@ -32,6 +32,7 @@ from arena.admin_records import (
 )
 from arena.admin_stats import MIN_SAMPLES, MODEL_RESPONSES, RESPONSE_WINDOW, VoteTally, response_timing
 from models.health import HealthMonitor
+from storage import repo
 from storage.images import ImageStore
 from storage.repo import as_utc
 from storage.schema import (
@@ -42,7 +43,6 @@ from storage.schema import (
     ModerationFlag,
     Response,
     Turn,
-    TurnImage,
     Vote,
     VoterSession,
 )
@@ -373,15 +373,9 @@ class AdminService:
             turns = db.execute(select(Turn).where(Turn.battle_id == battle_id).order_by(Turn.index)).scalars()
             turn_rows = list(turns)
             turn_ids = [t.id for t in turn_rows]
-            images: dict[int, list[str]] = {}
+            images = repo.turn_image_hashes(db, turn_ids)
             answers: dict[tuple[int, str], AnswerDetail] = {}
             if turn_ids:
-                for turn_id, sha in db.execute(
-                    select(TurnImage.turn_id, TurnImage.image_sha256)
-                    .where(TurnImage.turn_id.in_(turn_ids))
-                    .order_by(TurnImage.turn_id, TurnImage.position)
-                ):
-                    images.setdefault(turn_id, []).append(sha)
                 for resp in db.execute(select(Response).where(Response.turn_id.in_(turn_ids))).scalars():
                     started, first = as_utc(resp.started_at), as_utc(resp.first_token_at)
                     answers[(resp.turn_id, resp.side)] = AnswerDetail(

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
-from storage.repo import _insert, as_utc
+from storage.repo import _insert, as_utc, turn_image_hashes
 from storage.schema import (
     JUDGE_ORDERS,
     AnalysisResult,
@@ -24,7 +24,6 @@ from storage.schema import (
     ModelRow,
     Response,
     Turn,
-    TurnImage,
     Vote,
 )
 from storage.schema import JudgeVerdict as JudgeVerdictRow
@@ -148,15 +147,9 @@ def load_for_judging(session: Session, battle_ids: Sequence[str]) -> list[JudgeB
     ):
         turns.setdefault(battle_id, []).append((turn_id, index, prompt))
     turn_ids = [t[0] for ts in turns.values() for t in ts]
-    images: dict[int, list[str]] = {}
+    images = turn_image_hashes(session, turn_ids)
     answers: dict[tuple[int, str], str] = {}
     if turn_ids:
-        for turn_id, sha in session.execute(
-            select(TurnImage.turn_id, TurnImage.image_sha256)
-            .where(TurnImage.turn_id.in_(turn_ids))
-            .order_by(TurnImage.turn_id, TurnImage.position)
-        ):
-            images.setdefault(turn_id, []).append(sha)
         for turn_id, side, text in session.execute(
             select(Response.turn_id, Response.side, Response.text).where(Response.turn_id.in_(turn_ids))
         ):

@@ -455,6 +455,19 @@ def vote_records(
     return records
 
 
+def turn_image_hashes(db: Session | Connection, turn_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each turn's image hashes in prompt order (turns without images are left out)."""
+    images: dict[int, list[str]] = {}
+    if turn_ids:
+        for turn_id, sha in db.execute(
+            select(TurnImage.turn_id, TurnImage.image_sha256)
+            .where(TurnImage.turn_id.in_(list(turn_ids)))
+            .order_by(TurnImage.turn_id, TurnImage.position)
+        ):
+            images.setdefault(turn_id, []).append(sha)
+    return images
+
+
 def answer_texts(session: Session, battle_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """Each battle's whole answer per side (all turns joined by blank lines), for style measures."""
     out: dict[str, list[list[str]]] = {}
