@@ -34,16 +34,16 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from analysis.aggregation import check_connected as _check_connected
+from analysis.bt_fit import check_anchor as _check_anchor
+from analysis.bt_fit import damped_newton as _damped_newton
+from analysis.bt_fit import median_ordered as _median_ordered
+from analysis.bt_fit import place as _place
+from analysis.bt_fit import sorted_series as _sorted_series
+from analysis.rating_summary import check_bootstrap as _check_bootstrap
 from analysis.ratings import (
     DEFAULT_L2_C,
     Aggregated,
-    _check_anchor,
-    _check_bootstrap,
-    _check_connected,
-    _damped_newton,
-    _median_ordered,
-    _place,
-    _sorted_series,
     aggregate,
     num_battles,
     summarize,

@@ -10,7 +10,7 @@ import pytest
 from scipy.optimize import brentq, minimize
 from scipy.stats import spearmanr
 
-from analysis import ratings as ratings_module
+from analysis import bt_bootstrap, bt_fit
 from analysis.ratings import (
     DEFAULT_L2_C,
     Aggregated,
@@ -254,11 +254,11 @@ def test_batched_bootstrap_threads_and_fallback_give_the_same_rounds(
 ) -> None:
     agg = aggregate(validate_battles(sim_battles))
     plain = bootstrap_bt(agg, 30, np.random.default_rng(4))
-    monkeypatch.setattr(ratings_module, "_BOOT_THREAD_CELLS", 0)  # draws on the worker thread
-    monkeypatch.setattr(ratings_module, "_BOOT_CHUNK_CELLS", 7 * len(agg.a))  # several batches
+    monkeypatch.setattr(bt_bootstrap, "_BOOT_THREAD_CELLS", 0)  # draws on the worker thread
+    monkeypatch.setattr(bt_bootstrap, "_BOOT_CHUNK_CELLS", 7 * len(agg.a))  # several batches
     threaded = bootstrap_bt(agg, 30, np.random.default_rng(4))
     pd.testing.assert_frame_equal(plain, threaded, atol=1e-9, rtol=0)
-    monkeypatch.setattr(ratings_module, "_BOOT_MAX_ITER", 1)  # every round falls back to one-round fits
+    monkeypatch.setattr(bt_bootstrap, "_BOOT_MAX_ITER", 1)  # every round falls back to one-round fits
     fallback = bootstrap_bt(agg, 30, np.random.default_rng(4))
     assert (plain - fallback[plain.columns]).abs().to_numpy().max() < 1e-6
 
@@ -269,9 +269,7 @@ def test_fit_bt_lands_on_the_optimum(sim_battles: pd.DataFrame) -> None:
     n = (agg.wins_a + agg.wins_b + agg.ties).astype(float)
     s = (agg.wins_a + 0.5 * agg.ties) / n.sum()
     l2 = 1.0 / (2.0 * DEFAULT_L2_C * n.sum())
-    _, grad = ratings_module._bt_objective(
-        (point - 1000.0) / 400.0, agg.a, agg.b, n / n.sum(), s, math.log(10), l2
-    )
+    _, grad = bt_fit._bt_objective((point - 1000.0) / 400.0, agg.a, agg.b, n / n.sum(), s, math.log(10), l2)
     assert np.abs(grad).max() < 1e-13
 
 
