@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage import repo, transfer
+from storage import import_queries, repo, transfer, validation
 from storage.db import make_engine, scratch_postgres_database, session_factory, upgrade
 from storage.images import StoredImage
 from storage.schema import Base, Battle, Image, ModelRow, Turn, Vote
@@ -473,7 +473,7 @@ def test_import_without_skipping_postgres_triggers(
     engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A role that may not set session_replication_role still imports (the triggers then check)."""
-    monkeypatch.setattr(transfer, "_skip_fk_triggers", lambda *args: None)
+    monkeypatch.setattr(transfer, "skip_fk_triggers", lambda *args: None)
     assert import_battles(engine, _write_jsonl(tmp_path / "b.jsonl", FASTCHAT), progress=False).battles == 3
 
 
@@ -504,14 +504,14 @@ def _schema(eng: sa.Engine) -> list[Any]:
 def _count_dropped_indexes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A list that gets, for each import from now on, how many indexes it dropped to rebuild."""
     dropped: list[int] = []
-    real = transfer._defer_indexes
+    real = transfer.defer_indexes
 
     def spy(conn: sa.Connection, battles: int) -> list[str]:
         statements = real(conn, battles)
         dropped.append(len(statements))
         return statements
 
-    monkeypatch.setattr(transfer, "_defer_indexes", spy)
+    monkeypatch.setattr(transfer, "defer_indexes", spy)
     return dropped
 
 
@@ -544,7 +544,7 @@ def test_a_busy_postgres_keeps_its_indexes(
     for dropping indexes: after a short wait it imports with the indexes in place."""
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL table locks")
-    monkeypatch.setattr(transfer, "_DEFER_LOCK_TIMEOUT_MS", 100)
+    monkeypatch.setattr(import_queries, "_DEFER_LOCK_TIMEOUT_MS", 100)
     dropped = _count_dropped_indexes(monkeypatch)
     schema = _schema(engine)
     with engine.connect() as reader:
@@ -679,11 +679,11 @@ def test_the_fast_path_agrees_with_the_general_checks(record: dict[str, Any], co
     refuse, it refuses too (and leaves to them, which say why)."""
     now_ts = NOW.timestamp()
     try:
-        expected: Any = transfer._check_record(record, now_ts)
-    except transfer._Problem:
+        expected: Any = validation.check_record(record, now_ts)
+    except validation.Problem:
         expected = None
     try:
-        fast = transfer._fast_battle(transfer._FAST_DECODER.decode(json.dumps(record).encode()), now_ts)
+        fast = validation.fast_battle(validation.FAST_DECODER.decode(json.dumps(record).encode()), now_ts)
     except (ValueError, OverflowError, OSError):  # msgspec's errors are ValueErrors
         fast = None
     if common:
@@ -829,7 +829,7 @@ def test_a_failure_while_writing_rolls_everything_back(
     """Battles of earlier batches are already inserted when a later batch fails: one transaction."""
     _populate(engine)
     before = _counts(engine)
-    real = transfer._turn_rows
+    real = transfer.turn_rows
     calls = []
 
     def failing(*args: Any) -> Any:
@@ -838,7 +838,7 @@ def test_a_failure_while_writing_rolls_everything_back(
             raise RuntimeError("disk on fire")
         return real(*args)
 
-    monkeypatch.setattr(transfer, "_turn_rows", failing)
+    monkeypatch.setattr(transfer, "turn_rows", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         import_battles(engine, _write_jsonl(tmp_path / "b.jsonl", FASTCHAT), progress=False, batch_size=1)
     assert _counts(engine) == before
