@@ -1,9 +1,8 @@
-"""Leaderboard agreement (Arena-Hard metrics): rules by hand, then the published figures from ref-data."""
+"""Leaderboard agreement (Arena-Hard metrics): rules by hand, then the published figures."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +18,12 @@ from analysis.compare import (
     positive_overlap,
     separability,
 )
+from tests.reference import ARENA_HARD_NOTEBOOK, WILDVISION_ARENA, WILDVISION_BENCH
 
-# shared/ sits beside the checkout (here and in CI); ARENA_REF_DATA points elsewhere.
-REF = Path(os.environ.get("ARENA_REF_DATA") or Path(__file__).resolve().parents[3] / "shared" / "ref-data")
-AH = REF / "arena_hard_notebook"
+AH = ARENA_HARD_NOTEBOOK
 CA_TABLE = AH / "chatbot_arena_leaderboard_table_20240329.json"
-WV_BENCH = REF / "wildvision_bench" / "elo_leaderboard_6d1ab63.md"
-WV_ARENA = REF / "wildvision_arena" / "leaderboard_20240628.csv"
-
-
-def need(*paths: Path) -> None:
-    """Skip the test when the reference data is not on this machine (fail under CI)."""
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing and os.environ.get("CI") == "true":
-        pytest.fail(f"reference data missing under CI: {', '.join(missing)}")
-    if missing:
-        pytest.skip(f"reference data not available: {', '.join(missing)}")
+WV_BENCH = WILDVISION_BENCH / "elo_leaderboard_6d1ab63.md"
+WV_ARENA = WILDVISION_ARENA / "leaderboard_20240628.csv"
 
 
 def board(rows: list[tuple[str, float, float, float]]) -> pd.DataFrame:
@@ -194,7 +183,6 @@ def test_load_leaderboard_files(tmp_path: Path) -> None:
     ],
 )
 def test_published_separability(name: str, n_pairs: int, n_separable: int, published: float) -> None:
-    need(AH / name)
     res = separability(AH / name)
     assert (res["n_pairs"], res["n_separable"]) == (n_pairs, n_separable)
     assert round(res["separability"], 4) == published
@@ -230,7 +218,6 @@ def _reverse_map(name: str) -> tuple[dict[str, str], list[str]]:
 def test_published_agreement_on_20_shared_models(
     candidate: str, mapping: str, agreement: float, spearman: float, sep_shared: float
 ) -> None:
-    need(CA_TABLE, AH / candidate, AH / mapping)
     candidate_map, shared = _reverse_map(mapping)
     # map values are lower-cased benchmark names ("llama-2-70b-chat-hf" for "Llama-2-70b-chat-hf"):
     # the case-insensitive fallback of the map lookup matches them, as the notebook's .str.lower() does
@@ -249,7 +236,6 @@ def test_published_agreement_on_20_shared_models(
 
 def test_20k_votes_reference_does_not_give_the_published_agreement() -> None:
     """The published 0.9040 uses the full Chatbot Arena table, not the 20K-vote subsample."""
-    need(AH / "bootstrap_stats_20k_votes.jsonl", AH / "bootstrap_stats_arena_hard.jsonl")
     candidate_map, shared = _reverse_map("arena_to_arena_hard.json")
     out = compare(
         AH / "bootstrap_stats_20k_votes.jsonl",
@@ -264,7 +250,6 @@ def test_20k_votes_reference_does_not_give_the_published_agreement() -> None:
 
 def test_published_alpaca_lc_figures() -> None:
     """AlpacaEval 2.0 LC on the 20 shared models: notebook 0.8728813559322034 / Spearman 0.8781954887218045."""
-    need(CA_TABLE, AH / "bootstrap_stats_alpaca_LC.jsonl", AH / "alpaca_to_arena.json")
     alpaca_to_arena = json.loads((AH / "alpaca_to_arena.json").read_text())  # already candidate -> reference
     out = compare(CA_TABLE, AH / "bootstrap_stats_alpaca_LC.jsonl", candidate_map=alpaca_to_arena)
     assert out["n_models"] == 20 and out["unmatched_candidate"] == []
@@ -299,7 +284,6 @@ def test_wildvision_bench_vs_arena_spearman(capsys: pytest.CaptureFixture[str]) 
     0.94 against a different arena snapshot; this snapshot gives 0.9774 (the independent check in
     SANITY.txt: 0.977, 20 matched).
     """
-    need(WV_BENCH, WV_ARENA)
     bench = load_leaderboard(WV_BENCH)
     arena = load_leaderboard(WV_ARENA)  # "Arena Elo rating (anony)", no intervals
     assert (len(bench), len(arena)) == (21, 27)

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.io import load_battles_file
 from analysis.ratings import aggregate, fit_bt, predict_win_rate, summarize, validate_battles
+from tests.reference import ARENA_HARD_NOTEBOOK, WILDVISION_BENCH
 
-# shared/ sits beside the checkout (here and in CI); ARENA_REF_DATA points elsewhere.
-REF = Path(os.environ.get("ARENA_REF_DATA") or Path(__file__).resolve().parents[3] / "shared" / "ref-data")
-WV_BATTLES = REF / "wildvision_bench" / "vision_bench_battles.jsonl"
-WV_TABLE = REF / "wildvision_bench" / "elo_leaderboard_6d1ab63.md"
-WV_BOOT = REF / "wildvision_bench" / "bootstrapping_results.jsonl"
-CA_BOOT = REF / "arena_hard_notebook" / "chatbot_arena_bootstrap_df_20240329.json"
-CA_TABLE = REF / "arena_hard_notebook" / "chatbot_arena_leaderboard_table_20240329.json"
+WV_BATTLES = WILDVISION_BENCH / "vision_bench_battles.jsonl"
+WV_TABLE = WILDVISION_BENCH / "elo_leaderboard_6d1ab63.md"
+WV_BOOT = WILDVISION_BENCH / "bootstrapping_results.jsonl"
+CA_BOOT = ARENA_HARD_NOTEBOOK / "chatbot_arena_bootstrap_df_20240329.json"
+CA_TABLE = ARENA_HARD_NOTEBOOK / "chatbot_arena_leaderboard_table_20240329.json"
 BASELINE = "claude-3-sonnet-20240229"
-
-
-def need(*paths: Path) -> None:
-    """Skip the test when the reference data is not on this machine."""
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing and os.environ.get("CI") == "true":
-        pytest.fail(f"reference data missing under CI: {', '.join(missing)}")
-    if missing:
-        pytest.skip(f"reference data not available: {', '.join(missing)}")
 
 
 def published_wildvision_scores() -> dict[str, float]:
@@ -45,7 +32,6 @@ def published_wildvision_scores() -> dict[str, float]:
 @pytest.fixture(scope="module")
 def wildvision_fit() -> pd.Series:
     """BT ratings of the WildVision-Bench judge battles, anchored baseline = 1000."""
-    need(WV_BATTLES)
     # the file holds 500 baseline-vs-baseline rows; the published fit skips them (m_a == m_b)
     df = validate_battles(load_battles_file(WV_BATTLES), self_battles="drop")
     assert len(df) == 19_644 - 500
@@ -53,7 +39,6 @@ def wildvision_fit() -> pd.Series:
 
 
 def test_wildvision_bench_scores_match_published_table(wildvision_fit: pd.Series) -> None:
-    need(WV_TABLE)
     published = published_wildvision_scores()
     assert len(published) == 21
     # Score = predicted win rate vs the baseline x 100, rounded to two decimals
@@ -64,14 +49,12 @@ def test_wildvision_bench_scores_match_published_table(wildvision_fit: pd.Series
 
 
 def test_wildvision_bench_ratings_match_published_full_fit(wildvision_fit: pd.Series) -> None:
-    need(WV_BOOT)
     full_fit = pd.read_json(WV_BOOT, lines=True).iloc[0]  # row 0 = their fit on all battles
     diff = (wildvision_fit - full_fit[wildvision_fit.index].astype(float)).abs()
     assert diff.max() < 0.01, diff.sort_values().tail()
 
 
 def test_chatbot_arena_rank_ub_and_intervals() -> None:
-    need(CA_BOOT, CA_TABLE)
     boot = pd.read_json(CA_BOOT, orient="split")
     table = pd.read_json(CA_TABLE)
     assert boot.shape == (100, 76)
@@ -100,7 +83,6 @@ def published_wildvision_intervals() -> dict[str, tuple[float, float]]:
 def test_wildvision_bench_intervals_from_the_published_bootstrap(wildvision_fit: pd.Series) -> None:
     """Each bootstrap round's ratings -> win rate vs the baseline (x100); the 2.5/97.5 percentiles,
     as offsets from the score, give the published interval to within 0.1."""
-    need(WV_TABLE, WV_BOOT)
     rounds = pd.read_json(WV_BOOT, lines=True).iloc[1:]  # row 0 is the full fit
     published = published_wildvision_intervals()
     scores = predict_win_rate(wildvision_fit)[BASELINE] * 100
