@@ -4,6 +4,10 @@ Used by the tests and the throughput benchmark of the ``openai`` backend. Standa
 Pillow to decode the images a request carried). Every knob lives in :class:`Behaviour`; tests may
 replace ``server.behaviour`` between requests.
 
+A test that must know exactly when each chunk goes out sets ``Behaviour.pace`` (a semaphore):
+every content chunk then waits for one ``release()``, so the order of events, not the spacing of
+sleeps, decides what the client can have read.
+
 Streams are close-delimited (``Connection: close``, no Content-Length, no chunked encoding), so a
 dropped stream (``drop_after``) looks to the client like an ordinary end of body that simply lacks the
 finish chunk and ``data: [DONE]``: the client itself has to notice the missing terminator.
@@ -58,6 +62,9 @@ class Behaviour:
     hang: bool = False  # 200 headers, then nothing until the client disconnects (gives up after 30 s)
     usage: bool | None = None  # None: usage chunk only if stream_options.include_usage; True/False force
     models_status: int = 200  # status of GET /v1/models (503 = unhealthy)
+    # every content chunk waits for one pace.release() (never released: no further chunk; the wait
+    # still notices a client that went away, and gives up like `hang` after 30 s)
+    pace: threading.Semaphore | None = None
 
 
 def split_reply(reply: str, chunk_size: int) -> list[str]:
@@ -171,6 +178,16 @@ class _Handler(BaseHTTPRequestHandler):
             if remaining <= 0:
                 return
             time.sleep(min(POLL_S, remaining))
+
+    def _await_pace(self, pace: threading.Semaphore) -> bool:
+        """Wait for one release of ``pace``; raise _ClientGone if the client goes; False after 30 s."""
+        deadline = time.monotonic() + HANG_LIMIT_S
+        while not pace.acquire(timeout=POLL_S):
+            if self._client_closed() or self.fake._stopping.is_set():
+                raise _ClientGone
+            if time.monotonic() > deadline:
+                return False
+        return True
 
     def _event(self, payload: dict[str, Any] | bytes) -> None:
         data = payload if isinstance(payload, bytes) else b"data: " + json.dumps(payload).encode() + b"\n\n"
@@ -297,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if sent and behaviour.chunk_delay_s > 0:
                 self._pause(behaviour.chunk_delay_s)
+            if behaviour.pace is not None and not self._await_pace(behaviour.pace):
+                return
             self._event(chunk({"content": pieces[sent]}))
         self._event(chunk({}, finish))
         include = behaviour.usage
@@ -381,7 +400,7 @@ class FakeOpenAIServer:
 
     # -- inspection -------------------------------------------------------------------------------------
 
-    def wait_completed(self, count: int, timeout: float = 2.0) -> bool:
+    def wait_completed(self, count: int, timeout: float = 10.0) -> bool:
         """True once ``count`` streams have run to [DONE]; the server counts one just after sending
         it, so a client that has read [DONE] may be a moment ahead of the counter."""
         deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,11 @@ from models.openai_compat import OpenAIBackend, _EventReader
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec, Timeouts
 from models.wrapper import GenerationStats, ManagedBackend
-from tests.models.openai_server import Behaviour, FakeOpenAIServer
+from tests.models.openai_server import Behaviour, FakeOpenAIServer, split_reply
 
 PARAMS = GenerationParams(max_new_tokens=64, temperature=0.2, top_p=0.9, seed=11)
 REPLY = Behaviour().reply
+WORDS = split_reply(REPLY, 1)  # the content chunks the server sends, in order
 
 
 @pytest.fixture
@@ -96,6 +97,32 @@ def partial(
     with pytest.raises(BackendError) as info:
         asyncio.run(run())
     return received, info.value
+
+
+def paced(
+    backend: ManagedBackend, pace: threading.Semaphore, chunks: int | None = None
+) -> tuple[list[str], GenerationStats, BaseException | None]:
+    """Consume a stream whose server sends each chunk only after ``pace`` is released (Behaviour.pace).
+
+    The first chunk is released at once and each further one only after the previous delta arrived,
+    so no two chunks can ever reach the client in one network read. With ``chunks`` set, no chunk
+    after that many is released. Returns the deltas, the stats and the error (or None).
+    """
+    received: list[str] = []
+    generation = backend.generate([Message.user("Hi")], PARAMS)
+
+    async def run() -> None:
+        pace.release()
+        async for delta in generation:
+            received.append(delta)
+            if chunks is None or len(received) < chunks:
+                pace.release()
+
+    try:
+        asyncio.run(run())
+    except BackendError as exc:
+        return received, generation.stats, exc
+    return received, generation.stats, None
 
 
 def test_streams_the_answer_with_usage_and_request_fields(server: FakeOpenAIServer) -> None:
@@ -165,10 +192,12 @@ def test_without_usage_the_token_count_is_unknown(server: FakeOpenAIServer) -> N
 
 
 def test_at_a_models_pace_every_token_is_passed_on_at_once(server: FakeOpenAIServer) -> None:
-    """Coalescing happens only for events that arrived in the same network read."""
-    server.behaviour = Behaviour(chunk_delay_s=0.02)
-    text, stats = ask(managed(server.base_url))
-    assert text == REPLY and stats.chunks == len(REPLY.split())
+    """Coalescing happens only for events that arrived in the same network read: a chunk the server
+    sends only after the previous one reached the consumer is passed on by itself, at once."""
+    pace = threading.Semaphore(0)
+    server.behaviour = Behaviour(pace=pace)
+    received, stats, error = paced(managed(server.base_url), pace)
+    assert error is None and received == WORDS and stats.chunks == len(WORDS)
 
 
 def test_events_split_anywhere_across_reads_parse_the_same() -> None:
@@ -232,56 +261,61 @@ def test_malformed_chunk_is_a_protocol_violation(server: FakeOpenAIServer) -> No
 
 
 def test_slow_first_token_times_out_retries_and_disconnects(server: FakeOpenAIServer) -> None:
-    server.behaviour = Behaviour(first_token_delay_s=5)
-    backend = managed(server.base_url, retries=1, first_token_s=0.3, total_s=3)
-    started = time.perf_counter()
+    server.behaviour = Behaviour(pace=threading.Semaphore(0))  # the first token never comes
+    backend = managed(server.base_url, retries=1, first_token_s=0.3, total_s=30)
     received, error = partial(backend)
-    elapsed = time.perf_counter() - started
+    # Both attempts ended on the 0.3 s first-token limit; the server never sends a token.
     assert received == [] and isinstance(error, BackendTimeout) and error.phase == "first_token"
-    assert 0.6 <= elapsed < 2.5  # two attempts of 0.3 s, not the server's 5 s
     assert len(server.requests) == 2
-    assert server.wait_disconnect(2) and server.disconnects >= 1  # the upstream requests were dropped
+    assert server.wait_disconnect(10) and server.disconnects >= 1  # the upstream requests were dropped
 
     # A first token within the limit is fine.
-    server.behaviour = Behaviour(first_token_delay_s=0.1)
-    assert ask(backend)[0] == REPLY
+    server.behaviour = Behaviour(first_token_delay_s=0.3)
+    assert ask(managed(server.base_url, retries=0, first_token_s=10, total_s=30))[0] == REPLY
 
 
 def test_total_time_limit_cuts_a_slow_stream(server: FakeOpenAIServer) -> None:
-    server.behaviour = Behaviour(chunk_delay_s=0.1)
-    received, error = partial(managed(server.base_url, first_token_s=1, total_s=1.0))
+    pace = threading.Semaphore(0)
+    server.behaviour = Behaviour(pace=pace)  # three chunks, then the stream stalls
+    received, _, error = paced(managed(server.base_url, first_token_s=3, total_s=3), pace, chunks=3)
     assert isinstance(error, BackendTimeout) and error.phase == "total"
-    assert 3 <= len(received) < len(REPLY.split())
-    assert server.wait_disconnect(2)
+    assert received == WORDS[:3]  # what arrived before the limit is kept
+    assert server.wait_disconnect(10)
 
 
 def test_hung_server_hits_the_first_token_limit(server: FakeOpenAIServer) -> None:
     server.behaviour = Behaviour(hang=True)
     _, error = partial(managed(server.base_url, retries=0, first_token_s=0.3))
-    assert isinstance(error, BackendTimeout) and server.wait_disconnect(2)
+    assert isinstance(error, BackendTimeout) and server.wait_disconnect(10)
 
 
 def test_cancelling_the_consumer_stops_the_upstream_request(server: FakeOpenAIServer) -> None:
-    server.behaviour = Behaviour(chunk_delay_s=0.05)
+    pace = threading.Semaphore(0)
+    server.behaviour = Behaviour(pace=pace)  # two chunks, then the server waits mid-stream
     backend = managed(server.base_url)
 
-    async def run() -> int:
+    async def run() -> list[str]:
         received: list[str] = []
+        two = asyncio.Event()
 
         async def consume() -> None:
             async for delta in backend.generate([Message.user("Hi")], PARAMS):
                 received.append(delta)
+                if len(received) < 2:
+                    pace.release()
+                else:
+                    two.set()
 
+        pace.release()
         task = asyncio.create_task(consume())
-        while len(received) < 2:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(two.wait(), 30)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        return len(received)
+        return received
 
-    assert asyncio.run(run()) < len(REPLY.split())
-    assert server.wait_disconnect(2) and server.disconnects == 1 and server.completed == 0
+    assert asyncio.run(run()) == WORDS[:2]
+    assert server.wait_disconnect(10) and server.disconnects == 1 and server.completed == 0
 
 
 def free_port() -> int:
@@ -291,11 +325,10 @@ def free_port() -> int:
 
 
 def test_refused_connection_is_unavailable_and_fast() -> None:
-    backend = managed(f"http://127.0.0.1:{free_port()}/v1", retries=1)
-    started = time.perf_counter()
+    """Refused at once, not after waiting out the first-token limit (that would be a BackendTimeout)."""
+    backend = managed(f"http://127.0.0.1:{free_port()}/v1", retries=1, first_token_s=60, total_s=120)
     _, error = partial(backend)
     assert isinstance(error, BackendUnavailable) and "cannot connect" in str(error)
-    assert time.perf_counter() - started < 2
 
 
 def test_health_check_uses_the_models_endpoint(server: FakeOpenAIServer) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,7 +66,7 @@ def test_stream_concatenates_to_the_reply_and_ends_with_done(
     assert events[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
     assert all(e["object"] == "chat.completion.chunk" and e["model"] == "fake-vlm" for e in events)
     assert all("usage" not in e for e in events)
-    assert server.wait_completed(1) and server.requests[0]["body"]["stream"] is True
+    assert server.wait_completed(1, timeout=10) and server.requests[0]["body"]["stream"] is True
     assert server.requests[0]["path"] == "/v1/chat/completions"
 
 
@@ -140,19 +139,19 @@ def test_images_decode_png_data_uris(client: httpx.Client, server: FakeOpenAISer
 
 
 @pytest.mark.parametrize(
-    "behaviour", [Behaviour(hang=True), Behaviour(chunk_delay_s=5)], ids=["hang", "between-chunks"]
+    "behaviour", [Behaviour(hang=True), Behaviour(chunk_delay_s=60)], ids=["hang", "between-chunks"]
 )
 def test_client_closing_mid_stream_is_counted(
     client: httpx.Client, server: FakeOpenAIServer, behaviour: Behaviour
 ) -> None:
+    """The server notices the client leaving while it waits (30 s hang, 60 s pause), not after."""
     server.behaviour = behaviour
     with client.stream("POST", f"{server.base_url}/chat/completions", json=chat(server)) as response:
         assert response.status_code == 200
         if not behaviour.hang:
             next(response.iter_lines())  # the role chunk has arrived; the server now sleeps
-    closed = time.monotonic()
-    assert server.wait_disconnect(1.0), "the server did not notice the client leaving"
-    assert time.monotonic() - closed < 1.0 and server.disconnects == 1 and server.completed == 0
+    assert server.wait_disconnect(10), "the server did not notice the client leaving"
+    assert server.disconnects == 1 and server.completed == 0
 
 
 def test_models_endpoint_and_health(client: httpx.Client, server: FakeOpenAIServer) -> None:

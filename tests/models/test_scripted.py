@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -112,13 +111,24 @@ def test_fail_after_raises_backend_error() -> None:
         collect(make(fail_after=0), [Message.user("hi")])
 
 
-def test_delays() -> None:
+def test_delays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first-token delay comes once, before any text; the token delay before each later token."""
+    events: list[object] = []
+    real_sleep = asyncio.sleep
+
+    async def record_sleep(seconds: float) -> None:
+        events.append(seconds)
+        await real_sleep(0)
+
     backend = make(first_token_delay_s=0.1, delay_s=0.02)
-    started = time.perf_counter()
-    deltas = collect(backend, [Message.user("hi")], GenerationParams(max_new_tokens=6))
-    elapsed = time.perf_counter() - started
-    assert len(deltas) == 6
-    assert elapsed >= 0.1 + 5 * 0.02 - 0.01
+
+    async def run() -> None:
+        async for item in backend.stream([Message.user("hi")], GenerationParams(max_new_tokens=6)):
+            events.append("text" if isinstance(item, str) else "usage")
+
+    monkeypatch.setattr(asyncio, "sleep", record_sleep)
+    asyncio.run(run())
+    assert events == [0.1, "text", *[0.02, "text"] * 5, "usage"]
 
 
 def test_closing_the_generator_stops_the_stream() -> None:
@@ -148,14 +158,15 @@ def test_cancelling_the_consumer_stops_the_stream() -> None:
                 received.append(delta)
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.12)
+        while len(received) < 2:  # the stream is under way: cancel it in the middle
+            await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert backend.active_streams == 0
         return len(received)
 
-    assert 1 <= asyncio.run(run()) < 10
+    assert 2 <= asyncio.run(run()) < 10
 
 
 def test_too_many_images_and_closed_backend() -> None:

@@ -53,6 +53,28 @@ class Flaky(ModelBackend):
             self.closed += 1
 
 
+class Stalling(ModelBackend):
+    """Sends ``text_first`` deltas, then nothing more, ever: only a time limit ends its stream."""
+
+    def __init__(self, text_first: int = 0) -> None:
+        self.name = "stalling"
+        self.text_first = text_first
+        self.calls = 0
+        self.open = 0
+
+    async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamItem]:
+        self.calls += 1
+        self.open += 1
+        try:
+            for i in range(self.text_first):
+                yield f"part{i} "
+            await asyncio.Event().wait()
+        finally:
+            self.open -= 1
+
+
 def run(backend: ManagedBackend, messages: list[Message] = HI) -> tuple[list[str], GenerationStats]:
     async def go() -> tuple[list[str], GenerationStats]:
         generation = backend.generate(messages, PARAMS)
@@ -129,17 +151,17 @@ def test_foreign_exceptions_become_backend_errors() -> None:
 
 
 def test_first_token_limit_with_retry_then_total_limit() -> None:
-    slow_start = ScriptedBackend("slow", reply="a b", first_token_delay_s=1.0)
+    no_start = Stalling(text_first=0)
     error, stats = failing(
-        ManagedBackend(slow_start, first_token_timeout_s=0.1, retries=1, retry_backoff_s=0.01)
+        ManagedBackend(no_start, first_token_timeout_s=0.1, retries=1, retry_backoff_s=0.01)
     )
     assert isinstance(error, BackendTimeout) and error.phase == "first_token" and stats.attempts == 2
-    assert slow_start.active_streams == 0
+    assert no_start.calls == 2 and no_start.open == 0
 
-    slow_stream = ScriptedBackend("drip", reply="a b c d e f g h", delay_s=0.1)
-    error, stats = failing(ManagedBackend(slow_stream, first_token_timeout_s=1, total_timeout_s=0.35))
+    stalled = Stalling(text_first=2)
+    error, stats = failing(ManagedBackend(stalled, first_token_timeout_s=5, total_timeout_s=0.35))
     assert isinstance(error, BackendTimeout) and error.phase == "total" and not error.retryable
-    assert 2 <= stats.chunks <= 5 and slow_stream.active_streams == 0
+    assert stats.chunks == 2 and stats.attempts == 1 and stalled.open == 0
 
 
 def test_closing_the_generation_closes_the_backend_stream() -> None:
