@@ -13,13 +13,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Engine
 
 from storage.db import current_revision, make_engine, normalize_url, session_factory, upgrade
 
 DEFAULT_DB = "sqlite:///arena.db"
+
+
+@contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[Engine]:
+    """An engine for the command's ``--db``, disposed when the command is done with it."""
+    engine = make_engine(args.db)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _upgrade(args: argparse.Namespace) -> str:
@@ -28,23 +41,17 @@ def _upgrade(args: argparse.Namespace) -> str:
 
 
 def _current(args: argparse.Namespace) -> str:
-    engine = make_engine(args.db)
-    try:
+    with _engine(args) as engine:
         return f"database at revision {current_revision(engine) or '(empty)'}"
-    finally:
-        engine.dispose()
 
 
 def _forget(args: argparse.Namespace) -> str:
     from storage.images import ImageStore
     from storage.maintenance import forget_session
 
-    engine = make_engine(args.db)
-    try:
-        store = ImageStore(args.images) if args.images else None
+    store = ImageStore(args.images) if args.images else None
+    with _engine(args) as engine:
         report = forget_session(session_factory(engine), args.session, store)
-    finally:
-        engine.dispose()
     if not report.session_found and not report.battles:
         raise LookupError(f"no voter session {args.session!r}")
     return (
@@ -56,35 +63,26 @@ def _forget(args: argparse.Namespace) -> str:
 def _backup(args: argparse.Namespace) -> str:
     from storage.maintenance import backup_sqlite
 
-    engine = make_engine(args.db)
-    try:
+    with _engine(args) as engine:
         pages = backup_sqlite(engine, args.out)
-    finally:
-        engine.dispose()
     return f"backed up {pages} pages to {args.out} (integrity check ok)"
 
 
 def _export(args: argparse.Namespace) -> str:
     from storage.transfer import export_battles
 
-    engine = make_engine(args.db)
-    try:
+    with _engine(args) as engine:
         count = _one_line_errors(export_battles, engine, args.out, args.format)
-    finally:
-        engine.dispose()
     return f"exported {count} battles to {args.out} ({args.format})"
 
 
 def _import(args: argparse.Namespace) -> str:
     from storage.transfer import import_battles
 
-    engine = make_engine(args.db)
-    try:
-        # A progress bar only for a person watching: logs and pipes get the summary line alone.
-        progress = not args.no_progress and sys.stderr.isatty()
+    # A progress bar only for a person watching: logs and pipes get the summary line alone.
+    progress = not args.no_progress and sys.stderr.isatty()
+    with _engine(args) as engine:
         report = _one_line_errors(import_battles, engine, args.path, progress=progress)
-    finally:
-        engine.dispose()
     return report.summary()
 
 

@@ -3,8 +3,8 @@
 Every function here runs ONE aggregate query with all filters in its WHERE clause, so the database
 returns a few thousand rows (one per model pair and outcome, or per day) however many votes there are,
 and Python never holds one object per vote. ``VoteFilter`` says which votes count; ``vote_conditions``
-is that rule as SQL conditions, shared with ``storage.repo.vote_records`` and the column reader
-``vote_columns``, so every path counts the same votes.
+is that rule as SQL conditions, shared by the aggregates here, the column reader ``vote_columns`` and
+``storage.snapshots``, so every path counts the same votes.
 
 Never counted, whatever the filter: battles marked invalid, battles whose answers leaked a model's
 identity (``identity_leak``), and battles an operator excluded from ratings (``excluded``).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, Integer, Select, and_, cast, extract, func, select
@@ -22,6 +22,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from storage.schema import Battle, BattleTag, ModelRow, Turn, Vote, VoterSession
+from storage.sql import as_utc, dialect_name
+from storage.vocabulary import ANONY, INVALID
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def utc_bound(moment: datetime | None, name: str) -> datetime | None:
         return None
     if not isinstance(moment, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(moment).__name__}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(moment)
 
 
 def vote_conditions(flt: VoteFilter, *, include_invalid: bool = False) -> list[ColumnElement[bool]]:
@@ -60,10 +62,10 @@ def vote_conditions(flt: VoteFilter, *, include_invalid: bool = False) -> list[C
         raise ValueError(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
     conditions: list[ColumnElement[bool]] = [Battle.model_b_id.is_not(None)]
     if flt.anony_only:
-        conditions.append(Battle.mode == "anony")
+        conditions.append(Battle.mode == ANONY)
     if not include_invalid:
         conditions += [
-            Battle.state != "invalid",
+            Battle.state != INVALID,
             Battle.identity_leak.is_(False),
             Battle.excluded.is_(False),
         ]
@@ -110,13 +112,9 @@ def pair_outcome_counts(
     return [(str(a), str(b), str(w), int(c)) for a, b, w, c in db.execute(stmt)]
 
 
-def _dialect(db: Session | Connection) -> str:
-    return (db.get_bind() if isinstance(db, Session) else db).dialect.name
-
-
 def _utc_day(db: Session | Connection) -> ColumnElement[Any]:
     """The UTC calendar day of a vote as 'YYYY-MM-DD' (timestamps are stored in UTC)."""
-    if _dialect(db) == "postgresql":
+    if dialect_name(db) == "postgresql":
         return func.to_char(func.timezone("UTC", Vote.created_at), "YYYY-MM-DD")
     return func.substr(Vote.created_at, 1, 10)  # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff'
 
@@ -139,11 +137,11 @@ def votes_per_model(db: Session | Connection, flt: VoteFilter = VoteFilter()) ->
 
 def _epoch_seconds(db: Session | Connection) -> ColumnElement[float]:
     """A vote's time as float seconds since the epoch, as ``datetime.timestamp()`` gives it."""
-    if _dialect(db) == "postgresql":
+    if dialect_name(db) == "postgresql":
         return cast(extract("epoch", Vote.created_at), Float)
-    # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC: whole seconds, plus the fraction as written
+    # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC: the fraction as written, plus whole seconds
     whole = cast(func.strftime("%s", Vote.created_at), Integer)
-    return whole + cast(func.substr(Vote.created_at, 20, 7), Float)
+    return cast(func.substr(Vote.created_at, 20, 7), Float) + whole
 
 
 #: The per-vote columns ``vote_columns`` reads, in order.
@@ -178,7 +176,7 @@ def vote_columns(
     seconds since the epoch (computed in SQL: no datetime object per vote), ``turns`` the battle's
     number of turns (0 when it has none).
     """
-    if _dialect(db) == "postgresql":
+    if dialect_name(db) == "postgresql":
         # a hash join with the grouped turns beats a lookup per vote
         per_battle = select(Turn.battle_id, func.count().label("turns")).group_by(Turn.battle_id).subquery()
         turns: Any = func.coalesce(per_battle.c.turns, 0)

@@ -14,21 +14,25 @@ Durability of an acknowledged write (``factory.begin()`` returned without an exc
 from __future__ import annotations
 
 import random
-import secrets
 import sqlite3
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExecutionContext, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.sql import dialect_name
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 T = TypeVar("T")
 
@@ -47,7 +51,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: readers never block the writer; a committed transaction survives a killed process.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -57,8 +61,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def _sqlite_begin_for_savepoints_and_locks(  # type: ignore[no-untyped-def]
-    _conn: Connection, cursor, statement: str, _parameters, context: ExecutionContext | None, _many: bool
+def _sqlite_begin_for_savepoints_and_locks(
+    _conn: Connection,
+    cursor: sqlite3.Cursor,
+    statement: str,
+    _parameters: object,
+    context: ExecutionContext | None,
+    _many: bool,
 ) -> None:
     """Open the transaction (``BEGIN IMMEDIATE``) before a SAVEPOINT or ``SELECT ... FOR UPDATE``.
 
@@ -94,12 +103,12 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+        engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "before_cursor_execute", _sqlite_begin_for_savepoints_and_locks)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)  # type: ignore[arg-type]
+    return create_engine(url, **kwargs)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -173,7 +182,7 @@ _SQLITE_WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, _FairLock] = weakref.Wea
 def _writer_lock(factory: sessionmaker[Session] | Engine) -> AbstractContextManager[object]:
     """The per-engine writer lock for SQLite; nothing to wait for on other databases."""
     engine = factory if isinstance(factory, Engine) else factory.kw.get("bind")
-    if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
+    if not isinstance(engine, Engine) or dialect_name(engine) != "sqlite":
         return nullcontext()
     return _SQLITE_WRITER_LOCKS.setdefault(engine, _FairLock())
 
@@ -218,7 +227,7 @@ def run_in_transaction(
             time.sleep(delay * random.uniform(0.5, 1.5))
 
 
-def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+def _alembic_config(url: str) -> Config:
     from alembic.config import Config
 
     config = Config()
@@ -246,24 +255,3 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
-
-
-@contextmanager
-def scratch_postgres_database(admin_url: str, prefix: str = "arena_scratch") -> Iterator[str]:
-    """A new, empty PostgreSQL database on the server of ``admin_url``, dropped on exit.
-
-    For tests and benchmarks: ``admin_url`` names any database the role may connect to and create
-    databases from; the URL yielded points at the new one.
-    """
-    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield make_url(normalize_url(admin_url)).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()

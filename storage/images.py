@@ -72,9 +72,9 @@ class ImageStore:
         if min(width, height) < self.limits.min_side:
             raise ImageRejected("image is empty")
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.seek(0)
-                img = ImageOps.exif_transpose(img)
+            with Image.open(io.BytesIO(data)) as opened:
+                opened.seek(0)
+                img = ImageOps.exif_transpose(opened)
                 out_fmt = ACCEPTED_FORMATS[fmt]
                 if out_fmt == "JPEG":
                     img = img.convert("RGB")
@@ -108,12 +108,6 @@ class ImageStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return StoredImage(digest, MIME[fmt], width, height, len(clean), path)
-
-    def put_image(self, image: Image.Image) -> StoredImage:
-        """Store an in-memory PIL image (encoded losslessly first)."""
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return self.put(buffer.getvalue())
 
     def path_for(self, sha256: str, fmt: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}{SUFFIX[fmt]}"

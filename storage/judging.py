@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import FromClause, Select, and_, exists, func, select
 from sqlalchemy.orm import Session
 
-from storage.repo import _insert, as_utc, turn_image_hashes
+from storage.repo import turn_image_hashes
 from storage.schema import (
-    JUDGE_ORDERS,
     AnalysisResult,
     Battle,
     BattleTag,
@@ -27,9 +27,21 @@ from storage.schema import (
     Vote,
 )
 from storage.schema import JudgeVerdict as JudgeVerdictRow
+from storage.sql import as_utc, chunked, dialect_insert, rowcount
+from storage.vocabulary import ANONY, ANSWER_ORDERS, READY, VOTED
 
 #: Battle states whose answers are complete and may be judged.
-JUDGEABLE_STATES = ("ready", "voted")
+JUDGEABLE_STATES = (READY, VOTED)
+
+
+def _model_aliases() -> tuple[FromClause, FromClause]:
+    """Two aliases of the models table, for the names of a battle's model A and model B."""
+    return ModelRow.__table__.alias("ma"), ModelRow.__table__.alias("mb")
+
+
+def _with_model_names(stmt: Select[Any], a: FromClause, b: FromClause) -> Select[Any]:
+    """``stmt`` (which selects from battles) joined to both sides' model rows through ``a`` and ``b``."""
+    return stmt.join(a, a.c.id == Battle.model_a_id).join(b, b.c.id == Battle.model_b_id)
 
 
 @dataclass(frozen=True)
@@ -89,14 +101,12 @@ def battles_to_judge(
     )
     stmt = (
         select(Battle.id)
-        .where(
-            Battle.state.in_(("voted",) if voted_only else JUDGEABLE_STATES), Battle.model_b_id.is_not(None)
-        )
-        .where(done < len(JUDGE_ORDERS))
+        .where(Battle.state.in_((VOTED,) if voted_only else JUDGEABLE_STATES), Battle.model_b_id.is_not(None))
+        .where(done < len(ANSWER_ORDERS))
         .order_by(Battle.created_at, Battle.id)
     )
     if anony_only:
-        stmt = stmt.where(Battle.mode == "anony")
+        stmt = stmt.where(Battle.mode == ANONY)
     if since is not None:
         stmt = stmt.where(Battle.created_at >= since)
     if until is not None:
@@ -112,46 +122,43 @@ def done_orders(
     session: Session, battle_ids: Sequence[str], judge_model: str, template_version: str
 ) -> set[tuple[str, str]]:
     """The (battle, answer order) pairs this judge and template have already answered."""
-    if not battle_ids:
-        return set()
-    rows = session.execute(
-        select(JudgeVerdictRow.battle_id, JudgeVerdictRow.answer_order).where(
-            JudgeVerdictRow.battle_id.in_(list(battle_ids)),
-            JudgeVerdictRow.judge_model == judge_model,
-            JudgeVerdictRow.template_version == template_version,
+    done: set[tuple[str, str]] = set()
+    for chunk in chunked(battle_ids, session):
+        rows = session.execute(
+            select(JudgeVerdictRow.battle_id, JudgeVerdictRow.answer_order).where(
+                JudgeVerdictRow.battle_id.in_(chunk),
+                JudgeVerdictRow.judge_model == judge_model,
+                JudgeVerdictRow.template_version == template_version,
+            )
         )
-    )
-    return {(battle_id, order) for battle_id, order in rows}
+        done.update((battle_id, order) for battle_id, order in rows)
+    return done
 
 
 def load_for_judging(session: Session, battle_ids: Sequence[str]) -> list[JudgeBattle]:
     """The battles' conversations (prompts, image hashes, both answers per turn), in the given order."""
-    if not battle_ids:
-        return []
-    a = ModelRow.__table__.alias("ma")
-    b = ModelRow.__table__.alias("mb")
-    heads = {
-        battle_id: (model_a, model_b)
-        for battle_id, model_a, model_b in session.execute(
-            select(Battle.id, a.c.name, b.c.name)
-            .join(a, a.c.id == Battle.model_a_id)
-            .join(b, b.c.id == Battle.model_b_id)
-            .where(Battle.id.in_(list(battle_ids)))
-        )
-    }
+    a, b = _model_aliases()
+    heads: dict[str, tuple[str, str]] = {}
     turns: dict[str, list[tuple[int, int, str]]] = {}
-    for turn_id, battle_id, index, prompt in session.execute(
-        select(Turn.id, Turn.battle_id, Turn.index, Turn.prompt)
-        .where(Turn.battle_id.in_(list(battle_ids)))
-        .order_by(Turn.battle_id, Turn.index)
-    ):
-        turns.setdefault(battle_id, []).append((turn_id, index, prompt))
+    for chunk in chunked(battle_ids, session):
+        heads.update(
+            (battle_id, (model_a, model_b))
+            for battle_id, model_a, model_b in session.execute(
+                _with_model_names(select(Battle.id, a.c.name, b.c.name), a, b).where(Battle.id.in_(chunk))
+            )
+        )
+        for turn_id, battle_id, index, prompt in session.execute(
+            select(Turn.id, Turn.battle_id, Turn.index, Turn.prompt)
+            .where(Turn.battle_id.in_(chunk))
+            .order_by(Turn.battle_id, Turn.index)
+        ):
+            turns.setdefault(battle_id, []).append((turn_id, index, prompt))
     turn_ids = [t[0] for ts in turns.values() for t in ts]
     images = turn_image_hashes(session, turn_ids)
     answers: dict[tuple[int, str], str] = {}
-    if turn_ids:
+    for turn_chunk in chunked(turn_ids, session):
         for turn_id, side, text in session.execute(
-            select(Response.turn_id, Response.side, Response.text).where(Response.turn_id.in_(turn_ids))
+            select(Response.turn_id, Response.side, Response.text).where(Response.turn_id.in_(turn_chunk))
         ):
             answers[(turn_id, side)] = text
     out = []
@@ -183,36 +190,33 @@ def save_verdicts(session: Session, verdicts: Iterable[NewVerdict]) -> int:
     rows = [vars(v) for v in verdicts]
     if not rows:
         return 0
-    stmt = _insert(session, JudgeVerdictRow.__table__).values(rows)
+    stmt = dialect_insert(session, JudgeVerdictRow.__table__).values(rows)
     result = session.execute(
         stmt.on_conflict_do_nothing(
             index_elements=["battle_id", "judge_model", "template_version", "answer_order"]
         )
     )
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 def verdict_records(
     session: Session, *, judge_model: str, template_version: str | None = None
 ) -> list[dict[str, object]]:
     """Every stored verdict of a judge, with the battle's models and (if any) the human vote."""
-    a = ModelRow.__table__.alias("ma")
-    b = ModelRow.__table__.alias("mb")
+    a, b = _model_aliases()
+    columns = select(
+        JudgeVerdictRow.battle_id,
+        a.c.name,
+        b.c.name,
+        JudgeVerdictRow.template_version,
+        JudgeVerdictRow.answer_order,
+        JudgeVerdictRow.verdict,
+        JudgeVerdictRow.error,
+        JudgeVerdictRow.created_at,
+        Vote.winner,
+    ).join(Battle, Battle.id == JudgeVerdictRow.battle_id)
     stmt = (
-        select(
-            JudgeVerdictRow.battle_id,
-            a.c.name,
-            b.c.name,
-            JudgeVerdictRow.template_version,
-            JudgeVerdictRow.answer_order,
-            JudgeVerdictRow.verdict,
-            JudgeVerdictRow.error,
-            JudgeVerdictRow.created_at,
-            Vote.winner,
-        )
-        .join(Battle, Battle.id == JudgeVerdictRow.battle_id)
-        .join(a, a.c.id == Battle.model_a_id)
-        .join(b, b.c.id == Battle.model_b_id)
+        _with_model_names(columns, a, b)
         .outerjoin(Vote, Vote.battle_id == Battle.id)
         .where(JudgeVerdictRow.judge_model == judge_model)
         .order_by(JudgeVerdictRow.battle_id, JudgeVerdictRow.answer_order)
@@ -248,13 +252,3 @@ def save_analysis_result(
 ) -> None:
     """Keep a computed figure set (JSON-ready dicts) for the admin page; earlier ones stay as history."""
     session.add(AnalysisResult(kind=kind, subject=subject, params=params, result=result, computed_at=now))
-
-
-def latest_analysis_result(session: Session, *, kind: str, subject: str) -> AnalysisResult | None:
-    """The most recent result of this kind about this subject, or None."""
-    return session.scalars(
-        select(AnalysisResult)
-        .where(AnalysisResult.kind == kind, AnalysisResult.subject == subject)
-        .order_by(AnalysisResult.computed_at.desc(), AnalysisResult.id.desc())
-        .limit(1)
-    ).first()

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.images import ImageStore
 from storage.schema import Battle, Feedback, Image, ModerationFlag, Turn, TurnImage, Vote, VoterSession
+from storage.sql import chunked
 
 
 @dataclass(frozen=True)
@@ -36,36 +37,39 @@ def forget_session(
         # A locking read first: on PostgreSQL it locks the session row, on SQLite it opens the
         # transaction with the write lock, so the reads below and the deletes are one snapshot.
         found = db.get(VoterSession, session_id, with_for_update=True) is not None
-        battle_ids = list(db.scalars(select(Battle.id).where(Battle.session_id == session_id)))
+        of_session = select(Battle.id).where(Battle.session_id == session_id)
+        battle_ids = list(db.scalars(of_session))
         shas = set(
             db.scalars(
                 select(TurnImage.image_sha256)
                 .join(Turn, Turn.id == TurnImage.turn_id)
-                .where(Turn.battle_id.in_(battle_ids))
+                .where(Turn.battle_id.in_(of_session))
             )
         )
         votes = db.scalar(
             select(func.count())
             .select_from(Vote)
-            .where((Vote.battle_id.in_(battle_ids)) | (Vote.session_id == session_id))
+            .where((Vote.battle_id.in_(of_session)) | (Vote.session_id == session_id))
         )
         db.execute(delete(Vote).where(Vote.session_id == session_id))
         db.execute(delete(Feedback).where(Feedback.session_id == session_id))
         # Turns, images' positions, responses, votes, tags, verdicts and flags go by cascade.
-        db.execute(delete(Battle).where(Battle.id.in_(battle_ids)))
+        db.execute(delete(Battle).where(Battle.session_id == session_id))
         db.execute(delete(VoterSession).where(VoterSession.id == session_id))
-        still_used = set(db.scalars(select(TurnImage.image_sha256).where(TurnImage.image_sha256.in_(shas))))
-        still_used |= set(
-            db.scalars(select(ModerationFlag.image_sha256).where(ModerationFlag.image_sha256.in_(shas)))
-        )
+        still_used: set[str] = set()
+        for column in (TurnImage.image_sha256, ModerationFlag.image_sha256):
+            for chunk in chunked(sorted(shas), db):
+                still_used.update(db.scalars(select(column).where(column.in_(chunk))))
         orphans = sorted(shas - still_used)
-        db.execute(delete(Image).where(Image.sha256.in_(orphans)))
+        for chunk in chunked(orphans, db):
+            db.execute(delete(Image).where(Image.sha256.in_(chunk)))
     removed = 0
-    for sha in orphans if images is not None else ():
-        path = images.find(sha)
-        if path is not None:
-            path.unlink(missing_ok=True)
-            removed += 1
+    if images is not None:
+        for sha in orphans:
+            path = images.find(sha)
+            if path is not None:
+                path.unlink(missing_ok=True)
+                removed += 1
     return ForgetReport(found, len(battle_ids), int(votes or 0), len(orphans), removed)
 
 

@@ -7,22 +7,20 @@ Callers own the transaction (``with factory.begin() as session: ...``), so a gro
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from storage.counts import VoteFilter, vote_conditions
 from storage.images import StoredImage
 from storage.schema import (
-    BATTLE_MODES,
     IMPORTED_BACKEND,
     MAX_REASON_CHARS,
-    WINNERS,
     Battle,
+    BattleTag,
     Image,
     ModelRow,
     Response,
@@ -31,6 +29,8 @@ from storage.schema import (
     Vote,
     VoterSession,
 )
+from storage.sql import as_utc, chunked, dialect_insert, dialect_name
+from storage.vocabulary import ANONY, BATTLE_MODES, DIRECT, GENERATING, READY, VOTED, WINNERS, BattleState
 
 
 class VoteRejected(ValueError):
@@ -51,23 +51,6 @@ class ModelSeed:
     link: str = ""
 
 
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back naive; they were written as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
-def _dialect(db: Session | Connection) -> str:
-    return (db.get_bind() if isinstance(db, Session) else db).dialect.name
-
-
-def _insert(session: Session | Connection, table):  # type: ignore[no-untyped-def]
-    """A dialect insert that supports ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike)."""
-    module = postgresql if _dialect(session) == "postgresql" else sqlite
-    return module.insert(table)
-
-
 def sync_models(session: Session, seeds: Iterable[ModelSeed], now: datetime) -> dict[str, int]:
     """Register roster models missing from the database; return every model's id by name.
 
@@ -75,39 +58,17 @@ def sync_models(session: Session, seeds: Iterable[ModelSeed], now: datetime) -> 
     exception is a row that only an imported battle file created (backend ``imported``, disabled, no
     display name): the roster's entry fills it in the first time the roster names that model.
     """
-    seeds = list(seeds)
-    if seeds:
-        stmt = _insert(session, ModelRow).values(
-            [
-                {
-                    "name": s.name,
-                    "display_name": s.display_name,
-                    "organization": s.organization,
-                    "backend": s.backend,
-                    "enabled": s.enabled,
-                    "sampling_weight": s.sampling_weight,
-                    "license": s.license,
-                    "link": s.link,
-                    "created_at": now,
-                }
-                for s in seeds
-            ]
-        )
+    # Each field of ModelSeed is the models column of the same name.
+    rows = [asdict(seed) for seed in seeds]
+    if rows:
+        stmt = dialect_insert(session, ModelRow).values([{**row, "created_at": now} for row in rows])
         session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
         # A row created by an import is no operator's decision: the roster's entry fills it in once.
-        for s in seeds:
+        for row in rows:
             session.execute(
                 update(ModelRow)
-                .where(ModelRow.name == s.name, ModelRow.backend == IMPORTED_BACKEND)
-                .values(
-                    display_name=s.display_name,
-                    organization=s.organization,
-                    backend=s.backend,
-                    enabled=s.enabled,
-                    sampling_weight=s.sampling_weight,
-                    license=s.license,
-                    link=s.link,
-                )
+                .where(ModelRow.name == row["name"], ModelRow.backend == IMPORTED_BACKEND)
+                .values({column: value for column, value in row.items() if column != "name"})
             )
     return {name: id_ for name, id_ in session.execute(select(ModelRow.name, ModelRow.id))}
 
@@ -120,7 +81,7 @@ def ensure_voter_session(
     session: Session, session_id: str, user_agent: str | None, now: datetime, ip_hash: str | None = None
 ) -> None:
     """Register a voter session once; ``ip_hash`` is the salted hash, never the address."""
-    stmt = _insert(session, VoterSession).values(
+    stmt = dialect_insert(session, VoterSession).values(
         id=session_id, user_agent=(user_agent or None) and user_agent[:512], ip_hash=ip_hash, created_at=now
     )
     session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
@@ -134,7 +95,7 @@ def create_battle(
     model_b_id: int | None,
     session_id: str | None,
     now: datetime,
-    mode: str = "anony",
+    mode: str = ANONY,
 ) -> Battle:
     if mode not in BATTLE_MODES:
         raise ValueError(f"unknown battle mode {mode!r}")
@@ -144,7 +105,7 @@ def create_battle(
         model_a_id=model_a_id,
         model_b_id=model_b_id,
         session_id=session_id,
-        state="generating",
+        state=GENERATING,
         created_at=now,
         updated_at=now,
     )
@@ -168,7 +129,7 @@ def add_images(session: Session, images: Sequence[StoredImage], now: datetime) -
         }
         for img in images
     }
-    stmt = _insert(session, Image).values(list(rows.values()))
+    stmt = dialect_insert(session, Image).values(list(rows.values()))
     session.execute(stmt.on_conflict_do_nothing(index_elements=["sha256"]))
 
 
@@ -182,7 +143,7 @@ def add_turn(
     session.add_all(
         TurnImage(turn_id=turn.id, position=pos, image_sha256=sha) for pos, sha in enumerate(image_hashes)
     )
-    set_battle_state(session, battle_id, "generating", now)
+    set_battle_state(session, battle_id, GENERATING, now)
     session.flush()
     return turn
 
@@ -221,7 +182,7 @@ def save_response(
 
 
 def set_battle_state(
-    session: Session, battle_id: str, state: str, now: datetime, reason: str | None = None
+    session: Session, battle_id: str, state: BattleState, now: datetime, reason: str | None = None
 ) -> None:
     session.execute(
         update(Battle)
@@ -278,7 +239,7 @@ def record_vote(
         "p_client_token": client_token,
         "p_now": now,
     }
-    if _dialect(session) == "postgresql":
+    if dialect_name(session) == "postgresql":
         # One round trip: claim the battle and insert the vote in a single statement.
         inserted = session.execute(_VOTE_STATEMENTS.claim_and_insert, params).first()
         if inserted is None:
@@ -308,10 +269,10 @@ class _VoteStatements:
             battles.update()
             .where(
                 battles.c.id == bindparam("p_battle_id"),
-                battles.c.state == "ready",
-                battles.c.mode != "direct",
+                battles.c.state == READY,
+                battles.c.mode != DIRECT,
             )
-            .values(state="voted", updated_at=bindparam("p_now"))
+            .values(state=VOTED, updated_at=bindparam("p_now"))
             .returning(battles.c.id)
         )
         columns = {
@@ -367,9 +328,9 @@ def _not_claimed(
     if row is None:
         raise VoteRejected("unknown battle")
     mode, state = row
-    if mode == "direct":
+    if mode == DIRECT:
         raise VoteRejected("a direct chat takes feedback, not votes")
-    if state == "voted":
+    if state == VOTED:
         return _replayed_vote(session, battle_id, winner, client_token)
     raise VoteRejected(f"this battle cannot take a vote while it is {state}")
 
@@ -390,78 +351,13 @@ def _replayed_vote(
     raise VoteRejected("this battle has already been voted on")
 
 
-def vote_records(
-    session: Session,
-    *,
-    anony_only: bool = False,
-    include_flagged: bool = False,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    category: str | None = None,
-    include_invalid: bool | None = None,
-) -> list[dict[str, object]]:
-    """Every voted battle as a FastChat-style battle record, in vote order (for ratings).
-
-    By default battles where an answer leaked a model's identity, that were marked invalid or that an
-    operator excluded, and votes from voter sessions flagged as banned or anomalous, are left out, as
-    the leaderboard requires (``storage.counts.vote_conditions``); ``include_flagged`` keeps them all
-    (audits, exports). ``include_invalid`` decides the leaked/invalid/excluded battles on their own
-    (None: as ``include_flagged``), so a leaderboard can count flagged voters without ever counting
-    those. ``since``/``until`` keep votes cast at or after /
-    before those moments (naive datetimes are taken as UTC); ``category`` keeps battles carrying that
-    tag in ``battle_tags``. All filters run in SQL.
-    """
-    if include_invalid is None:
-        include_invalid = include_flagged
-    flt = VoteFilter(
-        anony_only=anony_only, include_flagged=include_flagged, since=since, until=until, category=category
-    )
-    conditions = vote_conditions(flt, include_invalid=include_invalid)
-    a = ModelRow.__table__.alias("ma")
-    b = ModelRow.__table__.alias("mb")
-    turn_count = select(Turn.battle_id, func.count().label("turns")).group_by(Turn.battle_id).subquery()
-    stmt = (
-        select(
-            Battle.id,
-            a.c.name,
-            b.c.name,
-            Vote.winner,
-            func.coalesce(Vote.judge, Vote.session_id),
-            Battle.mode,
-            Vote.created_at,
-            turn_count.c.turns,
-        )
-        .join(Vote, Vote.battle_id == Battle.id)
-        .join(a, a.c.id == Battle.model_a_id)
-        .join(b, b.c.id == Battle.model_b_id)
-        .outerjoin(turn_count, turn_count.c.battle_id == Battle.id)
-        .where(*conditions)
-        .order_by(Vote.created_at, Vote.id)
-    )
-    records = []
-    for battle_id, model_a, model_b, winner, voter, mode, created, n_turns in session.execute(stmt):
-        records.append(
-            {
-                "question_id": battle_id,
-                "model_a": model_a,
-                "model_b": model_b,
-                "winner": winner,
-                "judge": voter or "arena_user",
-                "turn": int(n_turns or 1),
-                "anony": mode == "anony",
-                "tstamp": as_utc(created).timestamp(),
-            }
-        )
-    return records
-
-
 def turn_image_hashes(db: Session | Connection, turn_ids: Sequence[int]) -> dict[int, list[str]]:
     """Each turn's image hashes in prompt order (turns without images are left out)."""
     images: dict[int, list[str]] = {}
-    if turn_ids:
+    for chunk in chunked(turn_ids, db):
         for turn_id, sha in db.execute(
             select(TurnImage.turn_id, TurnImage.image_sha256)
-            .where(TurnImage.turn_id.in_(list(turn_ids)))
+            .where(TurnImage.turn_id.in_(chunk))
             .order_by(TurnImage.turn_id, TurnImage.position)
         ):
             images.setdefault(turn_id, []).append(sha)
@@ -471,12 +367,11 @@ def turn_image_hashes(db: Session | Connection, turn_ids: Sequence[int]) -> dict
 def answer_texts(session: Session, battle_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """Each battle's whole answer per side (all turns joined by blank lines), for style measures."""
     out: dict[str, list[list[str]]] = {}
-    ids = list(battle_ids)
-    for start in range(0, len(ids), 5000):
+    for chunk in chunked(battle_ids, session):
         rows = session.execute(
             select(Turn.battle_id, Response.side, Response.text)
             .join(Response, Response.turn_id == Turn.id)
-            .where(Turn.battle_id.in_(ids[start : start + 5000]))
+            .where(Turn.battle_id.in_(chunk))
             .order_by(Turn.battle_id, Turn.index)
         )
         for battle_id, side, text in rows:
@@ -486,14 +381,11 @@ def answer_texts(session: Session, battle_ids: Sequence[str]) -> dict[str, tuple
 
 def battle_categories(session: Session, battle_ids: Sequence[str]) -> dict[str, str]:
     """Each tagged battle's category tags, sorted and joined with '+' (e.g. ``chart+ocr``)."""
-    from storage.schema import BattleTag
-
     tags: dict[str, list[str]] = {}
-    ids = list(battle_ids)
-    for start in range(0, len(ids), 5000):
+    for chunk in chunked(battle_ids, session):
         rows = session.execute(
             select(BattleTag.battle_id, BattleTag.tag)
-            .where(BattleTag.battle_id.in_(ids[start : start + 5000]))
+            .where(BattleTag.battle_id.in_(chunk))
             .order_by(BattleTag.battle_id, BattleTag.tag)
         )
         for battle_id, tag in rows:

@@ -7,6 +7,7 @@ those migrations are checked against. Timestamps are stored as UTC.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -18,11 +19,19 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import False_
+
+# The vote vocabulary is defined in storage.vocabulary; the check constraints below spell it out.
+from storage.vocabulary import ANSWER_ORDERS
+from storage.vocabulary import BATTLE_MODES as BATTLE_MODES
+from storage.vocabulary import BATTLE_STATES as BATTLE_STATES
+from storage.vocabulary import WINNERS as WINNERS
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -32,20 +41,15 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-#: Vote outcomes, in the FastChat / Chatbot Arena vocabulary.
-WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
-BATTLE_MODES = ("anony", "named", "direct")
-BATTLE_STATES = ("generating", "ready", "voted", "invalid")
 SIDES = ("a", "b")
 FEEDBACK_KINDS = ("up", "down", "flag")
-JUDGE_ORDERS = ("ab", "ba")
 #: ``models.backend`` of a model that only came from an imported battle file (no roster named it yet).
 IMPORTED_BACKEND = "imported"
 #: A vote's optional free-text reason is capped so one request cannot bloat the database.
 MAX_REASON_CHARS = 2000
 
 
-def sa_false():  # type: ignore[no-untyped-def]
+def sa_false() -> False_:
     """Server-side default FALSE, portable across SQLite and PostgreSQL."""
     return false()
 
@@ -56,6 +60,8 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    #: Every model here maps one Table (SQLAlchemy types ``__table__`` as the wider FromClause).
+    __table__: ClassVar[Table]
 
 
 class ModelRow(Base):
@@ -244,7 +250,7 @@ class JudgeVerdict(Base):
 
     __tablename__ = "judge_verdicts"
     __table_args__ = (
-        CheckConstraint(_in("answer_order", JUDGE_ORDERS), name="answer_order"),
+        CheckConstraint(_in("answer_order", ANSWER_ORDERS), name="answer_order"),
         UniqueConstraint(
             "battle_id", "judge_model", "template_version", "answer_order", name="uq_judge_verdicts_key"
         ),

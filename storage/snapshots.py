@@ -32,13 +32,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from storage.counts import VoteFilter, vote_conditions
 from storage.schema import (
-    WINNERS,
     AuditEntry,
     Battle,
     BattleTag,
@@ -49,6 +47,8 @@ from storage.schema import (
     Vote,
     VoterSession,
 )
+from storage.sql import as_utc, dialect_insert, dialect_name, rowcount
+from storage.vocabulary import WINNERS
 
 #: The key under which a failed refresh is recorded inside a stored payload (removed when loaded).
 FAILURE_KEY = "refresh_failure"
@@ -66,21 +66,6 @@ class StoredSnapshot:
     computed_by: str
     #: ``{"error": str, "failed_at": ISO time}`` when the latest refresh of this view failed.
     failure: dict[str, Any] | None = None
-
-
-def _utc(moment: datetime) -> datetime:
-    """``moment`` in UTC (naive = already UTC), as every timestamp is stored."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _dialect_name(db: Session | Connection) -> str:
-    return (db.get_bind() if isinstance(db, Session) else db).dialect.name
-
-
-def _dialect_insert(db: Session | Connection, table: Any) -> Any:
-    """An INSERT that supports ON CONFLICT on SQLite and PostgreSQL alike."""
-    module = postgresql if _dialect_name(db) == "postgresql" else sqlite
-    return module.insert(table)
 
 
 def data_version(db: Session | Connection) -> str:
@@ -125,11 +110,11 @@ def save_snapshot(
         "view": view,
         "data_version": data_version,
         "payload": payload,
-        "computed_at": _utc(computed_at),
+        "computed_at": as_utc(computed_at),
         "duration_s": float(duration_s),
         "computed_by": computed_by,
     }
-    stmt = _dialect_insert(db, LeaderboardSnapshot).values(**values)
+    stmt = dialect_insert(db, LeaderboardSnapshot).values(**values)
     db.execute(
         stmt.on_conflict_do_update(
             index_elements=["view"], set_={k: v for k, v in values.items() if k != "view"}
@@ -149,7 +134,7 @@ def mark_snapshot_failed(db: Session | Connection, view: str, *, error: str, fai
     if payload is None:
         return False
     marked = dict(payload)
-    marked[FAILURE_KEY] = {"error": error, "failed_at": _utc(failed_at).isoformat()}
+    marked[FAILURE_KEY] = {"error": error, "failed_at": as_utc(failed_at).isoformat()}
     db.execute(update(LeaderboardSnapshot).where(LeaderboardSnapshot.view == view).values(payload=marked))
     return True
 
@@ -177,7 +162,7 @@ def snapshot_stamps(db: Session | Connection) -> dict[str, SnapshotStamp]:
     )
     out = {}
     for view, version, at, by, size in rows:
-        at = _utc(at)
+        at = as_utc(at)
         out[view] = SnapshotStamp(version, at, f"{version}|{at.isoformat()}|{by}|{size}")
     return out
 
@@ -189,14 +174,14 @@ def load_snapshots(db: Session | Connection, views: Iterable[str] | None = None)
         stmt = stmt.where(LeaderboardSnapshot.view.in_(list(views)))
     out = []
     for row in db.execute(stmt).scalars():
-        payload = dict(row.payload)
+        payload: dict[str, Any] = dict(row.payload)
         failure = payload.pop(FAILURE_KEY, None)
         out.append(
             StoredSnapshot(
                 view=row.view,
                 data_version=row.data_version,
                 payload=payload,
-                computed_at=_utc(row.computed_at),
+                computed_at=as_utc(row.computed_at),
                 duration_s=float(row.duration_s),
                 computed_by=row.computed_by,
                 failure=failure,
@@ -211,14 +196,14 @@ def delete_snapshots(db: Session | Connection, views: Iterable[str]) -> int:
     if not names:
         return 0
     result = db.execute(delete(LeaderboardSnapshot).where(LeaderboardSnapshot.view.in_(names)))
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 @dataclass(frozen=True)
 class BattleArrays:
     """The counted votes one per element, in vote order, as numpy columns (never one object per vote).
 
-    ``model_a``/``model_b`` are model ids, ``winner`` indexes ``storage.schema.WINNERS``; ``len_a`` and
+    ``model_a``/``model_b`` are model ids, ``winner`` indexes ``storage.vocabulary.WINNERS``; ``len_a`` and
     ``len_b`` (when asked for) are the characters each side answered over all turns of the battle.
     """
 
@@ -264,7 +249,7 @@ def battle_arrays(
             cast(func.coalesce(per_battle.c.len_a, 0), Integer),
             cast(func.coalesce(per_battle.c.len_b, 0), Integer),
         )
-    sqlite_db = _dialect_name(db) == "sqlite"
+    sqlite_db = dialect_name(db) == "sqlite"
     in_time = literal_column("+votes.created_at") if sqlite_db else Vote.created_at
     stmt = stmt.where(and_(*vote_conditions(flt))).order_by(in_time, Vote.id)
     width = 5 if lengths else 3
@@ -310,10 +295,10 @@ def try_acquire_lease(db: Session | Connection, name: str, holder: str, ttl_s: f
     processes racing for a free or expired lease thus never both succeed: the database serialises the
     two UPDATEs of the one row, and the second no longer matches its condition.
     """
-    now = _utc(now)
+    now = as_utc(now)
     expires = now + timedelta(seconds=ttl_s)
     db.execute(
-        _dialect_insert(db, Lease)
+        dialect_insert(db, Lease)
         .values(name=name, holder=holder, expires_at=expires)
         .on_conflict_do_nothing(index_elements=["name"])
     )
@@ -322,7 +307,7 @@ def try_acquire_lease(db: Session | Connection, name: str, holder: str, ttl_s: f
         .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
         .values(holder=holder, expires_at=expires)
     )
-    return int(result.rowcount or 0) == 1
+    return rowcount(result) == 1
 
 
 def release_lease(db: Session | Connection, name: str, holder: str) -> bool:
@@ -332,7 +317,7 @@ def release_lease(db: Session | Connection, name: str, holder: str) -> bool:
         .where(Lease.name == name, Lease.holder == holder)
         .values(expires_at=datetime(1970, 1, 1, tzinfo=UTC))
     )
-    return int(result.rowcount or 0) == 1
+    return rowcount(result) == 1
 
 
 #: The ``leases`` row that carries a pending "recompute every view" request between processes.
@@ -342,8 +327,8 @@ RECOMPUTE_REQUEST = "leaderboard-recompute"
 def request_recompute(db: Session | Connection, requested_by: str, now: datetime) -> None:
     """Ask whichever process computes snapshots to recompute every view (kept until it takes it)."""
     db.execute(
-        _dialect_insert(db, Lease)
-        .values(name=RECOMPUTE_REQUEST, holder=requested_by, expires_at=_utc(now))
+        dialect_insert(db, Lease)
+        .values(name=RECOMPUTE_REQUEST, holder=requested_by, expires_at=as_utc(now))
         .on_conflict_do_nothing(index_elements=["name"])
     )
 
@@ -351,13 +336,13 @@ def request_recompute(db: Session | Connection, requested_by: str, now: datetime
 def take_recompute_request(db: Session | Connection) -> bool:
     """Remove a pending recompute request; True if there was one (only one caller gets it)."""
     result = db.execute(delete(Lease).where(Lease.name == RECOMPUTE_REQUEST))
-    return int(result.rowcount or 0) > 0
+    return rowcount(result) > 0
 
 
 def lease_holder(db: Session | Connection, name: str, now: datetime) -> str | None:
     """Who holds the lease ``name`` now (None when nobody does or it has expired)."""
     row = db.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).one_or_none()
-    if row is None or _utc(row[1]) <= _utc(now):
+    if row is None or as_utc(row[1]) <= as_utc(now):
         return None
     return str(row[0])
 

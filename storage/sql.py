@@ -1,5 +1,5 @@
 """Small SQL helpers every storage module shares: the dialect of a handle, an upsert-capable INSERT,
-UTC timestamps read back from SQLite, and chunked ``IN (...)`` lists.
+UTC timestamps read back from SQLite, chunked ``IN (...)`` lists, and the row count of a write.
 
 They are defined once here; other modules import them instead of writing their own.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, CursorResult, Engine, Result
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,10 +39,19 @@ def as_utc(moment: datetime) -> datetime: ...
 @overload
 def as_utc(moment: None) -> None: ...
 def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back naive; they were written as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+    """``moment`` in UTC, as every timestamp is stored: a naive one (SQLite hands timestamps back naive)
+    is taken to be UTC already, an aware one is converted."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an INSERT, UPDATE or DELETE matched (0 when the driver cannot tell).
+
+    Such a statement always yields a CursorResult; ``Session.execute`` is only typed as a Result.
+    """
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 def in_chunk_size(db: Session | Connection | Engine) -> int:

@@ -30,7 +30,7 @@ def _postgres_database() -> Iterator[str]:
             pytest.fail(f"PostgreSQL is required under CI but unreachable at {PG_ADMIN_URL}: {exc}")
         pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL}")
     admin.dispose()
-    from storage.db import scratch_postgres_database
+    from tests.helpers import scratch_postgres_database
 
     with scratch_postgres_database(PG_ADMIN_URL, "arena_test") as url:
         yield url
@@ -52,6 +52,26 @@ def db_url(empty_db_url: str) -> str:
 
     upgrade(empty_db_url)
     return empty_db_url
+
+
+@pytest.fixture
+def sqlite_db_url(tmp_path: Path) -> str:
+    """A SQLite database migrated to the newest schema, for behaviour only SQLite has."""
+    from storage.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'arena.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def postgres_db_url() -> Iterator[str]:
+    """A PostgreSQL database migrated to the newest schema, for behaviour only PostgreSQL has."""
+    from storage.db import upgrade
+
+    for url in _postgres_database():
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture

@@ -10,7 +10,10 @@ target_metadata = Base.metadata
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("no sqlalchemy.url: run the migrations through storage.db.upgrade")
+    engine = make_engine(url)
     try:
         with engine.connect() as connection:
             sqlite = connection.dialect.name == "sqlite"

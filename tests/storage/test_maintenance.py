@@ -19,6 +19,7 @@ from storage.images import ImageStore
 from storage.maintenance import backup_sqlite, forget_session
 from storage.schema import Battle, Feedback, Response, Turn, TurnImage, Vote, VoterSession
 from storage.schema import Image as ImageRow
+from tests.helpers import image_bytes, vote_records
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -26,8 +27,8 @@ NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
 def _seed(sessions, store: ImageStore) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Two voters; s1's first battle has a private image and one it shares with s2."""
-    private = store.put_image(Image.new("RGB", (9, 9), "red"))
-    shared = store.put_image(Image.new("RGB", (9, 9), "blue"))
+    private = store.put(image_bytes(Image.new("RGB", (9, 9), "red")))
+    shared = store.put(image_bytes(Image.new("RGB", (9, 9), "blue")))
     with sessions.begin() as db:
         ids = repo.sync_models(db, [repo.ModelSeed(n, n, "", "scripted") for n in ("m1", "m2")], NOW)
         repo.add_images(db, [private, shared], NOW)
@@ -84,7 +85,7 @@ def test_forget_removes_a_voters_data_and_only_their_images(sessions, tmp_path) 
     assert store.find(shas["private"]) is None and store.find(shas["shared"]) is not None
     with sessions() as db:
         assert set(db.scalars(sa.select(ImageRow.sha256))) == {shas["shared"]}
-        assert repo.vote_records(db)[0]["question_id"] == "b3"
+        assert vote_records(db)[0]["question_id"] == "b3"
 
 
 def test_forget_cli(db_url: str, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]

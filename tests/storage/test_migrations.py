@@ -85,8 +85,8 @@ REVISION_0001_ROWS = [
 def test_upgrade_from_the_first_revision_keeps_every_row(empty_db_url: str) -> None:
     from sqlalchemy.orm import Session
 
-    from storage.repo import vote_records
     from storage.schema import Battle, ModelRow, Vote, VoterSession
+    from tests.helpers import vote_records
 
     upgrade(empty_db_url, "0001")
     engine = make_engine(empty_db_url)

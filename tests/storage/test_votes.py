@@ -7,8 +7,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from storage import repo
-from storage.repo import as_utc
 from storage.schema import Battle, Vote
+from storage.sql import as_utc
+from tests.helpers import vote_records
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -36,7 +37,7 @@ def test_vote_is_recorded_and_battle_marked_voted(sessions) -> None:  # type: ig
         repo.record_vote(db, battle_id="b1", winner="model_b", session_id="s1", now=NOW)
     with sessions() as db:
         assert db.get(Battle, "b1").state == "voted"
-        [record] = repo.vote_records(db)
+        [record] = vote_records(db)
     assert record == {
         "question_id": "b1",
         "model_a": "m1",
@@ -122,8 +123,9 @@ def test_images_are_recorded_once(sessions, tmp_path) -> None:  # type: ignore[n
 
     from storage.images import ImageStore
     from storage.schema import Image as ImageRow
+    from tests.helpers import image_bytes
 
-    stored = ImageStore(tmp_path).put_image(Image.new("RGB", (5, 5), "red"))
+    stored = ImageStore(tmp_path).put(image_bytes(Image.new("RGB", (5, 5), "red")))
     for _ in range(2):
         with sessions.begin() as db:
             repo.add_images(db, [stored, stored], NOW)
@@ -190,7 +192,7 @@ def test_direct_chats_have_one_model_and_take_no_vote(sessions) -> None:  # type
     with pytest.raises(IntegrityError), sessions.begin() as db:
         repo.create_battle(db, battle_id="d3", model_a_id=1, model_b_id=None, session_id=None, now=NOW)
     with sessions() as db:
-        assert repo.vote_records(db) == []
+        assert vote_records(db) == []
 
 
 def test_ratings_leave_out_identity_leaks_and_flagged_voters(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -204,5 +206,5 @@ def test_ratings_leave_out_identity_leaks_and_flagged_voters(sessions) -> None: 
         db.execute(sa.update(Battle).where(Battle.id == "b2").values(identity_leak=True))
         db.execute(sa.text("UPDATE voter_sessions SET banned = TRUE WHERE id = 'bad'"))
     with sessions() as db:
-        assert [r["question_id"] for r in repo.vote_records(db)] == ["b1"]
-        assert {r["question_id"] for r in repo.vote_records(db, include_flagged=True)} == {"b1", "b2", "b3"}
+        assert [r["question_id"] for r in vote_records(db)] == ["b1"]
+        assert {r["question_id"] for r in vote_records(db, include_flagged=True)} == {"b1", "b2", "b3"}

@@ -1,44 +1,5 @@
-"""Bulk import and export of voted battles in the FastChat / Chatbot Arena "clean battle" format.
-
-Export writes one record per voted battle (anonymous or named; direct chats are not battles), in vote
-time order, as a FastChat JSON list (``fastchat``), JSON Lines (``jsonl``) or Parquet (``parquet``).
-The same database always gives the same bytes.
-
-Import reads a FastChat JSON list or JSONL file (told apart by content) or a Parquet file (by its
-``PAR1`` magic or ``.parquet`` extension) and writes it in one transaction, in batches, in question_id
-order (so key indexes grow at their end). No ORM objects are made. A first pass reads only each
-record's question_id and models (msgspec, about a microsecond a record); then each batch is validated
-while a helper thread writes the batch before it, so the database works while Python validates. A
-record the fast, msgspec-typed path does not take goes through the general checks, which decide and
-say what is wrong. An invalid file raises :class:`TransferError` naming its first problem in file
-order and leaves the database as it was (what was written is rolled back); so does a file the first
-pass cannot read, which is then validated whole before anything is written. On SQLite each batch is
-staged with ``executemany`` into a TEMPORARY table without constraints (one row per turn, the first
-also carrying the battle and its vote), then moved with one ``INSERT ... SELECT`` per table on the
-helper thread (sqlite3 releases the GIL while a statement runs); on PostgreSQL the helper sends rows
-straight into the tables with binary ``COPY``. What import does with the data:
-
-* models missing from the database are created (name = display name, backend ``"imported"``,
-  disabled so the arena never samples them for live battles); existing models are matched by name;
-* a record whose ``question_id`` is already a battle in the database refuses the whole import (the
-  file is not merged into or over existing battles); so does a ``question_id`` repeated in the file;
-* battles get state ``"voted"``, source ``"import"``; turns and both sides' answers are rebuilt from
-  ``conversation_a``/``conversation_b``. A record without conversations gets ``turn`` (default 1)
-  turns with empty prompts and no answers, and exports again without conversation keys;
-* ``images`` (a list of image sha256 per turn) become turn images; a hash not yet in ``images`` gets
-  a placeholder row (``application/octet-stream``, size 0), since the file does not carry the bytes;
-* text holding a NUL character is refused (PostgreSQL cannot store it), on every database alike.
-
-Speed notes: on SQLite the import turns foreign-key enforcement and CHECK constraints off for its own
-connection while it runs (it builds every value and reference itself, from validated records, under
-SQLite's single write lock). On PostgreSQL, when the role may set ``session_replication_role``, the
-transaction sets it to ``replica`` so the per-row foreign-key triggers are skipped, after locking the
-referenced pre-existing rows ``FOR KEY SHARE`` just as those triggers would; otherwise the triggers
-run and the import is slower. An import that brings more battles than the database holds drops the
-indexes it would otherwise grow row by row and builds them again before committing (see
-``defer_indexes``); on PostgreSQL, other sessions then wait until the commit to read or write
-battles, votes, turns and responses.
-"""
+"""Import orchestration: a battle file into the database in one transaction, batch by batch, with
+validation of the next batch overlapping the writing of the one before (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -50,7 +11,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from operator import itemgetter
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +19,8 @@ import msgspec
 from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from storage.battle_files import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
-from storage.battle_files import PARQUET_MAGIC as PARQUET_MAGIC
-from storage.battle_files import Key, Source, TransferError, read_records
-from storage.bulk_loaders import Loader, bulk_session, turn_rows
-from storage.export import (
-    EXPORT_FORMATS,
-    export_battles,
-    iter_export_records,
-    json_export_chunks,
-    require_schema,
-)
-from storage.import_queries import (
+from storage.schema import Battle, Image, Response, Turn, TurnImage, Vote
+from storage.transfer.bulk_sql import (
     allocate_turn_ids,
     defer_indexes,
     ensure_models,
@@ -78,10 +29,11 @@ from storage.import_queries import (
     missing_images,
     skip_fk_triggers,
 )
-from storage.schema import IMPORTED_BACKEND as IMPORTED_BACKEND
-from storage.schema import Battle, Image, Response, Turn, TurnImage, Vote
-from storage.validation import MAX_TURNS_WITHOUT_CONVERSATION as MAX_TURNS_WITHOUT_CONVERSATION
-from storage.validation import Checker, Plan, validate, where
+from storage.transfer.export import require_schema
+from storage.transfer.formats import DEFAULT_BATCH_SIZE, Key, Source, TransferError, read_records
+from storage.transfer.loaders import Loader, bulk_session, driver_connection, turn_rows
+from storage.transfer.records import BattleRecord
+from storage.transfer.validation import Checker, Plan, validate, where
 
 
 @dataclass(frozen=True)
@@ -151,7 +103,7 @@ def import_battles(
                         written = _write(conn, job, path, now, bar.update)
                     except _Rescan:
                         written = None  # rolled back; the plain way below names the problem
-        if written is None:  # validate everything in file order first, then write
+        if job is None or written is None:  # validate everything in file order first, then write
             with tqdm(
                 total=source.size or None,
                 desc="validate",
@@ -193,16 +145,16 @@ class _Job:
     qids: list[str]  # in any order
     positions: Callable[[], dict[str, int]]  # question_id -> position (asked for only on errors)
     models: set[str]
-    batches: Iterator[list[tuple[Any, ...]]]
+    batches: Iterator[list[BattleRecord]]
 
 
 def _planned_job(plan: Plan, batch_size: int) -> _Job:
     """A job over battles validated beforehand."""
     # Inserting in key order keeps every index append-only (ids in files are often random hex).
-    battles = sorted(plan.battles, key=itemgetter(0))
+    battles = sorted(plan.battles, key=attrgetter("question_id"))
     return _Job(
         plan.word,
-        [battle[0] for battle in battles],
+        [battle.question_id for battle in battles],
         lambda: plan.positions,
         plan.model_names(),
         (battles[start : start + batch_size] for start in range(0, len(battles), batch_size)),
@@ -228,10 +180,10 @@ def _scan(
         for _, item in records:
             if type(item) is not dict:
                 return None
-            key = Key(item.get("question_id"), item.get("model_a"), item.get("model_b"))  # type: ignore[arg-type]
-            if not (type(key.question_id) is str and type(key.model_a) is str and type(key.model_b) is str):
+            qid, model_a, model_b = item.get("question_id"), item.get("model_a"), item.get("model_b")
+            if not (type(qid) is str and type(model_a) is str and type(model_b) is str):
                 return None
-            keys.append(key)
+            keys.append(Key(qid, model_a, model_b))
     qids = [key.question_id for key in keys]
     models = {key.model_a for key in keys}
     models.update(key.model_b for key in keys)
@@ -239,7 +191,7 @@ def _scan(
         return None
     order = sorted(range(len(qids)), key=qids.__getitem__)
 
-    def batches() -> Iterator[list[tuple[Any, ...]]]:
+    def batches() -> Iterator[list[BattleRecord]]:
         check = Checker(path, source, now).battle
         for start in range(0, len(order), batch_size):
             batch = []
@@ -249,7 +201,11 @@ def _scan(
                     battle = check(position, item)
                 except TransferError:
                     raise _Rescan from None
-                if battle[0] != qids[i] or battle[2] not in models or battle[3] not in models:
+                if (
+                    battle.question_id != qids[i]
+                    or battle.model_a not in models
+                    or battle.model_b not in models
+                ):
                     raise _Rescan
                 batch.append(battle)
             yield batch
@@ -272,7 +228,7 @@ class _Written:
 
 
 def _write(
-    conn: Connection, job: _Job, path: Path, now: datetime, advance: Callable[[int], None]
+    conn: Connection, job: _Job, path: Path, now: datetime, advance: Callable[[int], object]
 ) -> _Written:
     """Insert the job's battles in one transaction (rolled back on any error)."""
     try:
@@ -320,17 +276,17 @@ def _write(
 def _load(
     conn: Connection,
     loader: Loader,
-    batch: list[tuple[Any, ...]],
+    batch: list[BattleRecord],
     model_ids: dict[str, int],
     images: _ImagePlaceholders,
     written: _Written,
 ) -> Callable[[], None] | None:
     """Write one batch of validated battles; return what is left to run (see ``Loader.load``)."""
-    turns = sum(len(battle[9]) for battle in batch)
+    turns = sum(len(battle.turns) for battle in batch)
     turn_ids = allocate_turn_ids(conn, turns)
     rows, image_rows, answers = turn_rows(batch, model_ids, turn_ids, loader.time)
     if image_rows:
-        images.ensure({row[2] for row in image_rows})
+        images.ensure({sha for _turn_id, _position, sha in image_rows})
     written.turns += turns
     written.responses += answers
     return loader.load(rows, image_rows, answers)
@@ -347,7 +303,7 @@ class _Pipeline:
         self.pending: Future[None] | None = None
         if conn.dialect.name in ("sqlite", "postgresql"):
             self.executor = ThreadPoolExecutor(1, thread_name_prefix="arena-import")
-            raw = conn.connection.driver_connection
+            raw = driver_connection(conn)
             try:  # an sqlite3 connection may be bound to the thread that opened it
                 self.executor.submit(raw.cursor).result()
             except Exception:
@@ -440,14 +396,3 @@ def _existing_error(job: _Job, path: Path, clash: list[str]) -> TransferError:
         f"{path}: {where(job.word, positions[first], first)}: already a battle in the database"
         f"{more}; nothing was imported"
     )
-
-
-__all__ = [
-    "EXPORT_FORMATS",
-    "ImportReport",
-    "TransferError",
-    "export_battles",
-    "import_battles",
-    "iter_export_records",
-    "json_export_chunks",
-]

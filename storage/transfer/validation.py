@@ -8,41 +8,49 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
+from sqlalchemy import String
 
-from storage.battle_files import Source, TransferError, json_problem, loads
-from storage.schema import MAX_REASON_CHARS, WINNERS, Battle, ModelRow, Vote
+from storage.schema import MAX_REASON_CHARS, Battle, ModelRow, Vote
+from storage.transfer.formats import Source, TransferError, decode_record
+from storage.transfer.records import EMPTY_TURN, BattleRecord, TurnRecord, new_battle, new_turn
+from storage.vocabulary import ANONY, NAMED, WINNERS, Winner
 
 #: Without conversations, ``turn`` empty turns are created; this caps what one record can ask for.
 MAX_TURNS_WITHOUT_CONVERSATION = 1000
 
 _WINNERS = frozenset(WINNERS)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_MAX_ID = Battle.__table__.c.id.type.length  # 64
-_MAX_MODEL = ModelRow.__table__.c.name.type.length  # 200
-_MAX_JUDGE = Vote.__table__.c.judge.type.length  # 128
-_MAX_LANGUAGE = Battle.__table__.c.language.type.length  # 32
 
-#: A validated turn: the prompt, side a's and side b's answer (None: no answer), image hashes in order.
-_Turn = tuple[str, "str | None", "str | None", tuple[str, ...]]
+
+def _length(column: Any) -> int:
+    """The declared length of a VARCHAR column."""
+    kind = column.type
+    if not isinstance(kind, String) or kind.length is None:
+        raise TypeError(f"{column} has no declared length")
+    return kind.length
+
+
+_MAX_ID = _length(Battle.id)  # 64
+_MAX_MODEL = _length(ModelRow.name)  # 200
+_MAX_JUDGE = _length(Vote.judge)  # 128
+_MAX_LANGUAGE = _length(Battle.language)  # 32
+
 _NO_IMAGES: tuple[str, ...] = ()
 
 
 @dataclass
 class Plan:
-    """Validated battles, one tuple each, ready to be written.
+    """Validated battles, ready to be written."""
 
-    A battle is (question_id, mode, model_a, model_b, language, time, winner, judge, reason, turns).
-    """
-
-    battles: list[tuple[Any, ...]] = field(default_factory=list)
+    battles: list[BattleRecord] = field(default_factory=list)
     positions: dict[str, int] = field(default_factory=dict)  # question_id -> position in the file
     word: str = "record"  # what a position counts: line, record or row
 
     def model_names(self) -> set[str]:
-        return {b[2] for b in self.battles} | {b[3] for b in self.battles}
+        return {b.model_a for b in self.battles} | {b.model_b for b in self.battles}
 
 
 class Problem(Exception):
@@ -62,7 +70,7 @@ def validate(
     tick = 0
     for position, item in records:
         battle = check(position, item)
-        qid = battle[0]
+        qid = battle.question_id
         if qid in positions:
             raise TransferError(
                 f"{path}: {where(word, position, qid)}: duplicate question_id "
@@ -79,7 +87,7 @@ def validate(
 
 
 class Checker:
-    """Validates single records of one file into battle tuples (see ``Plan``).
+    """Validates single records of one file into battle records.
 
     Raw JSON records first go through ``fast_battle`` (decoded and type-checked by msgspec in C);
     whatever it does not take, invalid or just unusual, is decoded again and checked by
@@ -93,8 +101,8 @@ class Checker:
         self.now_ts = now.timestamp()
         self.fast_decode = FAST_DECODER.decode
 
-    def battle(self, position: int, item: Any) -> tuple[Any, ...]:
-        """The battle tuple of the record at ``position``; TransferError if it is not valid."""
+    def battle(self, position: int, item: Any) -> BattleRecord:
+        """The battle record of the record at ``position``; TransferError if it is not valid."""
         battle = None
         raw = type(item) is bytes or type(item) is msgspec.Raw
         if raw:
@@ -103,7 +111,7 @@ class Checker:
             except (msgspec.MsgspecError, OverflowError, OSError, ValueError):
                 battle = None
         if battle is None:
-            record = _decode(self.path, self.word, position, item) if raw else item
+            record = decode_record(self.path, self.word, position, item) if raw else item
             qid = record.get("question_id") if type(record) is dict else None
             try:
                 if type(record) is not dict:
@@ -116,19 +124,9 @@ class Checker:
                 _refuse_nul(battle)
             except Problem as problem:
                 raise TransferError(
-                    f"{self.path}: {where(self.word, position, battle[0])}: {problem}"
+                    f"{self.path}: {where(self.word, position, battle.question_id)}: {problem}"
                 ) from None
         return battle
-
-
-def _decode(path: Path, word: str, position: int, raw: Any) -> Any:
-    """One raw JSON record, decoded by the general decoder (which explains malformed JSON)."""
-    try:
-        return loads(bytes(raw))
-    except ValueError as exc:
-        raise TransferError(
-            f"{path}: {word} {position}: malformed or truncated JSON record: {json_problem(exc, False)}"
-        ) from None
 
 
 # The common shape of a record, which msgspec decodes and type-checks in C. Field by field it accepts
@@ -143,7 +141,7 @@ class _FastRecord(msgspec.Struct, gc=False):
     question_id: Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_ID)]
     model_a: Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_MODEL)]
     model_b: Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_MODEL)]
-    winner: Literal["model_a", "model_b", "tie", "tie (bothbad)"]
+    winner: Winner
     judge: Annotated[str, msgspec.Meta(max_length=_MAX_JUDGE)] | None = None
     turn: Annotated[int, msgspec.Meta(ge=1, le=MAX_TURNS_WITHOUT_CONVERSATION)] | None = None
     anony: bool = True
@@ -158,8 +156,8 @@ class _FastRecord(msgspec.Struct, gc=False):
 FAST_DECODER = msgspec.json.Decoder(_FastRecord)
 
 
-def fast_battle(record: _FastRecord, now_ts: float) -> tuple[Any, ...] | None:
-    """The battle tuple of a record in the common shape, as ``check_record`` makes it; None when
+def fast_battle(record: _FastRecord, now_ts: float) -> BattleRecord | None:
+    """The battle record of a record in the common shape, as ``check_record`` makes it; None when
     the record needs the general checks (it may still be valid)."""
     model_a = record.model_a
     model_b = record.model_b
@@ -183,17 +181,18 @@ def fast_battle(record: _FastRecord, now_ts: float) -> tuple[Any, ...] | None:
                 and prompt == user_b.content
             ):
                 return None
-            turns: list[_Turn] = [(prompt, reply_a.content, reply_b.content, _NO_IMAGES)]
+            turns: list[TurnRecord] = [new_turn((prompt, reply_a.content, reply_b.content, _NO_IMAGES))]
         else:
-            turns = _fast_turns(conversation_a, conversation_b)
-            if turns is None:
+            several = _fast_turns(conversation_a, conversation_b)
+            if several is None:
                 return None
+            turns = several
         if turn is not None and turn != len(turns):
             return None
     elif conversation_a or conversation_b:  # one side only
         return None
     else:  # none (absent, null or empty on both sides)
-        turns = [("", None, None, _NO_IMAGES)] * (1 if turn is None else turn)
+        turns = [EMPTY_TURN] * (1 if turn is None else turn)
     images = record.images
     if images is not None:
         if len(images) != len(turns):
@@ -204,32 +203,44 @@ def fast_battle(record: _FastRecord, now_ts: float) -> tuple[Any, ...] | None:
                 for sha in hashes:
                     if not fullmatch(sha):
                         return None
-            turns = [(p, a, b, tuple(hashes)) for (p, a, b, _), hashes in zip(turns, images, strict=True)]
-    return (
-        record.question_id,
-        "anony" if record.anony else "named",
-        model_a,
-        model_b,
-        record.language,
-        moment,
-        record.winner,
-        record.judge,
-        record.reason,
-        turns,
+            turns = _with_images(turns, images)
+    return new_battle(
+        (
+            record.question_id,
+            ANONY if record.anony else NAMED,
+            model_a,
+            model_b,
+            record.language,
+            moment,
+            record.winner,
+            record.judge,
+            record.reason,
+            turns,
+        )
     )
 
 
-def _fast_turns(conversation_a: list[_FastMessage], conversation_b: list[_FastMessage]) -> list[_Turn] | None:
+def _with_images(turns: list[TurnRecord], images: list[list[str]]) -> list[TurnRecord]:
+    """The turns with their image hashes (one list per turn)."""
+    return [
+        new_turn((prompt, answer_a, answer_b, tuple(hashes)))
+        for (prompt, answer_a, answer_b, _), hashes in zip(turns, images, strict=True)
+    ]
+
+
+def _fast_turns(
+    conversation_a: list[_FastMessage], conversation_b: list[_FastMessage]
+) -> list[TurnRecord] | None:
     """Turns of two well-formed multi-turn conversations with the same prompts; else None."""
     side_a = _fast_split(conversation_a)
     side_b = _fast_split(conversation_b)
     if side_a is None or side_b is None or len(side_a) != len(side_b):
         return None
-    turns: list[_Turn] = []
+    turns: list[TurnRecord] = []
     for (prompt, answer_a), (prompt_b, answer_b) in zip(side_a, side_b, strict=True):
         if prompt != prompt_b:
             return None
-        turns.append((prompt, answer_a, answer_b, _NO_IMAGES))
+        turns.append(new_turn((prompt, answer_a, answer_b, _NO_IMAGES)))
     return turns
 
 
@@ -246,10 +257,10 @@ def _fast_split(messages: list[_FastMessage]) -> list[tuple[str, str | None]] | 
     return turns
 
 
-def _refuse_nul(battle: tuple[Any, ...]) -> None:
+def _refuse_nul(battle: BattleRecord) -> None:
     """PostgreSQL text cannot hold NUL; refuse it everywhere so every database takes the same files."""
-    texts = [battle[0], battle[2], battle[3], battle[4], battle[7], battle[8]]
-    texts += [text for turn in battle[9] for text in turn[:3]]
+    texts = [battle.question_id, battle.model_a, battle.model_b, battle.language, battle.judge, battle.reason]
+    texts += [text for turn in battle.turns for text in (turn.prompt, turn.answer_a, turn.answer_b)]
     if any(text is not None and "\x00" in text for text in texts):
         raise Problem("text holds a NUL character (\\u0000), which PostgreSQL cannot store")
 
@@ -260,8 +271,8 @@ def where(word: str, position: int, qid: Any) -> str:
     return f"{word} {position}"
 
 
-def check_record(record: dict[str, Any], now_ts: float) -> tuple[Any, ...]:
-    """Validate one record; return its battle tuple (see ``Plan``)."""
+def check_record(record: dict[str, Any], now_ts: float) -> BattleRecord:
+    """Validate one record; return its battle record."""
     get = record.get
     qid = get("question_id")
     model_a = get("model_a")
@@ -311,16 +322,16 @@ def check_record(record: dict[str, Any], now_ts: float) -> tuple[Any, ...]:
             raise Problem(
                 f"turn {count} without conversations; at most {MAX_TURNS_WITHOUT_CONVERSATION} allowed"
             )
-        turns = [("", None, None, _NO_IMAGES)] * count
+        turns = [EMPTY_TURN] * count
     elif turn is not None and turn != len(turns):
         raise Problem(f"turn is {turn} but the conversations have {len(turns)} user turn(s)")
     images = get("images")
     if images is not None:
         _check_images(images, len(turns))
         if any(images):
-            turns = [(p, a, b, tuple(hashes)) for (p, a, b, _), hashes in zip(turns, images, strict=True)]
-    mode = "anony" if anony else "named"
-    return (qid, mode, model_a, model_b, language, moment, winner, judge, reason, turns)
+            turns = _with_images(turns, images)
+    mode = ANONY if anony else NAMED
+    return BattleRecord(qid, mode, model_a, model_b, language, moment, winner, judge, reason, turns)
 
 
 def _required_problem(record: dict[str, Any]) -> str:
@@ -346,7 +357,7 @@ def _text_problem(key: str, value: Any, limit: int, *, empty_ok: bool = True) ->
     return f"{key} is {len(value)} characters long; at most {limit} allowed"
 
 
-def _turns_from(conversation_a: Any, conversation_b: Any) -> list[_Turn] | None:
+def _turns_from(conversation_a: Any, conversation_b: Any) -> list[TurnRecord] | None:
     """Turns rebuilt from both conversations; None when the record has none."""
     if not conversation_a and not conversation_b:
         if conversation_a not in (None, []) or conversation_b not in (None, []):
@@ -362,17 +373,17 @@ def _turns_from(conversation_a: Any, conversation_b: Any) -> list[_Turn] | None:
     side_b = _split_conversation(conversation_b, "conversation_b")
     if len(side_a) != len(side_b):
         raise Problem(f"conversation_a has {len(side_a)} user turn(s) but conversation_b has {len(side_b)}")
-    turns: list[_Turn] = []
+    turns: list[TurnRecord] = []
     for number, ((prompt_a, answer_a), (prompt_b, answer_b)) in enumerate(
         zip(side_a, side_b, strict=True), start=1
     ):
         if prompt_a != prompt_b:
             raise Problem(f"user turn {number} differs between conversation_a and conversation_b")
-        turns.append((prompt_a, answer_a, answer_b, _NO_IMAGES))
+        turns.append(TurnRecord(prompt_a, answer_a, answer_b, _NO_IMAGES))
     return turns
 
 
-def _simple_turn(conversation_a: Any, conversation_b: Any) -> list[_Turn] | None:
+def _simple_turn(conversation_a: Any, conversation_b: Any) -> list[TurnRecord] | None:
     """The common shape, one [user, assistant] exchange on each side with the same prompt, checked
     cheaply; None for anything else (which the general path then checks or explains)."""
     if not (
@@ -404,7 +415,7 @@ def _simple_turn(conversation_a: Any, conversation_b: Any) -> list[_Turn] | None
         and type(answer_b) is str
         and prompt == user_b.get("content")
     ):
-        return [(prompt, answer_a, answer_b, _NO_IMAGES)]
+        return [new_turn((prompt, answer_a, answer_b, _NO_IMAGES))]
     return None
 
 

@@ -28,6 +28,17 @@ from sqlalchemy import (
 )
 
 from storage.schema import Battle, ModelRow, Response, Turn, TurnImage, Vote
+from storage.transfer.records import BattleRecord
+from storage.vocabulary import VOTED
+
+
+def driver_connection(conn: Connection) -> Any:
+    """The DBAPI connection (sqlite3 or psycopg) under a SQLAlchemy connection."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the connection is closed")
+    return raw
+
 
 # The per-batch staging table, private to the import's connection (no constraints, no indexes): one
 # row per turn, the first turn of each battle also carrying the battle's and its vote's columns. Rows
@@ -80,7 +91,7 @@ _STAGE_IMAGES = Table(
 
 
 def turn_rows(
-    batch: list[tuple[Any, ...]],
+    batch: list[BattleRecord],
     model_ids: dict[str, int],
     turn_ids: Iterator[int],
     time: Callable[[datetime], Any],
@@ -88,58 +99,20 @@ def turn_rows(
     """The staged rows of a batch of battles (one per turn, columns as ``_STAGE_TURNS``; only a
     battle's first turn carries mode, language, winner, judge and reason), its turn image rows
     (turn_id, position, sha256) and its number of answers."""
-    rows = []
-    image_rows = []
+    rows: list[tuple[Any, ...]] = []
+    image_rows: list[tuple[Any, ...]] = []
     answers = 0
     append = rows.append
+    no_vote: tuple[Any, ...] = (None, None, None, None, None)
     for qid, mode, a, b, language, moment, winner, judge, reason, turns in batch:
         a_id = model_ids[a]
         b_id = model_ids[b]
         at = time(moment)
-        prompt, answer_a, answer_b, hashes = turns[0]
-        turn_id = next(turn_ids)
-        append(
-            (
-                turn_id,
-                qid,
-                0,
-                prompt,
-                a_id,
-                answer_a,
-                b_id,
-                answer_b,
-                at,
-                mode,
-                language,
-                winner,
-                judge,
-                reason,
-            )
-        )
-        answers += (answer_a is not None) + (answer_b is not None)
-        if hashes:
-            image_rows.extend((turn_id, position, sha) for position, sha in enumerate(hashes))
-        for index in range(1, len(turns)):
-            prompt, answer_a, answer_b, hashes = turns[index]
+        vote: tuple[Any, ...] = (mode, language, winner, judge, reason)
+        for index, (prompt, answer_a, answer_b, hashes) in enumerate(turns):
             turn_id = next(turn_ids)
-            append(
-                (
-                    turn_id,
-                    qid,
-                    index,
-                    prompt,
-                    a_id,
-                    answer_a,
-                    b_id,
-                    answer_b,
-                    at,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-            )
+            append((turn_id, qid, index, prompt, a_id, answer_a, b_id, answer_b, at) + vote)
+            vote = no_vote
             answers += (answer_a is not None) + (answer_b is not None)
             if hashes:
                 image_rows.extend((turn_id, position, sha) for position, sha in enumerate(hashes))
@@ -153,7 +126,7 @@ def bulk_session(conn: Connection) -> Iterator[Loader]:
     Rolls back whatever is still open on the way out (the caller commits on success).
     """
     dialect = conn.dialect.name
-    raw = conn.connection.driver_connection
+    raw = driver_connection(conn)
     saved: dict[str, Any] = {}
     if dialect == "sqlite":
         saved = {name: raw.execute(f"PRAGMA {name}").fetchone()[0] for name in _SQLITE_IMPORT_PRAGMAS}
@@ -192,9 +165,6 @@ _SQLITE_IMPORT_PRAGMAS = {
     "ignore_check_constraints": "ON",
     "cache_size": "-65536",  # 64 MiB of page cache while the import runs
 }
-
-
-#: How long a PostgreSQL import waits for the locks that dropping indexes takes before it imports
 
 
 def _aware_time(moment: datetime) -> Any:
@@ -259,7 +229,7 @@ class _StagedLoader(Loader):
                     s.mode,
                     s.model_a_id,
                     s.model_b_id,
-                    literal("voted"),
+                    literal(VOTED),
                     s.language,
                     literal("import"),
                     s.at,
@@ -330,7 +300,7 @@ class _SqliteLoader(_StagedLoader):
     stages_in_caller = True
 
     def __init__(self, conn: Connection) -> None:
-        cursor = conn.connection.driver_connection.cursor()
+        cursor = driver_connection(conn).cursor()
         self.cursor = cursor
         super().__init__(conn, partial(_sqlite_stage, cursor))
         dialect = conn.dialect
@@ -388,7 +358,7 @@ class _CopyLoader(Loader):
     server inserts them."""
 
     def __init__(self, conn: Connection) -> None:
-        self.cursor = conn.connection.driver_connection.cursor()
+        self.cursor = driver_connection(conn).cursor()
         self.quote = conn.dialect.identifier_preparer.quote
 
     def _copy(self, table: Table, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
@@ -402,20 +372,33 @@ class _CopyLoader(Loader):
     def load(
         self, rows: list[tuple[Any, ...]], image_rows: list[tuple[Any, ...]], answers: int
     ) -> Callable[[], None] | None:
-        self._copy(
-            Battle.__table__,
-            _BATTLE_COLUMNS,
-            ((r[1], r[9], r[4], r[6], "voted", r[10], "import", r[8], r[8]) for r in rows if r[2] == 0),
-        )
-        self._copy(
-            Vote.__table__, _VOTE_COLUMNS, ((r[1], r[11], r[12], r[13], r[8]) for r in rows if r[2] == 0)
-        )
-        self._copy(Turn.__table__, _TURN_COLUMNS, ((r[0], r[1], r[2], r[3], r[8]) for r in rows))
+        self._copy(Battle.__table__, _BATTLE_COLUMNS, _battle_rows(rows))
+        self._copy(Vote.__table__, _VOTE_COLUMNS, _vote_rows(rows))
+        self._copy(Turn.__table__, _TURN_COLUMNS, _turn_table_rows(rows))
         if answers:
             self._copy(Response.__table__, _RESPONSE_COLUMNS, _answer_rows(rows))
         if image_rows:
             self._copy(TurnImage.__table__, ("turn_id", "position", "image_sha256"), image_rows)
         return None
+
+
+# The rows of each real table, from staged rows (columns as ``_STAGE_TURNS``; a battle's first turn,
+# index 0, also carries the battle and its vote).
+def _battle_rows(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    for _id, qid, index, _prompt, a_id, _answer_a, b_id, _answer_b, at, mode, language, *_ in rows:
+        if index == 0:
+            yield (qid, mode, a_id, b_id, VOTED, language, "import", at, at)
+
+
+def _vote_rows(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    for _id, qid, index, *_, at, _mode, _language, winner, judge, reason in rows:
+        if index == 0:
+            yield (qid, winner, judge, reason, at)
+
+
+def _turn_table_rows(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    for turn_id, qid, index, prompt, _a_id, _answer_a, _b_id, _answer_b, at, *_ in rows:
+        yield (turn_id, qid, index, prompt, at)
 
 
 def _answer_rows(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:

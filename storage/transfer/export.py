@@ -7,19 +7,22 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, any_, bindparam, inspect, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from storage.battle_files import DEFAULT_BATCH_SIZE, TransferError
 from storage.schema import Battle, ModelRow, Response, Turn, TurnImage, Vote
+from storage.sql import SQLITE_IN_CHUNK, as_utc, dialect_name
+from storage.transfer.formats import DEFAULT_BATCH_SIZE, TransferError
+from storage.vocabulary import ANONY, VOTED, VOTED_MODES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 EXPORT_FORMATS = ("fastchat", "jsonl", "parquet")
-_EXPORT_CHUNK = 900  # battles a query asks about (old SQLite builds allow 999 parameters)
 
 
 def export_battles(source: Session | Engine | Connection, out_path: str | Path, fmt: str) -> int:
@@ -48,7 +51,7 @@ def iter_export_records(conn: Connection | Session) -> Iterator[dict[str, Any]]:
     """
     ma = ModelRow.__table__.alias("ma")
     mb = ModelRow.__table__.alias("mb")
-    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    dialect = dialect_name(conn)
     battle_order = Battle.id.collate("C") if dialect == "postgresql" else Battle.id
     stmt = (
         select(
@@ -66,11 +69,12 @@ def iter_export_records(conn: Connection | Session) -> Iterator[dict[str, Any]]:
         .join(Vote, Vote.battle_id == Battle.id)
         .join(ma, ma.c.id == Battle.model_a_id)
         .join(mb, mb.c.id == Battle.model_b_id)
-        .where(Battle.state == "voted", Battle.mode.in_(("anony", "named")))
+        .where(Battle.state == VOTED, Battle.mode.in_(VOTED_MODES))
         .order_by(Vote.created_at, battle_order)
     )
-    # Streamed (a server-side cursor on PostgreSQL); each chunk's turns come in three more queries.
-    result = conn.execute(stmt.execution_options(yield_per=_EXPORT_CHUNK))
+    # Streamed (a server-side cursor on PostgreSQL); each chunk's turns come in three more queries,
+    # whose IN lists fit every database.
+    result = conn.execute(stmt.execution_options(yield_per=SQLITE_IN_CHUNK))
     for chunk in result.partitions():
         turns = _turns_of(conn, [row[0] for row in chunk])
         for battle_id, model_a, model_b, winner, judge, voter, mode, language, voted_at, reason in chunk:
@@ -82,9 +86,9 @@ def iter_export_records(conn: Connection | Session) -> Iterator[dict[str, Any]]:
                 "winner": winner,
                 "judge": judge or voter or "arena_user",
                 "turn": len(battle_turns),
-                "anony": mode == "anony",
+                "anony": mode == ANONY,
                 "language": language,
-                "tstamp": _as_utc(voted_at).timestamp(),
+                "tstamp": as_utc(voted_at).timestamp(),
             }
             if any(t.prompt or t.answers for t in battle_turns):
                 record["conversation_a"] = _conversation(battle_turns, "a")
@@ -104,7 +108,7 @@ class _ExportTurn:
 
 def _turns_of(conn: Connection | Session, battle_ids: list[str]) -> dict[str, list[_ExportTurn]]:
     """The turns (prompt, answers by side, image hashes) of some battles, in turn order."""
-    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    dialect = dialect_name(conn)
     wanted = member_of(Turn.battle_id, battle_ids, dialect)
     by_id: dict[int, _ExportTurn] = {}
     by_battle: dict[str, list[_ExportTurn]] = {}
@@ -189,7 +193,7 @@ def _write_json(records: Iterable[dict[str, Any]], out: Path, *, as_list: bool) 
     return count
 
 
-def _parquet_schema():  # type: ignore[no-untyped-def]
+def _parquet_schema() -> pa.Schema:
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -249,8 +253,3 @@ def require_schema(conn: Connection | Session) -> None:
         raise TransferError(
             "the database has no arena schema; run `python -m storage upgrade --db URL` first"
         )
-
-
-def _as_utc(moment: datetime) -> datetime:
-    """SQLite hands timestamps back naive; they were written as UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, bindparam, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from storage.export import member_of
 from storage.schema import IMPORTED_BACKEND, Battle, Image, ModelRow, Response, Turn, TurnImage, Vote
+from storage.sql import chunked, dialect_insert
+from storage.transfer.export import member_of
 
+#: How long a PostgreSQL import waits for the locks that dropping indexes takes before it imports
 #: with the indexes in place instead.
 _DEFER_LOCK_TIMEOUT_MS = 1000
 
@@ -34,7 +35,7 @@ def defer_indexes(conn: Connection, battles: int) -> list[str]:
     """
     if not battles or conn.dialect.name not in ("postgresql", "sqlite"):
         return []
-    present = conn.scalar(select(func.count()).select_from(select(Battle.id).limit(battles).subquery()))
+    present = conn.scalar(select(func.count()).select_from(select(Battle.id).limit(battles).subquery())) or 0
     if present >= battles:
         return []
     tables = [t.__tablename__ for t in (Battle, Vote, Turn, Response, TurnImage)]
@@ -89,17 +90,12 @@ def defer_indexes(conn: Connection, battles: int) -> list[str]:
     return rebuild
 
 
-def _dialect_insert(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
-    module = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return module.insert(table)
-
-
 def ensure_models(conn: Connection, names: set[str], now: datetime) -> tuple[dict[str, int], list[str]]:
     """Ids of the file's models by name, creating missing ones disabled with backend 'imported'."""
     existing = {name: id_ for name, id_ in conn.execute(select(ModelRow.name, ModelRow.id))}
     missing = sorted(names - existing.keys())
     if missing:
-        stmt = _dialect_insert(conn, ModelRow.__table__).on_conflict_do_nothing(index_elements=["name"])
+        stmt = dialect_insert(conn, ModelRow.__table__).on_conflict_do_nothing(index_elements=["name"])
         conn.execute(
             stmt,
             [
@@ -119,19 +115,12 @@ def ensure_models(conn: Connection, names: set[str], now: datetime) -> tuple[dic
     return {name: existing[name] for name in names}, missing
 
 
-def _chunks(conn: Connection, items: Sequence[str]) -> Iterator[list[str]]:
-    """Slices small enough for one lookup query (old SQLite builds allow 999 parameters)."""
-    size = 10_000 if conn.dialect.name == "postgresql" else 900
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
 def missing_images(conn: Connection, hashes: set[str]) -> list[str]:
     """The hashes not in ``images`` yet, sorted."""
     if not hashes:
         return []
     known: set[str] = set()
-    for chunk in _chunks(conn, sorted(hashes)):
+    for chunk in chunked(sorted(hashes), conn):
         known.update(
             conn.scalars(select(Image.sha256).where(member_of(Image.sha256, chunk, conn.dialect.name)))
         )
@@ -143,7 +132,7 @@ def existing_ids(conn: Connection, ids: Sequence[str]) -> list[str]:
     if not ids or conn.scalar(select(Battle.id).limit(1)) is None:
         return []
     found: list[str] = []
-    for chunk in _chunks(conn, ids):
+    for chunk in chunked(ids, conn):
         found.extend(conn.scalars(select(Battle.id).where(member_of(Battle.id, chunk, conn.dialect.name))))
     return found
 
@@ -167,7 +156,7 @@ def skip_fk_triggers(conn: Connection, model_ids: Iterable[int]) -> bool:
 
 
 def lock_images(conn: Connection, images: set[str]) -> None:
-    for chunk in _chunks(conn, sorted(images)):
+    for chunk in chunked(sorted(images), conn):
         conn.execute(
             select(Image.sha256)
             .where(member_of(Image.sha256, chunk, "postgresql"))
