@@ -12,8 +12,11 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-WINNER_VALUES: tuple[str, ...] = ("model_a", "model_b", "tie", "tie (bothbad)")
-TIE_VALUES: frozenset[str] = frozenset({"tie", "tie (bothbad)"})
+from storage.vocabulary import TIE_WINNERS, WIN_A, WIN_B, WINNERS
+
+#: The winner vocabulary and its tie kinds (defined in ``storage.vocabulary``) under the rating code's names.
+WINNER_VALUES: tuple[str, ...] = WINNERS
+TIE_VALUES: frozenset[str] = TIE_WINNERS
 REQUIRED_COLUMNS: tuple[str, ...] = ("model_a", "model_b", "winner")
 
 
@@ -78,6 +81,20 @@ class Aggregated:
     wins_a: np.ndarray
     wins_b: np.ndarray
     ties: np.ndarray
+
+    @classmethod
+    def from_cells(cls, models: list[str], keys: np.ndarray, cells: np.ndarray) -> Aggregated:
+        """Counts from pair keys ``a * len(models) + b`` (``a < b``) and their cells (pairs x 3:
+        first model won, second won, tie)."""
+        m = len(models)
+        return cls(
+            models=models,
+            a=(keys // m).astype(np.int64),
+            b=(keys % m).astype(np.int64),
+            wins_a=np.ascontiguousarray(cells[:, 0]),
+            wins_b=np.ascontiguousarray(cells[:, 1]),
+            ties=np.ascontiguousarray(cells[:, 2]),
+        )
 
     @property
     def n_battles(self) -> int:
@@ -164,8 +181,8 @@ def aggregate(df: pd.DataFrame) -> Aggregated:
     """Count wins and ties per unordered model pair of a validated battle frame."""
     models, ia, ib = model_codes(df)
     winner = df["winner"]
-    a_won = (winner == "model_a").to_numpy(dtype=bool, na_value=False)
-    b_won = (winner == "model_b").to_numpy(dtype=bool, na_value=False)
+    a_won = (winner == WIN_A).to_numpy(dtype=bool, na_value=False)
+    b_won = (winner == WIN_B).to_numpy(dtype=bool, na_value=False)
 
     swap = ia > ib
     m = len(models)
@@ -179,15 +196,7 @@ def aggregate(df: pd.DataFrame) -> Aggregated:
     else:
         keys, inverse = np.unique(pair, return_inverse=True)
         counts = np.bincount(inverse * 3 + outcome, minlength=3 * len(keys)).reshape(len(keys), 3)
-    counts = counts.astype(np.int64)
-    return Aggregated(
-        models=models,
-        a=(keys // m).astype(np.int64),
-        b=(keys % m).astype(np.int64),
-        wins_a=np.ascontiguousarray(counts[:, 0]),
-        wins_b=np.ascontiguousarray(counts[:, 1]),
-        ties=np.ascontiguousarray(counts[:, 2]),
-    )
+    return Aggregated.from_cells(models, keys, counts.astype(np.int64))
 
 
 def num_battles(df: pd.DataFrame) -> pd.Series:

@@ -35,15 +35,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.human_agreement import HumanAgreement, human_human_agreement
-from analysis.judge_orders import ANSWER_ORDERS as ANSWER_ORDERS
-from analysis.judge_orders import VERDICT_LABELS as VERDICT_LABELS
 from analysis.judge_orders import PositionConsistency, combine_orders, position_consistency
 from analysis.vote_keys import FLIP, KEY_COLUMNS, json_number, prepare_votes
 from analysis.vote_keys import REQUIRED_COLUMNS as REQUIRED_COLUMNS
-from analysis.vote_keys import WINNER_VALUES as WINNER_VALUES
+from storage.vocabulary import VERDICT_LABELS, VerdictLabel
 
-#: Outcome labels of the confusion matrix: A = model_a won, B = model_b won, tie = either tie kind.
-LABELS: tuple[str, str, str] = ("A", "B", "tie")
+#: Outcome labels of the confusion matrix, the verdict labels read in model order: A = model_a won,
+#: B = model_b won, tie = either tie kind.
+LABELS: tuple[VerdictLabel, ...] = VERDICT_LABELS
 _FIGURES: tuple[str, ...] = ("agreement_with_ties", "agreement_without_ties", "cohen_kappa")
 
 

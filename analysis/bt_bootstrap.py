@@ -6,11 +6,11 @@ a one-round fit for any round that does not settle.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -18,15 +18,17 @@ from scipy.sparse import csr_matrix
 from tqdm import tqdm
 
 from analysis.aggregation import Aggregated, check_connected
-from analysis.bt_fit import (
+from analysis.bt_fit import POLISH_MAX_MODELS, fit_bt_units
+from analysis.fitting import (
     DEFAULT_L2_C,
-    POLISH_MAX_MODELS,
-    check_anchor,
-    fit_bt_units,
-    l2_weight,
-    median_ordered,
-    place,
+    Anchor,
+    BTPairs,
+    RatingScale,
+    ScaleKeywords,
+    cell_probabilities,
+    check_rounds,
     single_thread_blas,
+    split_cells,
 )
 
 
@@ -36,11 +38,9 @@ def bootstrap_bt(
     rng: np.random.Generator,
     *,
     progress: bool = False,
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     l2_c: float = DEFAULT_L2_C,
+    **scale: Unpack[ScaleKeywords],
 ) -> pd.DataFrame:
     """Bootstrap BT ratings: ``n_rounds`` × models, columns ordered by median rating (descending).
 
@@ -49,15 +49,16 @@ def bootstrap_bt(
     battles as n. Every round is fitted to its maximum-likelihood optimum (the same answer as fitting
     the round on its own with ``fit_bt``), all rounds side by side (see ``_bootstrap_units``). A round
     in which some group of models loses all links to the rest is still fitted (the L2 penalty keeps it
-    finite), as FastChat does; this is rare unless a model has very few battles.
+    finite), as FastChat does; this is rare unless a model has very few battles. ``anchor``, ``l2_c``
+    and the scale keywords are those of ``fit_bt``.
     """
-    if n_rounds < 1:
-        raise ValueError(f"n_rounds must be positive, got {n_rounds}")
-    check_anchor(agg, anchor)
+    check_rounds(n_rounds)
+    rs = RatingScale(**scale, anchor=anchor)
+    rs.check_anchor(agg.models)
     check_connected(agg)
     with single_thread_blas():
-        rows = _bootstrap_units(agg, n_rounds, rng, base=base, l2_c=l2_c, progress=progress)
-    return median_ordered(place(rows, agg.models, scale, init_rating, anchor), agg.models)
+        rows = _bootstrap_units(agg, n_rounds, rng, base=rs.base, l2_c=l2_c, progress=progress)
+    return rs.bootstrap_frame(rows, agg.models)
 
 
 #: A batched round counts as fitted once its last step, and the estimated distance still to go, are
@@ -92,16 +93,14 @@ def _bootstrap_units(
     ``fit_bt_units`` instead; both give the optimum to far better than 1e-6 rating points.
     """
     m, k = len(agg.models), len(agg.a)
-    cells = np.concatenate([agg.wins_a, agg.wins_b, agg.ties]).astype(np.float64)
-    total = int(cells.sum())
-    pvals = cells / cells.sum()
+    total, pvals = cell_probabilities(agg)
     chunk = max(1, min(n_rounds, _BOOT_CHUNK_CELLS // max(k, 1)))
     sizes = [min(chunk, n_rounds - start) for start in range(0, n_rounds, chunk)]
     threaded = n_rounds * 3 * k >= _BOOT_THREAD_CELLS
     rows = np.empty((n_rounds, m))
     with _multinomial_draws(rng, total, pvals, sizes, threaded) as draws:
         point = fit_bt_units(agg, base=base, l2_c=l2_c)
-        batch = _BatchFit.build(agg, point, base=base, l2_c=l2_c, total=total)
+        batch = _BatchFit.build(agg, point, base=base, l2_c=l2_c)
         bar = tqdm(total=n_rounds, desc="bootstrap", disable=not progress, leave=False)
         start = 0
         for counts in draws:
@@ -111,10 +110,7 @@ def _bootstrap_units(
             else:
                 x, ok = np.empty((r, m)), np.zeros(r, dtype=bool)
             for j in np.flatnonzero(~ok):
-                draw = counts[j]
-                x[j] = fit_bt_units(
-                    agg, base=base, l2_c=l2_c, x0=point, weights=(draw[:k], draw[k : 2 * k], draw[2 * k :])
-                )
+                x[j] = fit_bt_units(agg, base=base, l2_c=l2_c, x0=point, weights=split_cells(counts[j], k))
             rows[start : start + r] = x
             start += r
             bar.update(r)
@@ -172,46 +168,33 @@ class _BatchFit:
     total: float
 
     @classmethod
-    def build(
-        cls, agg: Aggregated, point: np.ndarray, *, base: float, l2_c: float, total: int
-    ) -> _BatchFit | None:
+    def build(cls, agg: Aggregated, point: np.ndarray, *, base: float, l2_c: float) -> _BatchFit | None:
         """Set up for ``agg`` around the point estimate; None when there are too many models."""
         m, k = len(agg.models), len(agg.a)
         if m < 2 or m > POLISH_MAX_MODELS:
             return None
-        alpha = math.log(base)
-        l2 = l2_weight(l2_c, float(total))
-        n = (agg.wins_a + agg.wins_b + agg.ties).astype(np.float64) / total
-        z = alpha * (point[agg.a] - point[agg.b])
-        p = 0.5 * (1.0 + np.tanh(0.5 * z))
-        w = alpha * alpha * n * p * (1.0 - p)
-        hess = np.zeros(m * m)
-        np.add.at(hess, agg.a * m + agg.b, -w)
-        np.add.at(hess, agg.b * m + agg.a, -w)
-        hess[np.arange(m) * (m + 1)] += (
-            np.bincount(agg.a, weights=w, minlength=m) + np.bincount(agg.b, weights=w, minlength=m) + l2
-        )
-        hess = hess.reshape(m, m)
-        hess += float(np.trace(hess)) / (m * m)
+        pairs = BTPairs.from_counts(agg, base=base, l2_c=l2_c)
         try:
-            precond = np.linalg.inv(hess)
+            precond = np.linalg.inv(pairs.hessian(pairs.probabilities(point), m))
         except np.linalg.LinAlgError:
             return None
         if not np.isfinite(precond).all():
             return None
-        pairs = np.arange(k)
         incidence = csr_matrix(
-            (np.concatenate([np.ones(k), -np.ones(k)]), (np.concatenate([agg.a, agg.b]), np.tile(pairs, 2))),
+            (
+                np.concatenate([np.ones(k), -np.ones(k)]),
+                (np.concatenate([agg.a, agg.b]), np.tile(np.arange(k), 2)),
+            ),
             shape=(m, k),
         )
-        return cls(agg.a, agg.b, incidence, precond, point, alpha, l2, float(total))
+        return cls(agg.a, agg.b, incidence, precond, point, pairs.alpha, pairs.l2, pairs.total)
 
     def fit(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strengths (rounds x models, each row mean 0) for multinomial draws ``counts`` (rounds x 3K),
         and which rounds converged (the others are left for the one-round fit)."""
         k = len(self.a)
         rounds = len(counts)
-        wins_a, wins_b, ties = counts[:, :k], counts[:, k : 2 * k], counts[:, 2 * k :]
+        wins_a, wins_b, ties = split_cells(counts, k)
         n = np.ascontiguousarray((wins_a + wins_b + ties).T, dtype=np.float64) / self.total
         # grad = alpha * D (n * p - s) + l2 x; the D s part is fixed per round
         fixed = self.incidence @ (

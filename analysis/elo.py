@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from analysis.aggregation import model_codes
-from analysis.bt_fit import median_ordered, sorted_series
+from analysis.fitting import RatingScale, ScaleKeywords, check_rounds, median_ordered, sorted_series
 
 
 def _elo_arrays(df: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -28,20 +30,22 @@ def online_elo(
     df: pd.DataFrame,
     *,
     k: float = 4.0,
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
+    **scale: Unpack[ScaleKeywords],
 ) -> pd.Series:
     """Classic online Elo over a validated battle frame, highest first.
 
     Battles are replayed in ``tstamp`` order when that column exists (stable sort, so equal or
     missing timestamps keep row order; missing ones go last), otherwise in row order. A tie scores
-    0.5 for each side. Updates are zero-sum, so the mean rating stays ``init_rating``.
+    0.5 for each side. Updates are zero-sum, so the mean rating stays ``init_rating``. ``k`` is the
+    K-factor; ``scale``, ``base`` and ``init_rating`` default to ``RatingScale``'s.
     """
+    rs = RatingScale(**scale)
     models, ia, ib, score = _elo_arrays(df)
-    rating = [float(init_rating)] * len(models)
+    rating = [float(rs.init_rating)] * len(models)
+    base, points = rs.base, rs.scale
     for a, b, sa in zip(ia.tolist(), ib.tolist(), score.tolist(), strict=True):
-        ea = 1.0 / (1.0 + base ** ((rating[b] - rating[a]) / scale))
+        # RatingScale.win_probability, written out: a call per battle would slow this loop by half
+        ea = 1.0 / (1.0 + base ** ((rating[b] - rating[a]) / points))
         delta = k * (sa - ea)
         rating[a] += delta
         rating[b] -= delta
@@ -55,10 +59,8 @@ def bootstrap_elo(
     *,
     progress: bool = False,
     k: float = 4.0,
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
     chunk_rounds: int = 200,
+    **scale: Unpack[ScaleKeywords],
 ) -> pd.DataFrame:
     """Bootstrap online Elo: ``n_rounds`` × models, columns ordered by median rating (descending).
 
@@ -66,8 +68,8 @@ def bootstrap_elo(
     a battle drawn ``c`` times is applied ``c`` times at its place in the sequence. All rounds run
     side by side as vectors, so the cost is one pass over the battles per ``chunk_rounds`` rounds.
     """
-    if n_rounds < 1:
-        raise ValueError(f"n_rounds must be positive, got {n_rounds}")
+    check_rounds(n_rounds)
+    rs = RatingScale(**scale)
     models, ia, ib, score = _elo_arrays(df)
     n = len(ia)
     out = np.empty((n_rounds, len(models)))
@@ -77,14 +79,13 @@ def bootstrap_elo(
         counts = np.zeros((n, r), dtype=np.int32)
         for j in range(r):
             counts[:, j] = np.bincount(rng.integers(0, n, size=n), minlength=n)
-        rating = np.full((r, len(models)), float(init_rating))
+        rating = np.full((r, len(models)), float(rs.init_rating))
         max_count = counts.max(axis=1)
         for t in range(n):
             a, b, sa = ia[t], ib[t], score[t]
             for rep in range(int(max_count[t])):
                 active = counts[t] > rep
-                ea = 1.0 / (1.0 + base ** ((rating[:, b] - rating[:, a]) / scale))
-                delta = np.where(active, k * (sa - ea), 0.0)
+                delta = np.where(active, k * (sa - rs.win_probability(rating[:, a], rating[:, b])), 0.0)
                 rating[:, a] += delta
                 rating[:, b] -= delta
         out[start : start + r] = rating

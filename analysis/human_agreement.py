@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.vote_keys import KEY_COLUMNS, json_number, prepare_votes
+from analysis.vote_keys import KEY_COLUMNS, JsonSummary, prepare_votes
 
 
 @dataclass(frozen=True)
-class HumanAgreement:
+class HumanAgreement(JsonSummary):
     """MT-Bench human–human agreement: all pairs of votes by different people on the same key.
 
     ``n_keys``: keys with at least one such pair. ``n_pairs`` / ``agreement_with_ties`` count all
@@ -26,16 +25,6 @@ class HumanAgreement:
     agreement_with_ties: float
     n_pairs_without_ties: int
     agreement_without_ties: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (NaN becomes None)."""
-        return {
-            "n_keys": int(self.n_keys),
-            "n_pairs": int(self.n_pairs),
-            "agreement_with_ties": json_number(self.agreement_with_ties),
-            "n_pairs_without_ties": int(self.n_pairs_without_ties),
-            "agreement_without_ties": json_number(self.agreement_without_ties),
-        }
 
 
 def _pair_counts(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:

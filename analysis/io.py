@@ -1,36 +1,40 @@
 """Loading battle records for analysis: FastChat-style JSON/JSONL files or the arena database.
 
-This is the only module of ``analysis`` that touches ``storage`` (imported lazily, inside
-``load_battles_db``). Both loaders return one row per battle with at least the columns
-``question_id, model_a, model_b, winner, judge, turn, anony, tstamp``; extra fields are kept.
+This is the only module of ``analysis`` that opens the arena's database or image store (``storage``
+imported lazily, inside the functions): the loaders, ``save_result`` for figures the admin page shows,
+``db_sessions`` and ``image_loader`` for the judge runner (whose own queries are ``storage.judging``'s
+named functions); elsewhere ``analysis`` imports only ``storage.vocabulary``. Both loaders return
+one row per battle with at least the columns ``question_id, model_a, model_b, winner, judge, turn,
+anony, tstamp``; extra fields are kept.
 
 ``model_a``/``model_b`` come back as categoricals sharing one sorted set of categories and ``winner``
 as a categorical, so a million battles hold a hundred name strings, not two million, and the rating
-code aggregates integer codes. Big files are parsed by pyarrow's multithreaded JSON reader; extra
-fields stay Arrow-backed (pandas ``str`` / ``ArrowDtype`` columns) instead of becoming Python objects.
+code aggregates integer codes. Files are read by ``storage.transfer.formats``, the one reader of
+battle files (JSON list, JSON Lines or Parquet, as ``storage export`` writes them), column-wise through
+pyarrow; extra fields stay Arrow-backed (pandas ``str`` / ``ArrowDtype`` columns) instead of becoming
+Python objects.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    from PIL.Image import Image as PILImage
+    from sqlalchemy.orm import Session, sessionmaker
+
     from analysis.ratings import Aggregated
-
-try:  # orjson comes with gradio; it parses a JSON list of battles several times faster than json
-    import orjson
-
-    _fast_loads: Callable[[bytes], Any] | None = orjson.loads
-except ImportError:  # pragma: no cover - exercised only without orjson
-    _fast_loads = None
+    from storage.counts import VoteFilter
+    from storage.transfer.formats import BattleFile
 
 REQUIRED_FIELDS: tuple[str, ...] = ("model_a", "model_b", "winner")
 OPTIONAL_DEFAULTS: dict[str, Any] = {
@@ -62,40 +66,6 @@ BATTLE_COLUMNS: tuple[str, ...] = (
     "anony",
     "tstamp",
 )
-
-
-def _first_char(text: str) -> str:
-    """First non-whitespace character of ``text`` ('' when there is none)."""
-    stripped = text.lstrip()
-    return stripped[:1]
-
-
-def _parse_json_list(text: str, path: Path) -> list[tuple[int, Any]]:
-    """Parse a whole-file JSON array; items are paired with their position (1-based)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: malformed or truncated JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of battle records")
-    return [(i + 1, item) for i, item in enumerate(data)]
-
-
-def _parse_jsonl(text: str, path: Path) -> list[tuple[int, Any]]:
-    """Parse JSON Lines (blank lines skipped); records are paired with their line number."""
-    out: list[tuple[int, Any]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{path}: line {lineno}: malformed or truncated JSON record: {exc.msg}"
-            ) from None
-    return out
 
 
 def battles_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -154,132 +124,78 @@ def _as_bool(value: Any) -> bool:
 
 
 def load_battles_file(path: str | Path, *, fields: Iterable[str] | None = None) -> pd.DataFrame:
-    """Read battle records from a JSON list or a JSONL file (decided by the first non-space char).
+    """Read battle records from a JSON list, JSON Lines or Parquet file (``storage export`` writes all
+    three; the format is told by content, a UTF-8 byte-order mark is skipped).
 
     Raises ``ValueError`` for a malformed or truncated file (with the line number for JSONL),
-    a record that is not an object, or a record missing ``model_a``/``model_b``/``winner``.
+    a record that is not an object, or a record missing ``model_a``/``model_b``/``winner``;
+    ``FileNotFoundError``/``IsADirectoryError`` when there is no file at ``path``.
     Missing optional columns are filled (see ``battles_frame``). An empty file gives an empty frame.
 
-    Well-formed files take the fast path (pyarrow's JSON reader for JSONL, orjson for a JSON list,
-    then column-wise conversion); anything unusual — an error to report, values of mixed types in
-    one field — is read again by the plain line-by-line parser, which gives the exact messages above.
+    Well-formed files are read column-wise (``storage.transfer.formats.read_arrow_table``: pyarrow's
+    JSON reader for JSONL, orjson for a JSON list, pyarrow.parquet), then converted column by column;
+    anything unusual (an error to report, values of mixed types in one field) is read again record by
+    record (``iter_records``), which gives the exact messages above.
 
     ``fields`` (a subset of ``PROJECTABLE_FIELDS``) asks for only those record fields besides
     ``model_a``/``model_b``/``winner``, for callers that need no more (a Bradley–Terry fit): the
-    JSON reader then skips the rest of each record, which halves the time on big files. The other
+    reader then skips the rest of each record, which halves the time on big files. The other
     ``BATTLE_COLUMNS`` get their defaults; a file whose values do not fit the expected types is read
     in full instead.
     """
+    from storage.transfer.formats import open_battle_file, read_arrow_table
+
     p = Path(path)
-    data = p.read_bytes()
+    p.stat()  # FileNotFoundError, as from any file reader
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a directory")
     wanted = None if fields is None else frozenset(fields) | frozenset(REQUIRED_FIELDS)
     if wanted is not None and not wanted <= PROJECTABLE_FIELDS.keys():
         raise ValueError(f"cannot read only {sorted(wanted - PROJECTABLE_FIELDS.keys())}: not projectable")
-    frame = _load_fast(data, wanted) if wanted is not None else None
-    if frame is None:
-        frame = _load_fast(data)
-    if frame is not None:
-        return frame
-    return _load_plain(p)
-
-
-def _load_plain(p: Path) -> pd.DataFrame:
-    """The reference reader: json per line (or per file), checks record by record, ``battles_frame``."""
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: not a UTF-8 text file ({exc.reason})") from None
-    first = _first_char(text)
-    if first == "":
+    file = open_battle_file(p)
+    if file.format == "empty":
         return battles_frame([])
-    is_list = first == "["
-    items = _parse_json_list(text, p) if is_list else _parse_jsonl(text, p)
-    where = "record" if is_list else "line"
+    frame = None
+    if wanted is not None:
+        types = {name: PROJECTABLE_FIELDS[name] for name in wanted}
+        table = read_arrow_table(file, types, REQUIRED_FIELDS)
+        if table is not None:  # a projected field that no record has is absent, as without projection
+            table = table.drop_columns(
+                [
+                    n
+                    for n in table.column_names
+                    if n not in BATTLE_COLUMNS and table[n].null_count == table.num_rows
+                ]
+            )
+            frame = _frame_from_arrow(table)
+    if frame is None:
+        table = read_arrow_table(file, None, REQUIRED_FIELDS)
+        frame = None if table is None else _frame_from_arrow(table)
+    if frame is None:
+        frame = _load_plain(file)
+    return frame
+
+
+def _load_plain(file: BattleFile) -> pd.DataFrame:
+    """The reference reader: records one by one (``iter_records``), checked, then ``battles_frame``."""
+    from storage.transfer.formats import iter_records
+
     records: list[Mapping[str, Any]] = []
-    for pos, item in items:
+    for pos, item in iter_records(file):
         if not isinstance(item, dict):
-            raise ValueError(f"{p}: {where} {pos}: expected a JSON object, got {type(item).__name__}")
+            raise ValueError(
+                f"{file.path}: {file.word} {pos}: expected a JSON object, got {type(item).__name__}"
+            )
         missing = [f for f in REQUIRED_FIELDS if item.get(f) is None]
         if missing:
-            raise ValueError(f"{p}: {where} {pos}: missing required field(s): {', '.join(missing)}")
+            raise ValueError(
+                f"{file.path}: {file.word} {pos}: missing required field(s): {', '.join(missing)}"
+            )
         records.append(item)
     return battles_frame(records)
 
 
-_ASCII_SPACE = b" \t\n\r\x0b\x0c"
-
-
-def _load_fast(data: bytes, fields: frozenset[str] | None = None) -> pd.DataFrame | None:
-    """The battle frame of a well-formed file (only ``fields``, when given), or None when the plain
-    reader must decide."""
-    start = data.lstrip(_ASCII_SPACE)[:1]
-    if start not in (b"{", b"["):
-        return None  # empty, or something the plain reader reports
-    if not data.isascii():
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    import pyarrow as pa
-
-    try:
-        table = _arrow_jsonl(data, fields) if start == b"{" else _arrow_json_list(data, fields)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
-        return None
-    if table is None:
-        return None
-    if fields is not None:  # a projected field that no record has is absent, as without projection
-        table = table.drop_columns(
-            [
-                n
-                for n in table.column_names
-                if n not in BATTLE_COLUMNS and table[n].null_count == table.num_rows
-            ]
-        )
-    return _frame_from_arrow(table)
-
-
-def _arrow_jsonl(data: bytes, fields: frozenset[str] | None = None):  # type: ignore[no-untyped-def]
-    """JSON Lines parsed by pyarrow (multithreaded C++); raises on anything it cannot type. With
-    ``fields``, only those are parsed (typed as ``PROJECTABLE_FIELDS`` says), the rest skipped."""
-    import pyarrow as pa
-    import pyarrow.json as pa_json
-
-    if fields is not None:
-        types = {"string": pa.string(), "bool": pa.bool_(), "float64": pa.float64(), "int64": pa.int64()}
-        schema = pa.schema([(name, types[PROJECTABLE_FIELDS[name]]) for name in sorted(fields)])
-        options = pa_json.ParseOptions(
-            newlines_in_values=False, explicit_schema=schema, unexpected_field_behavior="ignore"
-        )
-    else:
-        options = pa_json.ParseOptions(newlines_in_values=False)
-    return pa_json.read_json(pa.BufferReader(pa.py_buffer(data)), parse_options=options)
-
-
-def _arrow_json_list(data: bytes, fields: frozenset[str] | None = None):  # type: ignore[no-untyped-def]
-    """A JSON list of record objects as an Arrow table (None: leave it to the plain reader)."""
-    if _fast_loads is None:
-        return None
-    import pyarrow as pa
-
-    items = _fast_loads(data)
-    if type(items) is not list or not all(type(item) is dict for item in items):
-        return None
-    columns: dict[str, None] = {}
-    for item in items:
-        columns.update(dict.fromkeys(item))
-    if fields is not None:
-        columns = {name: None for name in columns if name in fields}
-    arrays = {}
-    for name in columns:
-        values = [item.get(name) for item in items]
-        if name in REQUIRED_FIELDS and None in values:
-            return None
-        arrays[name] = pa.array(values)
-    return pa.table(arrays) if arrays else None
-
-
-def _frame_from_arrow(table) -> pd.DataFrame | None:  # type: ignore[no-untyped-def]
+def _frame_from_arrow(table: pa.Table) -> pd.DataFrame | None:
     """The battle frame of an Arrow table of records (None when a required field is missing or
     not a string in some record, so that the plain reader reports it)."""
     import pyarrow as pa
@@ -373,13 +289,36 @@ def _frame_from_arrow(table) -> pd.DataFrame | None:  # type: ignore[no-untyped-
     return frame
 
 
+@contextmanager
+def db_sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the arena database at ``url`` (``storage.db``'s engine and session factory) for the
+    length of the block; the engine is disposed at the end. The judge runner opens its sessions here."""
+    from storage.db import make_engine, session_factory
+
+    engine = make_engine(url)
+    try:
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+class VoteFilterKeywords(TypedDict, total=False):
+    """The loaders' filter keywords (see ``load_battles_db``)."""
+
+    anony_only: bool
+    since: datetime | str | None
+    until: datetime | str | None
+    category: str | None
+    include_flagged: bool
+
+
 def _vote_filter(
-    anony_only: bool,
-    since: datetime | str | None,
-    until: datetime | str | None,
-    category: str | None,
-    include_flagged: bool,
-):  # type: ignore[no-untyped-def]
+    anony_only: bool = True,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    category: str | None = None,
+    include_flagged: bool = False,
+) -> VoteFilter:
     """The ``storage.counts.VoteFilter`` of the loaders' keyword arguments (ISO strings accepted)."""
     from storage.counts import VoteFilter
 
@@ -392,46 +331,23 @@ def _vote_filter(
     )
 
 
-def load_pair_counts_db(
-    url: str,
-    *,
-    anony_only: bool = True,
-    since: datetime | str | None = None,
-    until: datetime | str | None = None,
-    category: str | None = None,
-    include_flagged: bool = False,
-) -> Aggregated:
+def load_pair_counts_db(url: str, **filters: Unpack[VoteFilterKeywords]) -> Aggregated:
     """Counted votes of the arena database at ``url`` per model pair and outcome, for the BT-family fits.
 
     One aggregate query (``storage.counts.pair_outcome_counts``): the database groups the votes, so
     a million votes cost a few thousand rows here. The filters are those of ``load_battles_db``.
     """
-    from sqlalchemy.orm import Session
-
     from analysis.pairs import aggregated_from_counts
     from storage.counts import pair_outcome_counts
-    from storage.db import make_engine
 
-    flt = _vote_filter(anony_only, since, until, category, include_flagged)
-    engine = make_engine(url)
-    try:
-        with Session(engine) as session:
-            rows = pair_outcome_counts(session, flt)
-    finally:
-        engine.dispose()
+    flt = _vote_filter(**filters)
+    with db_sessions(url) as sessions, sessions() as session:
+        rows = pair_outcome_counts(session, flt)
     return aggregated_from_counts(rows)
 
 
 def load_battles_db(
-    url: str,
-    *,
-    anony_only: bool = True,
-    since: datetime | str | None = None,
-    until: datetime | str | None = None,
-    category: str | None = None,
-    include_flagged: bool = False,
-    answers: bool = False,
-    categories: bool = False,
+    url: str, *, answers: bool = False, categories: bool = False, **filters: Unpack[VoteFilterKeywords]
 ) -> pd.DataFrame:
     """Read voted battles from the arena database at ``url`` (SQLAlchemy URL), one row per vote.
 
@@ -449,28 +365,21 @@ def load_battles_db(
     (``storage.counts.vote_columns``) and each chunk becomes arrays at once, so no dict or record
     object is made per vote; model names and winners arrive as categoricals, as from a file.
     """
-    from sqlalchemy.orm import Session
-
     from analysis.vote_frame import column_arrays, frame_from_columns
     from storage.counts import model_names, vote_columns
-    from storage.db import make_engine
     from storage.repo import answer_texts, battle_categories
 
-    flt = _vote_filter(anony_only, since, until, category, include_flagged)
-    engine = make_engine(url)
+    flt = _vote_filter(**filters)
     chunks: list[tuple[Any, ...]] = []
-    try:
-        with Session(engine) as session:
-            names = model_names(session)
-            for chunk in vote_columns(session, flt):
-                chunks.append(column_arrays(chunk))
-            frame = frame_from_columns(chunks, names)
-            del chunks
-            ids = frame["question_id"].tolist() if answers or categories else []
-            texts = answer_texts(session, ids) if answers else {}
-            tags = battle_categories(session, ids) if categories else {}
-    finally:
-        engine.dispose()
+    with db_sessions(url) as sessions, sessions() as session:
+        names = model_names(session)
+        for chunk in vote_columns(session, flt):
+            chunks.append(column_arrays(chunk))
+        frame = frame_from_columns(chunks, names)
+        del chunks
+        ids = frame["question_id"].tolist() if answers or categories else []
+        texts = answer_texts(session, ids) if answers else {}
+        tags = battle_categories(session, ids) if categories else {}
     if answers:
         pairs = [texts.get(str(i), ("", "")) for i in ids]
         frame["answer_a"] = pd.Series([a for a, _ in pairs], index=frame.index, dtype=object)
@@ -494,83 +403,16 @@ def _as_datetime(value: datetime | str | None, name: str) -> datetime | None:
         ) from None
 
 
-def with_style_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """The battles with the per-side style columns style control needs (``len_a``/``len_b`` and markdown
-    counts), taken from what the records carry, in this order of preference:
-
-    * ``len_a``/``len_b`` already present: kept as they are;
-    * ``answer_a``/``answer_b`` texts (``load_battles_db(..., answers=True)``);
-    * ``conversation_a``/``conversation_b`` (FastChat / our export): the assistant turns' text;
-    * ``conv_metadata`` (Chatbot Arena's clean battles): its token and markdown counts.
-
-    Raises ``ValueError`` naming these options when none is there.
-    """
-    from analysis.style import add_style_columns
-
-    if {"len_a", "len_b"} <= set(df.columns):
-        return df
-    if {"answer_a", "answer_b"} <= set(df.columns):
-        return add_style_columns(df, "answer_a", "answer_b")
-    if {"conversation_a", "conversation_b"} <= set(df.columns):
-        out = df.assign(
-            answer_a=[_assistant_text(c) for c in df["conversation_a"]],
-            answer_b=[_assistant_text(c) for c in df["conversation_b"]],
-        )
-        return add_style_columns(out, "answer_a", "answer_b")
-    if "conv_metadata" in df.columns:
-        return _style_from_metadata(df)
-    raise ValueError(
-        "style control needs each battle's answers: len_a/len_b columns, conversation_a/conversation_b, "
-        "conv_metadata, or a database (read with answers)"
-    )
-
-
-def _assistant_text(conversation: Any) -> str:
-    """The assistant turns of a FastChat conversation (a list of {role, content}) joined by blank lines."""
-    if hasattr(conversation, "tolist"):
-        conversation = conversation.tolist()
-    if not isinstance(conversation, list):
-        return ""
-    return "\n\n".join(
-        str(m.get("content") or "")
-        for m in conversation
-        if isinstance(m, dict) and m.get("role") == "assistant"
-    )
-
-
-def _style_from_metadata(df: pd.DataFrame) -> pd.DataFrame:
-    """Style columns from Chatbot Arena's ``conv_metadata`` (assistant token counts, markdown counts)."""
-    out = df.copy()
-    meta = [m if isinstance(m, dict) else {} for m in df["conv_metadata"]]
-    for side in ("a", "b"):
-        out[f"len_{side}"] = [int(m.get(f"sum_assistant_{side}_tokens") or 0) for m in meta]
-        for feature in ("header_count", "list_count", "bold_count"):
-            out[f"{feature}_{side}"] = [
-                int(sum((m.get(f"{feature}_{side}") or {}).values()))
-                if isinstance(m.get(f"{feature}_{side}"), dict)
-                else int(m.get(f"{feature}_{side}") or 0)
-                for m in meta
-            ]
-    return out
-
-
 def load_judge_verdicts_db(url: str, judge: str, *, template_version: str | None = None) -> pd.DataFrame:
     """A judge's stored per-order verdicts (``storage.judging.verdict_records``) as a frame.
 
     Columns: battle_id, model_a, model_b, template_version, answer_order ("ab"/"ba"), verdict ("A",
     "B", "tie" in the order shown, or None), error, tstamp, human_winner (None without a vote).
     """
-    from sqlalchemy.orm import Session
-
-    from storage.db import make_engine
     from storage.judging import verdict_records
 
-    engine = make_engine(url)
-    try:
-        with Session(engine) as session:
-            records = verdict_records(session, judge_model=judge, template_version=template_version)
-    finally:
-        engine.dispose()
+    with db_sessions(url) as sessions, sessions() as session:
+        records = verdict_records(session, judge_model=judge, template_version=template_version)
     columns = [
         "battle_id",
         "model_a",
@@ -585,13 +427,42 @@ def load_judge_verdicts_db(url: str, judge: str, *, template_version: str | None
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+def save_result(url: str, kind: str, subject: str, params: dict[str, Any], result: dict[str, Any]) -> None:
+    """Keep figures computed from the arena database in it (``storage.judging.save_analysis_result``),
+    stamped now, for the admin page."""
+    from storage.judging import save_analysis_result
+
+    with db_sessions(url) as sessions, sessions.begin() as db:
+        save_analysis_result(
+            db, kind=kind, subject=subject, params=params, result=result, now=datetime.now(UTC)
+        )
+
+
+def image_loader(store_dir: str | Path) -> Callable[[str], PILImage | None]:
+    """Open images of the arena's image store (``storage.images.ImageStore``) by sha256 hash: a PIL
+    image, or None when the store does not hold it."""
+    from PIL import Image
+
+    from storage.images import ImageStore
+
+    store = ImageStore(Path(store_dir))
+
+    def load(sha256: str) -> PILImage | None:
+        path = store.find(sha256)
+        return Image.open(path) if path is not None else None
+
+    return load
+
+
 __all__ = [
     "BATTLE_COLUMNS",
     "PROJECTABLE_FIELDS",
     "battles_frame",
+    "db_sessions",
+    "image_loader",
     "load_battles_db",
     "load_battles_file",
     "load_pair_counts_db",
     "load_judge_verdicts_db",
-    "with_style_columns",
+    "save_result",
 ]

@@ -42,12 +42,12 @@ from storage.judging import (
     load_for_judging,
     save_verdicts,
 )
+from storage.vocabulary import ANSWER_ORDERS, ORDER_AB
 
 log = logging.getLogger(__name__)
 
 #: Bump when the prompt or the parsing rules change: verdicts are stored per template version.
 TEMPLATE_VERSION = "pairwise-v1"
-ORDERS = ("ab", "ba")
 
 SYSTEM_PROMPT = """\
 You are an impartial judge comparing two AI assistants' answers to a user's conversation{images}.
@@ -117,8 +117,8 @@ def build_prompt(
     ``images`` (one list per turn) are shown to a vision judge beside the turn they belong to; without
     them each image is mentioned as a placeholder so a text-only judge knows they existed.
     """
-    if order not in ORDERS:
-        raise ValueError(f"answer order must be one of {ORDERS}, got {order!r}")
+    if order not in ANSWER_ORDERS:
+        raise ValueError(f"answer order must be one of {ANSWER_ORDERS}, got {order!r}")
     nonce = _nonce(battle)
     has_images = any(turn.image_hashes for turn in battle.turns)
     parts: list[Part] = []
@@ -131,7 +131,9 @@ def build_prompt(
 
     text.append(f"<<<CONVERSATION-{nonce}>>>\n")
     for index, turn in enumerate(battle.turns):
-        first, second = (turn.answer_a, turn.answer_b) if order == "ab" else (turn.answer_b, turn.answer_a)
+        first, second = (
+            (turn.answer_a, turn.answer_b) if order == ORDER_AB else (turn.answer_b, turn.answer_a)
+        )
         text.append(f"### Turn {index + 1}: the user\n")
         shown = list(images[index]) if images is not None and index < len(images) else []
         if shown:
@@ -230,7 +232,7 @@ class JudgeRunner:
         with self.sessions() as db:
             done = done_orders(db, battle_ids, self.judge_name, self.template_version)
             battles = load_for_judging(db, battle_ids)
-        jobs = [(b, order) for b in battles for order in ORDERS if (b.battle_id, order) not in done]
+        jobs = [(b, order) for b in battles for order in ANSWER_ORDERS if (b.battle_id, order) not in done]
         summary.skipped = 2 * len(battles) - len(jobs)
         queue: asyncio.Queue[NewVerdict | None] = asyncio.Queue()
         writer = asyncio.create_task(self._write(queue))

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.vote_keys import json_number
-
-VERDICT_LABELS: tuple[str, str, str] = ("A", "B", "tie")
-ANSWER_ORDERS: tuple[str, str] = ("AB", "BA")
+from analysis.vote_keys import JsonSummary
+from storage.vocabulary import ANSWER_ORDERS, ORDER_AB, ORDER_BA, TIE, VERDICT_LABELS, WIN_A, WIN_B
 
 _CARRIED = ("question_id", "model_a", "model_b", "turn", "judge", "category")
-_MAP_BACK = {"A": "B", "B": "A", "tie": "tie"}
-_VERDICT_WINNER = {"A": "model_a", "B": "model_b", "tie": "tie"}
+_FIRST, _SECOND, _TIE = VERDICT_LABELS
+#: A verdict given in the swapped order, read in the battle's order.
+_MAP_BACK = {_FIRST: _SECOND, _SECOND: _FIRST, _TIE: _TIE}
+_VERDICT_WINNER = {_FIRST: WIN_A, _SECOND: WIN_B, _TIE: TIE}
 
 
 def _battle_keys(verdicts: pd.DataFrame) -> list[str]:
@@ -37,13 +36,13 @@ def combine_orders(verdicts: pd.DataFrame) -> pd.DataFrame:
     """Combine a judge's verdicts on both answer orders into one verdict per battle.
 
     ``verdicts``: one row per (battle, order) with ``battle_id`` (or ``question_id, model_a, model_b``
-    and optionally ``turn``), ``answer_order`` ("AB": model_a's answer shown first, "BA": model_b's
-    shown first) and ``verdict`` in {"A", "B", "tie", None}, where "A" is the answer the judge saw
-    *first* in that order and None means missing or unparseable. Both rows of a battle must name its
+    and optionally ``turn``), ``answer_order`` ("ab": model_a's answer shown first, "ba": model_b's
+    shown first; any letter case) and ``verdict`` in {"A", "B", "tie", None}, where "A" is the answer
+    the judge saw *first* in that order and None means missing or unparseable. Both rows of a battle must name its
     models in the same ``model_a``/``model_b`` order.
 
     Returns one row per battle: the key columns (plus ``question_id, model_a, model_b, turn, judge,
-    category`` when present), ``verdict_ab`` and ``verdict_ba`` (the BA verdict mapped back, so "A" means
+    category`` when present), ``verdict_ab`` and ``verdict_ba`` (the ba verdict mapped back, so "A" means
     model_a), ``status`` ("consistent", "inconsistent", "missing"), ``bias`` ("first"/"second" when an
     inconsistent judge picked the same position both times, else None) and ``winner`` in the FastChat
     vocabulary: the common winner, "tie" when the orders disagree, None when an order is missing. The
@@ -61,11 +60,11 @@ def combine_orders(verdicts: pd.DataFrame) -> pd.DataFrame:
         if df[k].isna().any():
             raise ValueError(f"{int(df[k].isna().sum())} per-order verdict(s) have no {k}")
 
-    order = df["answer_order"].astype(object).map(lambda v: v.strip().upper() if isinstance(v, str) else v)
+    order = df["answer_order"].astype(object).map(lambda v: v.strip().lower() if isinstance(v, str) else v)
     bad_order = ~order.isin(ANSWER_ORDERS)
     if bad_order.any():
         shown = ", ".join(sorted({repr(v) for v in df.loc[bad_order, "answer_order"]})[:10])
-        raise ValueError(f"answer_order must be 'AB' or 'BA'; got {shown}")
+        raise ValueError(f"answer_order must be {ORDER_AB!r} or {ORDER_BA!r} (any case); got {shown}")
     df["answer_order"] = order
 
     verdict = df["verdict"].astype(object)
@@ -83,16 +82,16 @@ def combine_orders(verdicts: pd.DataFrame) -> pd.DataFrame:
         )
 
     carried = [c for c in _CARRIED if c in df.columns and c not in keys]
-    df = df.sort_values("answer_order", kind="stable")  # AB rows first: carried values come from them
+    df = df.sort_values("answer_order", kind="stable")  # ab rows first: carried values come from them
     battles = df.groupby(keys, sort=False, dropna=False)
     out = battles[carried].first() if carried else battles.size().to_frame().iloc[:, :0]
-    ab = df.loc[df["answer_order"] == "AB"].set_index(keys)["verdict"]
-    ba = df.loc[df["answer_order"] == "BA"].set_index(keys)["verdict"]
+    ab = df.loc[df["answer_order"] == ORDER_AB].set_index(keys)["verdict"]
+    ba = df.loc[df["answer_order"] == ORDER_BA].set_index(keys)["verdict"]
     out["verdict_ab"] = ab.reindex(out.index).astype(object)
     ba_raw = ba.reindex(out.index).astype(object)
     out["verdict_ba"] = ba_raw.map(_MAP_BACK).astype(object)
     out = out.reset_index()
-    ba_raw = ba_raw.to_numpy()
+    ba_values = ba_raw.to_numpy()
 
     v_ab = out["verdict_ab"].where(out["verdict_ab"].notna(), None).to_numpy(dtype=object)
     v_ba = out["verdict_ba"].where(out["verdict_ba"].notna(), None).to_numpy(dtype=object)
@@ -100,13 +99,13 @@ def combine_orders(verdicts: pd.DataFrame) -> pd.DataFrame:
     same = np.array([x == y for x, y in zip(v_ab, v_ba, strict=True)], dtype=bool) & ~missing
     status = np.where(missing, "missing", np.where(same, "consistent", "inconsistent"))
     bias = [
-        ("first" if a == "A" and r == "A" else "second" if a == "B" and r == "B" else None)
+        ("first" if a == _FIRST and r == _FIRST else "second" if a == _SECOND and r == _SECOND else None)
         if s == "inconsistent"
         else None
-        for s, a, r in zip(status, v_ab, ba_raw, strict=True)
+        for s, a, r in zip(status, v_ab, ba_values, strict=True)
     ]
     winner = [
-        _VERDICT_WINNER[a] if s == "consistent" else "tie" if s == "inconsistent" else None
+        _VERDICT_WINNER[a] if s == "consistent" else TIE if s == "inconsistent" else None
         for s, a in zip(status, v_ab, strict=True)
     ]
     out["verdict_ab"] = pd.Series(v_ab, dtype=object)
@@ -118,7 +117,7 @@ def combine_orders(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class PositionConsistency:
+class PositionConsistency(JsonSummary):
     """How often a judge gives the same verdict in both answer orders.
 
     ``n_battles``: battles seen; ``n_missing``: battles where an order is missing or unparseable (no
@@ -136,19 +135,6 @@ class PositionConsistency:
     consistency: float
     biased_first: float
     biased_second: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (NaN becomes None)."""
-        return {
-            "n_battles": self.n_battles,
-            "n_complete": self.n_complete,
-            "n_consistent": self.n_consistent,
-            "n_inconsistent": self.n_inconsistent,
-            "n_missing": self.n_missing,
-            "consistency": json_number(self.consistency),
-            "biased_first": json_number(self.biased_first),
-            "biased_second": json_number(self.biased_second),
-        }
 
 
 def position_consistency(verdicts: pd.DataFrame) -> PositionConsistency:
@@ -173,8 +159,6 @@ def position_consistency(verdicts: pd.DataFrame) -> PositionConsistency:
 
 
 __all__ = [
-    "ANSWER_ORDERS",
-    "VERDICT_LABELS",
     "PositionConsistency",
     "combine_orders",
     "position_consistency",

@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
+from analysis.fitting import Anchor
 from analysis.ratings import (
     SUMMARY_COLUMNS,
     WINNER_VALUES,
@@ -24,7 +25,7 @@ from analysis.ratings import (
     summarize,
 )
 from analysis.sandwich import sandwich_bt, sandwich_ties
-from analysis.ties import TIE_MODELS, TieModel, bootstrap_ties, fit_ties, tie_param_interval, tie_prob_equal
+from analysis.ties import TIE_MODELS, TieModel, bootstrap_ties, fit_ties, tie_param_interval
 
 Method = Literal["bt", "davidson", "rao-kupper"]
 CiMethod = Literal["sandwich", "bootstrap", "none"]
@@ -74,15 +75,7 @@ def aggregated_from_counts(rows: Iterable[tuple[str, str, str, int]]) -> Aggrega
     outcome = np.where(a_won | b_won, np.where(ia > ib, a_won, b_won), 2).astype(np.int64)
     keys, inverse = np.unique(pair, return_inverse=True)
     cells = np.bincount(inverse * 3 + outcome, weights=count, minlength=3 * len(keys)).reshape(-1, 3)
-    cells = np.rint(cells).astype(np.int64)
-    return Aggregated(
-        models=names,
-        a=(keys // m).astype(np.int64),
-        b=(keys % m).astype(np.int64),
-        wins_a=np.ascontiguousarray(cells[:, 0]),
-        wins_b=np.ascontiguousarray(cells[:, 1]),
-        ties=np.ascontiguousarray(cells[:, 2]),
-    )
+    return Aggregated.from_cells(names, keys, np.rint(cells).astype(np.int64))
 
 
 def _ints(values: list[int]) -> np.ndarray:
@@ -118,7 +111,7 @@ def leaderboard_from_counts(
     ci: CiMethod = "sandwich",
     bootstrap: int = 0,
     rng: np.random.Generator | None = None,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Fit a leaderboard to pair counts: (frame with ``SUMMARY_COLUMNS``, extras).
@@ -160,7 +153,7 @@ def leaderboard_from_counts(
             else None
         )
         return summarize(point, boot, counts), extras
-    model = cast(TieModel, method)
+    model: TieModel = method
     if ci == "sandwich":
         s, fit, (lo, hi) = sandwich_ties(agg, model=model, anchor=anchor)
         table = summary_with_bounds(s.ratings, s.lower, s.upper, counts)
@@ -174,15 +167,7 @@ def leaderboard_from_counts(
             )
             lo, hi = tie_param_interval(params)
         table = summarize(fit.ratings, boot, counts)
-    extras.update(
-        tie_model=model,
-        tie_param_name=fit.tie_param_name,
-        tie_param=fit.tie_param,
-        tie_param_ci_lower=lo,
-        tie_param_ci_upper=hi,
-        tie_prob_equal=tie_prob_equal(model, fit.tie_param),
-        log_likelihood=fit.log_likelihood,
-    )
+    extras.update(fit.summary((lo, hi)))
     return table, extras
 
 

@@ -7,6 +7,8 @@ Each function takes a table from ``analysis.ratings`` / ``analysis.tables`` and 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -84,19 +86,37 @@ def _top(matrix: pd.DataFrame, top_n: int | None) -> pd.DataFrame:
     return matrix.loc[keep, keep]
 
 
-def _heatmap(
-    matrix: pd.DataFrame,
-    *,
-    title: str,
-    colorscale: str,
-    zmin: float | None,
-    zmax: float | None,
-    text_format: str,
-    hover_label: str,
-    top_n: int | None,
-) -> go.Figure:
-    """Annotated heatmap with the first row on top; NaN cells stay blank."""
-    m = _top(matrix, top_n)
+class HeatmapOptions(TypedDict, total=False):
+    """Keywords of the heatmap figures: ``title`` (each figure has its own default) and ``top_n``
+    (default ``DEFAULT_HEATMAP_TOP``; None shows every model)."""
+
+    title: str
+    top_n: int | None
+
+
+@dataclass(frozen=True)
+class _HeatmapKind:
+    """What sets one heatmap figure apart: default title, colours, cell text and hover label."""
+
+    title: str
+    colorscale: str
+    zmax: float | None
+    text_format: str
+    hover_label: str
+
+
+_PREDICTED = _HeatmapKind(
+    "Predicted win rate (Bradley–Terry): P(row beats column)", "RdBu", 1.0, "%{z:.2f}", "P(win)"
+)
+_OBSERVED = _HeatmapKind(
+    "Observed win fraction of row against column (ties excluded)", "RdBu", 1.0, "%{z:.2f}", "won"
+)
+_BATTLES = _HeatmapKind("Battles per model pair", "Blues", None, "%{z:.0f}", "battles")
+
+
+def _heatmap(matrix: pd.DataFrame, kind: _HeatmapKind, **options: Unpack[HeatmapOptions]) -> go.Figure:
+    """Annotated heatmap (colours from 0) with the first row on top; NaN cells stay blank."""
+    m = _top(matrix, options.get("top_n", DEFAULT_HEATMAP_TOP))
     rows = [str(r) for r in m.index]
     cols = [str(c) for c in m.columns]
     z = m.to_numpy(dtype=np.float64)
@@ -106,11 +126,11 @@ def _heatmap(
             z=z_json,
             x=cols,
             y=rows,
-            colorscale=colorscale,
-            zmin=zmin,
-            zmax=zmax,
-            texttemplate=text_format,
-            hovertemplate=f"model %{{y}}<br>vs %{{x}}<br>{hover_label} %{{z}}<extra></extra>",
+            colorscale=kind.colorscale,
+            zmin=0.0,
+            zmax=kind.zmax,
+            texttemplate=kind.text_format,
+            hovertemplate=f"model %{{y}}<br>vs %{{x}}<br>{kind.hover_label} %{{z}}<extra></extra>",
             hoverongaps=False,
             xgap=1,
             ygap=1,
@@ -121,65 +141,27 @@ def _heatmap(
     crowded = len(cols) > 8 or sum(len(c) for c in cols) > 60
     fig.update_xaxes(side="top", title_text="opponent", tickangle=-35 if crowded else 0, type="category")
     side = max(420, 60 + 34 * len(rows))
-    fig = _layout(fig, title, height=side + 60)
+    fig = _layout(fig, options.get("title", kind.title), height=side + 60)
     fig.update_layout(margin={"t": 130})
     return fig
 
 
-def _win_heatmap(matrix: pd.DataFrame, *, title: str, hover_label: str, top_n: int | None) -> go.Figure:
-    """Heatmap of win probabilities/fractions in [0, 1] (red–blue), two decimals in the cells."""
-    return _heatmap(
-        matrix,
-        title=title,
-        colorscale="RdBu",
-        zmin=0.0,
-        zmax=1.0,
-        text_format="%{z:.2f}",
-        hover_label=hover_label,
-        top_n=top_n,
-    )
-
-
-def predicted_win_rate_figure(
-    matrix: pd.DataFrame,
-    *,
-    title: str = "Predicted win rate (Bradley–Terry): P(row beats column)",
-    top_n: int | None = DEFAULT_HEATMAP_TOP,
-) -> go.Figure:
+def predicted_win_rate_figure(matrix: pd.DataFrame, **options: Unpack[HeatmapOptions]) -> go.Figure:
     """Heatmap of ``tables.predicted_win_rate_matrix`` with the probabilities written in the cells."""
-    return _win_heatmap(matrix, title=title, hover_label="P(win)", top_n=top_n)
+    return _heatmap(matrix, _PREDICTED, **options)
 
 
-def observed_win_fraction_figure(
-    matrix: pd.DataFrame,
-    *,
-    title: str = "Observed win fraction of row against column (ties excluded)",
-    top_n: int | None = DEFAULT_HEATMAP_TOP,
-) -> go.Figure:
+def observed_win_fraction_figure(matrix: pd.DataFrame, **options: Unpack[HeatmapOptions]) -> go.Figure:
     """Heatmap of ``tables.observed_win_fraction``; pairs without decisive battles stay blank."""
-    return _win_heatmap(matrix, title=title, hover_label="won", top_n=top_n)
+    return _heatmap(matrix, _OBSERVED, **options)
 
 
-def battle_count_figure(
-    matrix: pd.DataFrame,
-    *,
-    title: str = "Battles per model pair",
-    top_n: int | None = DEFAULT_HEATMAP_TOP,
-) -> go.Figure:
+def battle_count_figure(matrix: pd.DataFrame, **options: Unpack[HeatmapOptions]) -> go.Figure:
     """Heatmap of ``tables.battle_count_matrix`` with the counts in the cells (diagonal left blank)."""
     counts = matrix.astype(np.float64)
     for model in counts.index.intersection(counts.columns):
         counts.loc[model, model] = np.nan
-    return _heatmap(
-        counts,
-        title=title,
-        colorscale="Blues",
-        zmin=0.0,
-        zmax=None,
-        text_format="%{z:.0f}",
-        hover_label="battles",
-        top_n=top_n,
-    )
+    return _heatmap(counts, _BATTLES, **options)
 
 
 def _time_labels(index: pd.Index) -> list[object]:
@@ -238,6 +220,7 @@ def votes_per_day_figure(days: pd.DataFrame, *, title: str = "Votes per day (UTC
 __all__ = [
     "DEFAULT_HEATMAP_TOP",
     "DEFAULT_HISTORY_TOP",
+    "HeatmapOptions",
     "battle_count_figure",
     "observed_win_fraction_figure",
     "predicted_win_rate_figure",

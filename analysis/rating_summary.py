@@ -1,5 +1,5 @@
-"""Leaderboard summaries: the summary columns, Chatbot Arena's rank upper bound, the rating table with
-bootstrap percentile intervals (``summarize``) and the check of bootstrap arguments.
+"""Leaderboard summaries: the summary columns, Chatbot Arena's rank upper bound, bootstrap percentile
+intervals, the rating table (``summarize``) and the check of bootstrap arguments.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ def rank_upper_bound(lower: Iterable[float], upper: Iterable[float]) -> np.ndarr
     return 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
 
 
+def percentile_bounds(boot: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The 2.5 and 97.5 percentiles (linear interpolation) of each column of bootstrap rounds."""
+    q = boot.quantile([0.025, 0.975])
+    return q.iloc[0].to_numpy(dtype=np.float64), q.iloc[1].to_numpy(dtype=np.float64)
+
+
 def summarize(point: pd.Series, boot: pd.DataFrame | None, num_battles: pd.Series) -> pd.DataFrame:
     """Leaderboard frame: model, rating, ci_lower, ci_upper, rank_ub, num_battles, best first.
 
@@ -34,9 +40,7 @@ def summarize(point: pd.Series, boot: pd.DataFrame | None, num_battles: pd.Serie
         missing = [m for m in models if m not in boot.columns]
         if missing:
             raise ValueError(f"bootstrap has no column for model(s): {', '.join(map(str, missing[:10]))}")
-        q = boot[models].quantile([0.025, 0.975])
-        lower = q.iloc[0].to_numpy(dtype=np.float64)
-        upper = q.iloc[1].to_numpy(dtype=np.float64)
+        lower, upper = percentile_bounds(boot[models])
     battles = num_battles.reindex(models).fillna(0).astype(np.int64).to_numpy()
     table = pd.DataFrame(
         {

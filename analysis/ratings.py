@@ -13,9 +13,10 @@ fits all rounds together (see ``bootstrap_bt``).
 Battle frames may hold the model names as plain strings or as categoricals (``analysis.io`` loads them
 dictionary-encoded); aggregation then works on the integer codes.
 
-The code lives in ``analysis.aggregation``, ``analysis.bt_fit``, ``analysis.bt_bootstrap``,
-``analysis.elo`` and ``analysis.rating_summary``; this module re-exports their public names and
-builds the leaderboard (``ratings_table``).
+The code lives in ``analysis.aggregation``, ``analysis.fitting`` (the toolkit shared with the tie and
+style models), ``analysis.bt_fit``, ``analysis.bt_bootstrap``, ``analysis.elo`` and
+``analysis.rating_summary``; this module re-exports their public names and builds the leaderboard
+(``ratings_table``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from analysis.aggregation import (
     validate_battles,
 )
 from analysis.bt_bootstrap import bootstrap_bt
-from analysis.bt_fit import DEFAULT_L2_C, fit_bt, predict_win_rate
+from analysis.bt_fit import fit_bt, predict_win_rate
 from analysis.elo import bootstrap_elo, online_elo
+from analysis.fitting import DEFAULT_L2_C, Anchor, RatingScale
 from analysis.rating_summary import SUMMARY_COLUMNS, check_bootstrap, rank_upper_bound, summarize
 
 
@@ -47,7 +49,7 @@ def ratings_table(
     method: Literal["bt", "elo"] = "bt",
     bootstrap: int = 0,
     rng: np.random.Generator | None = None,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     progress: bool = False,
     self_battles: Literal["error", "drop"] = "error",
     k: float = 4.0,
@@ -91,6 +93,7 @@ __all__ = [
     "TIE_VALUES",
     "WINNER_VALUES",
     "Aggregated",
+    "RatingScale",
     "aggregate",
     "bootstrap_bt",
     "bootstrap_elo",

@@ -29,6 +29,7 @@ from analysis.tables import (
     ratings_over_time,
     vote_counts,
 )
+from storage.vocabulary import TIE_BOTHBAD, TIE_WINNERS
 
 #: An extra report section: a heading and a table or a figure.
 Section = tuple[str, pd.DataFrame | go.Figure]
@@ -154,8 +155,8 @@ def _summary(clean: pd.DataFrame, n_models: int, n_pairs: int) -> list[tuple[str
     """Rows of the summary block."""
     n = len(clean)
     winner = clean["winner"]
-    ties = int(winner.isin(["tie", "tie (bothbad)"]).sum())
-    bothbad = int((winner == "tie (bothbad)").sum())
+    ties = int(winner.isin(TIE_WINNERS).sum())
+    bothbad = int((winner == TIE_BOTHBAD).sum())
     possible = n_models * (n_models - 1) // 2
     rows = [
         ("Battles", f"{n:,}"),
@@ -213,22 +214,14 @@ def write_report(
     clean = validate_battles(df, self_battles=self_battles)
     elo_rounds = min(bootstrap, DEFAULT_ELO_BOOTSTRAP_CAP) if elo_bootstrap is None else elo_bootstrap
 
-    bt = ratings_table(
-        clean,
-        method="bt",
-        bootstrap=bootstrap,
-        rng=np.random.default_rng(seed),
-        anchor=anchor,
-        progress=progress,
-    )
-    elo = ratings_table(
-        clean,
-        method="elo",
-        bootstrap=elo_rounds,
-        rng=np.random.default_rng(seed),
-        anchor=anchor,
-        progress=progress,
-    )
+    def leaderboard(method: Literal["bt", "elo"], rounds: int) -> pd.DataFrame:
+        """One leaderboard, its bootstrap drawn from ``default_rng(seed)`` as the ratings CLI does."""
+        rng = np.random.default_rng(seed)
+        return ratings_table(
+            clean, method=method, bootstrap=rounds, rng=rng, anchor=anchor, progress=progress
+        )
+
+    bt, elo = leaderboard("bt", bootstrap), leaderboard("elo", elo_rounds)
     bt_rating = pd.Series(bt["rating"].to_numpy(dtype=np.float64), index=bt["model"].astype(str))
     agg = aggregate(clean)
     predicted = predicted_win_rate_matrix(bt_rating)

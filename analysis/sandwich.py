@@ -28,13 +28,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import cast
+from typing import Unpack, cast
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit, ndtri
 
-from analysis.ratings import DEFAULT_L2_C, Aggregated, fit_bt
+from analysis.fitting import (
+    DEFAULT_L2_C,
+    Anchor,
+    RatingScale,
+    ScaleKeywords,
+    logistic,
+    pair_laplacian,
+    pair_sum,
+)
+from analysis.ratings import Aggregated, fit_bt
 from analysis.ties import TIE_MODELS, TieFit, TieModel, fit_ties
 
 #: arena-rank's ``hessian_reg``: λ = this × number of battles is added to H's diagonal.
@@ -48,22 +57,9 @@ def normal_quantile(level: float = 0.95) -> float:
     return float(ndtri(0.5 + level / 2.0))
 
 
-def _laplacian(agg: Aggregated, w: np.ndarray) -> np.ndarray:
-    """Σ_k w_k (e_a − e_b)(e_a − e_b)ᵀ over the pairs of ``agg`` (models × models)."""
-    m = len(agg.models)
-    out = np.zeros(m * m)
-    np.add.at(out, agg.a * m + agg.b, -w)
-    np.add.at(out, agg.b * m + agg.a, -w)
-    out[np.arange(m) * (m + 1)] += np.bincount(agg.a, weights=w, minlength=m) + np.bincount(
-        agg.b, weights=w, minlength=m
-    )
-    return out.reshape(m, m)
-
-
-def _incidence(agg: Aggregated, w: np.ndarray) -> np.ndarray:
-    """Σ_k w_k (e_a − e_b) (a models vector)."""
-    m = len(agg.models)
-    return np.bincount(agg.a, weights=w, minlength=m) - np.bincount(agg.b, weights=w, minlength=m)
+def _laplacian(agg: Aggregated, w: np.ndarray, ridge: float = 0.0) -> np.ndarray:
+    """Σ_k w_k (e_a − e_b)(e_a − e_b)ᵀ + ridge·I over the pairs of ``agg`` (models × models)."""
+    return pair_laplacian(agg.a, agg.b, w, len(agg.models), ridge)
 
 
 def _sandwich(h: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -89,12 +85,11 @@ def bt_covariance(
     wa, wb, t, total = _counts(agg)
     if total <= 0:
         raise ValueError("no battles")
-    p = 0.5 * (1.0 + np.tanh(0.5 * (u[agg.a] - u[agg.b])))  # σ(u_a − u_b)
+    p = logistic(u[agg.a] - u[agg.b])
     # per-battle score (o − p)(e_a − e_b): o = 1 (first won), 0 (second won), 0.5 (tie)
     g_w = wa * (1.0 - p) ** 2 + wb * p**2 + t * (0.5 - p) ** 2
     h_w = (wa + wb + t) * p * (1.0 - p)
-    h = _laplacian(agg, h_w) + hessian_reg * total * np.eye(len(agg.models))
-    return _sandwich(h, _laplacian(agg, g_w))
+    return _sandwich(_laplacian(agg, h_w, hessian_reg * total), _laplacian(agg, g_w))
 
 
 def _rk_log_terms(tau: float) -> tuple[float, float]:
@@ -151,14 +146,14 @@ def tie_covariance(
     counts = (wa, wb, t)
     m = len(agg.models)
     g_uu = _laplacian(agg, sum(c * g * g for c, g in zip(counts, gd, strict=True)))
-    h_uu = _laplacian(agg, h_dd) + hessian_reg * total * np.eye(m)
+    h_uu = _laplacian(agg, h_dd, hessian_reg * total)
     if not free:
         return _sandwich(h_uu, g_uu)
     g = np.zeros((m + 1, m + 1))
     h = np.zeros((m + 1, m + 1))
     g[:m, :m], h[:m, :m] = g_uu, h_uu
-    g_us = _incidence(agg, sum(c * x * y for c, x, y in zip(counts, gd, gs, strict=True)))
-    h_us = _incidence(agg, h_ds)
+    g_us = pair_sum(agg.a, agg.b, sum(c * x * y for c, x, y in zip(counts, gd, gs, strict=True)), m)
+    h_us = pair_sum(agg.a, agg.b, h_ds, m)
     g[:m, m] = g[m, :m] = g_us
     h[:m, m] = h[m, :m] = h_us
     g[m, m] = float(sum(np.sum(c * y * y) for c, y in zip(counts, gs, strict=True)))
@@ -186,80 +181,67 @@ class SandwichIntervals:
         return (self.ratings + self.z * self.se).rename("ci_upper")
 
 
-def _rating_se(
-    agg: Aggregated, cov_uu: np.ndarray, factor: float, anchor: tuple[str, float] | None
-) -> pd.Series:
-    """Standard errors on the rating scale (of differences to the anchor, when there is one)."""
+def _rating_se(agg: Aggregated, cov_uu: np.ndarray, rs: RatingScale, order: pd.Index) -> pd.Series:
+    """Standard errors on the rating scale (of differences to the anchor, when there is one), in ``order``."""
     var = np.diag(cov_uu).copy()
-    if anchor is not None:
-        i = agg.models.index(anchor[0])
+    if rs.anchor is not None:
+        i = agg.models.index(rs.anchor[0])
         var = var + cov_uu[i, i] - 2.0 * cov_uu[:, i]
-    se = factor * np.sqrt(np.clip(var, 0.0, None))
-    return pd.Series(se, index=pd.Index(agg.models, name="model"), name="se")
+    se = rs.log_odds_factor * np.sqrt(np.clip(var, 0.0, None))
+    return pd.Series(se, index=pd.Index(agg.models, name="model"), name="se").reindex(order)
 
 
-def _strengths(ratings: pd.Series, agg: Aggregated, factor: float) -> np.ndarray:
+def _strengths(ratings: pd.Series, agg: Aggregated, rs: RatingScale) -> np.ndarray:
     """Natural-log strengths (mean 0) in the order of ``agg.models`` from placed ratings."""
     r = ratings.reindex(agg.models).to_numpy(dtype=np.float64)
-    return (r - r.mean()) / factor
+    return (r - r.mean()) / rs.log_odds_factor
 
 
 def sandwich_bt(
     agg: Aggregated,
     *,
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
-    anchor: tuple[str, float] | None = None,
     level: float = 0.95,
     hessian_reg: float = DEFAULT_HESSIAN_REG,
+    anchor: Anchor | None = None,
     l2_c: float = DEFAULT_L2_C,
+    **scale: Unpack[ScaleKeywords],
 ) -> SandwichIntervals:
-    """Bradley–Terry ratings (``fit_bt``) with sandwich intervals (see the module docstring)."""
-    point = fit_bt(agg, scale=scale, base=base, init_rating=init_rating, anchor=anchor, l2_c=l2_c)
-    factor = scale / math.log(base)
-    cov = bt_covariance(agg, _strengths(point, agg, factor), hessian_reg=hessian_reg)
-    se = _rating_se(agg, cov, factor, anchor).reindex(point.index)
-    return SandwichIntervals(point, se, normal_quantile(level), level)
+    """Bradley–Terry ratings (``fit_bt``, which takes the other keywords) with sandwich intervals (see
+    the module docstring)."""
+    rs = RatingScale(**scale, anchor=anchor)
+    point = fit_bt(agg, anchor=anchor, l2_c=l2_c, **scale)
+    cov = bt_covariance(agg, _strengths(point, agg, rs), hessian_reg=hessian_reg)
+    return SandwichIntervals(point, _rating_se(agg, cov, rs, point.index), normal_quantile(level), level)
 
 
 def sandwich_ties(
     agg: Aggregated,
     *,
     model: str = "davidson",
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
-    anchor: tuple[str, float] | None = None,
     level: float = 0.95,
     hessian_reg: float = DEFAULT_HESSIAN_REG,
+    anchor: Anchor | None = None,
     l2_c: float = DEFAULT_L2_C,
+    **scale: Unpack[ScaleKeywords],
 ) -> tuple[SandwichIntervals, TieFit, tuple[float, float]]:
-    """A tie model (``fit_ties``) with sandwich intervals: (intervals, the fit, tie parameter interval).
+    """A tie model (``fit_ties``, which takes the other keywords) with sandwich intervals: (intervals,
+    the fit, tie parameter interval).
 
     The tie parameter's interval is ``exp(s ± z·se_s)``; without ties in the data it is the boundary
     value itself (ν = 0 or θ = 1, not estimated).
     """
     if model not in TIE_MODELS:
         raise ValueError(f"unknown tie model {model!r}; expected one of {', '.join(TIE_MODELS)}")
-    fit = fit_ties(
-        agg,
-        model=cast(TieModel, model),
-        scale=scale,
-        base=base,
-        init_rating=init_rating,
-        anchor=anchor,
-        l2_c=l2_c,
-    )
-    factor = scale / math.log(base)
+    rs = RatingScale(**scale, anchor=anchor)
+    fit = fit_ties(agg, model=cast(TieModel, model), anchor=anchor, l2_c=l2_c, **scale)
     free = float(np.sum(agg.ties)) > 0
     log_param = math.log(fit.tie_param) if free else 0.0
     cov = tie_covariance(
-        agg, _strengths(fit.ratings, agg, factor), log_param, model=model, hessian_reg=hessian_reg
+        agg, _strengths(fit.ratings, agg, rs), log_param, model=model, hessian_reg=hessian_reg
     )
     m = len(agg.models)
     z = normal_quantile(level)
-    se = _rating_se(agg, cov[:m, :m], factor, anchor).reindex(fit.ratings.index)
+    se = _rating_se(agg, cov[:m, :m], rs, fit.ratings.index)
     bounds = (fit.tie_param, fit.tie_param)
     if free:
         se_s = math.sqrt(max(float(cov[m, m]), 0.0))

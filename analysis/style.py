@@ -25,31 +25,33 @@ Battle frames need ``model_a``, ``model_b``, ``winner`` and, per feature, two co
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Unpack
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from analysis.aggregation import check_connected as _check_connected
-from analysis.bt_fit import check_anchor as _check_anchor
-from analysis.bt_fit import damped_newton as _damped_newton
-from analysis.bt_fit import median_ordered as _median_ordered
-from analysis.bt_fit import place as _place
-from analysis.bt_fit import sorted_series as _sorted_series
-from analysis.rating_summary import check_bootstrap as _check_bootstrap
-from analysis.ratings import (
+from analysis.aggregation import check_connected
+from analysis.fitting import (
     DEFAULT_L2_C,
-    Aggregated,
-    num_battles,
-    summarize,
-    validate_battles,
+    Anchor,
+    RatingScale,
+    ScaleKeywords,
+    check_rounds,
+    damped_newton,
+    l2_weight,
+    logistic,
+    pair_laplacian,
+    pair_sum,
+    pin_mean,
+    single_thread_blas,
+    sorted_series,
 )
+from analysis.rating_summary import check_bootstrap, percentile_bounds
+from analysis.ratings import Aggregated, num_battles, summarize, validate_battles
 
 #: Markdown features of Chatbot Arena's style control, beside the answer length.
 MARKDOWN_FEATURES: tuple[str, ...] = ("header_count", "list_count", "bold_count")
@@ -182,27 +184,20 @@ def _design(clean: pd.DataFrame, features: list[str]) -> _Design:
     return _Design(models=models, ia=ia, ib=ib, y=y, z=raw / scales, scales=scales)
 
 
-def _check_graph(design: _Design, anchor: tuple[str, float] | None) -> None:
+def _check_graph(design: _Design, rs: RatingScale) -> None:
     """Raise for an unknown anchor model or a comparison graph that splits into separate groups."""
     models = design.models
     m = len(models)
     keys = np.unique(np.minimum(design.ia, design.ib) * m + np.maximum(design.ia, design.ib))
     ones = np.ones(keys.size, dtype=np.int64)
     pairs = Aggregated(models, keys // m, keys % m, ones, 0 * ones, 0 * ones)
-    _check_anchor(pairs, anchor)
-    _check_connected(pairs)
+    rs.check_anchor(models)
+    check_connected(pairs)
 
 
 # --------------------------------------------------------------------------------------------------
 # Fitting
 # --------------------------------------------------------------------------------------------------
-
-
-def _laplacian(i: np.ndarray, j: np.ndarray, h: np.ndarray, m: int) -> np.ndarray:
-    """Σ_rows h·(e_i − e_j)(e_i − e_j)ᵀ as an m × m matrix (one bincount, then symmetrised)."""
-    pair = np.bincount(i * m + j, weights=h, minlength=m * m).reshape(m, m)
-    sym = pair + pair.T
-    return np.diag(sym.sum(axis=1)) - sym
 
 
 def _loss(p: np.ndarray, design: _Design, w: np.ndarray, l2u: float, l2b: float) -> float:
@@ -224,28 +219,16 @@ def _derivatives(
     eta = u[ia] - u[ib] + z @ beta
     loss = float(np.dot(w, np.logaddexp(0.0, eta) - y * eta))
     loss += 0.5 * l2u * float(np.dot(u, u)) + 0.5 * l2b * float(np.dot(beta, beta))
-    prob = 0.5 * (1.0 + np.tanh(0.5 * eta))
+    prob = logistic(eta)
     r = w * (prob - y)
-    grad = np.concatenate(
-        [
-            np.bincount(ia, weights=r, minlength=m) - np.bincount(ib, weights=r, minlength=m) + l2u * u,
-            z.T @ r + l2b * beta,
-        ]
-    )
+    grad = np.concatenate([pair_sum(ia, ib, r, m) + l2u * u, z.T @ r + l2b * beta])
     h = w * prob * (1.0 - prob)
     k = z.shape[1]
     hess = np.zeros((m + k, m + k))
-    h_uu = _laplacian(ia, ib, h, m)
-    # flat along u + c·1: a rank-one term regularises the system without changing the step
-    hess[:m, :m] = h_uu + max(float(np.trace(h_uu)), 1e-12) / (m * m) + l2u * np.eye(m)
+    hess[:m, :m] = pair_laplacian(ia, ib, h, m, ridge=l2u)
+    pin_mean(hess, m)  # the likelihood is flat along u + c·1
     hz = h[:, None] * z
-    cross = np.stack(
-        [
-            np.bincount(ia, weights=hz[:, j], minlength=m) - np.bincount(ib, weights=hz[:, j], minlength=m)
-            for j in range(k)
-        ],
-        axis=1,
-    )
+    cross = np.stack([pair_sum(ia, ib, hz[:, j], m) for j in range(k)], axis=1)
     hess[:m, m:] = cross
     hess[m:, :m] = cross.T
     hess[m:, m:] = z.T @ hz + l2b * np.eye(k)
@@ -287,10 +270,10 @@ def _fit(
     total = float(weights.sum())
     w = weights / total
     m = len(design.models)
-    # fit_bt's penalty 1/(2·C·total) on strengths in scale units (u = x·ln base) and on β
-    l2b = 0.0 if not math.isfinite(l2_c) else 1.0 / (2.0 * l2_c * total)
-    l2u = l2b / math.log(base) ** 2
-    p = _damped_newton(
+    # fit_bt's penalty on β, and on strengths in scale units (u = x·ln base)
+    l2b = l2_weight(l2_c, total)
+    l2u = l2_weight(l2_c, total, base)
+    p = damped_newton(
         lambda q: _derivatives(q, design, w, l2u, l2b),
         lambda q: _loss(q, design, w, l2u, l2b),
         np.zeros(m + design.z.shape[1]) if start is None else start,
@@ -304,13 +287,13 @@ def _fit(
 def _prepare(
     df: pd.DataFrame,
     features: Sequence[str],
-    anchor: tuple[str, float] | None,
+    rs: RatingScale,
     self_battles: Literal["error", "drop"],
 ) -> tuple[pd.DataFrame, list[str], _Design]:
     names = _check_features(df, features)
     clean = validate_battles(df, self_battles=self_battles)
     design = _design(clean, names)
-    _check_graph(design, anchor)
+    _check_graph(design, rs)
     return clean, names, design
 
 
@@ -344,42 +327,30 @@ def fit_style_controlled(
     df: pd.DataFrame,
     *,
     features: Sequence[str] = ("length",),
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     l2_c: float = DEFAULT_L2_C,
     self_battles: Literal["error", "drop"] = "error",
+    **scale: Unpack[ScaleKeywords],
 ) -> StyleFit:
     """Style-controlled BT ratings and style coefficients from a battle frame with style columns.
 
     ``features``: ``"length"`` (columns ``len_a``/``len_b``) and/or any ``f`` with columns
-    ``f_a``/``f_b`` (e.g. ``header_count``, ``list_count``, ``bold_count``). Raises ``ValueError`` for
-    missing style columns (naming them), missing/negative style values, a feature that never differs,
-    the battle problems ``validate_battles`` reports, an unknown anchor or a disconnected graph.
+    ``f_a``/``f_b`` (e.g. ``header_count``, ``list_count``, ``bold_count``); ``anchor``, ``l2_c`` and
+    the scale keywords are those of ``fit_bt``. Raises ``ValueError`` for missing style columns (naming
+    them), missing/negative style values, a feature that never differs, the battle problems
+    ``validate_battles`` reports, an unknown anchor or a disconnected graph.
     """
-    _, names, design = _prepare(df, features, anchor, self_battles)
-    return _fit_point(
-        design, names, scale=scale, base=base, init_rating=init_rating, anchor=anchor, l2_c=l2_c
-    )
+    rs = RatingScale(**scale, anchor=anchor)
+    _, names, design = _prepare(df, features, rs, self_battles)
+    return _fit_point(design, names, rs, l2_c)
 
 
-def _fit_point(
-    design: _Design,
-    names: list[str],
-    *,
-    scale: float,
-    base: float,
-    init_rating: float,
-    anchor: tuple[str, float] | None,
-    l2_c: float,
-) -> StyleFit:
+def _fit_point(design: _Design, names: list[str], rs: RatingScale, l2_c: float) -> StyleFit:
     m = len(design.models)
-    with threadpool_limits(limits=1, user_api="blas"):
-        p, loglik = _fit(design, None, base=base, l2_c=l2_c)
-    ratings = _place(p[:m], design.models, scale, init_rating, anchor, base=base)
+    with single_thread_blas():
+        p, loglik = _fit(design, None, base=rs.base, l2_c=l2_c)
     return StyleFit(
-        ratings=_sorted_series(ratings, design.models),
+        ratings=sorted_series(rs.place(p[:m], design.models, natural_log=True), design.models),
         coefficients={f: float(c) for f, c in zip(names, p[m:], strict=True)},
         scales={f: float(s) for f, s in zip(names, design.scales, strict=True)},
         log_likelihood=loglik,
@@ -393,33 +364,20 @@ def bootstrap_style_controlled(
     *,
     features: Sequence[str] = ("length",),
     progress: bool = False,
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     l2_c: float = DEFAULT_L2_C,
     self_battles: Literal["error", "drop"] = "error",
+    **scale: Unpack[ScaleKeywords],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Bootstrap style control: (ratings ``n_rounds`` × models, coefficients ``n_rounds`` × features).
 
     Each round resamples battles with replacement; rating columns are ordered by median rating
     (descending), so ``summarize`` and the rank (UB) take the first frame as is.
     """
-    if n_rounds < 1:
-        raise ValueError(f"n_rounds must be positive, got {n_rounds}")
-    _, names, design = _prepare(df, features, anchor, self_battles)
-    return _bootstrap(
-        design,
-        names,
-        n_rounds,
-        rng,
-        progress=progress,
-        scale=scale,
-        base=base,
-        init_rating=init_rating,
-        anchor=anchor,
-        l2_c=l2_c,
-    )
+    check_rounds(n_rounds)
+    rs = RatingScale(**scale, anchor=anchor)
+    _, names, design = _prepare(df, features, rs, self_battles)
+    return _bootstrap(design, names, n_rounds, rng, rs, l2_c, progress=progress)
 
 
 def _bootstrap(
@@ -427,28 +385,23 @@ def _bootstrap(
     names: list[str],
     n_rounds: int,
     rng: np.random.Generator,
+    rs: RatingScale,
+    l2_c: float,
     *,
     progress: bool,
-    scale: float,
-    base: float,
-    init_rating: float,
-    anchor: tuple[str, float] | None,
-    l2_c: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     m = len(design.models)
     n = design.y.size
     ratings = np.empty((n_rounds, m))
     coefs = np.empty((n_rounds, len(names)))
-    with threadpool_limits(limits=1, user_api="blas"):
-        point, _ = _fit(design, None, base=base, l2_c=l2_c)
+    with single_thread_blas():
+        point, _ = _fit(design, None, base=rs.base, l2_c=l2_c)
         for r in tqdm(range(n_rounds), desc="bootstrap", disable=not progress, leave=False):
             counts = np.bincount(rng.integers(0, n, size=n), minlength=n)
-            p, _ = _fit(design, counts, base=base, l2_c=l2_c, start=point)
+            p, _ = _fit(design, counts, base=rs.base, l2_c=l2_c, start=point)
             ratings[r] = p[:m]
             coefs[r] = p[m:]
-    boot = _median_ordered(
-        _place(ratings, design.models, scale, init_rating, anchor, base=base), design.models
-    )
+    boot = rs.bootstrap_frame(ratings, design.models, natural_log=True)
     return boot, pd.DataFrame(coefs, columns=pd.Index(names, name="feature"))
 
 
@@ -458,7 +411,7 @@ def style_ratings_table(
     features: Sequence[str] = ("length",),
     bootstrap: int = 0,
     rng: np.random.Generator | None = None,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     progress: bool = False,
     self_battles: Literal["error", "drop"] = "error",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -467,30 +420,17 @@ def style_ratings_table(
     The coefficient table has one row per feature: ``feature, coefficient, ci_lower, ci_upper, scale``
     (95% bootstrap percentile interval; both bounds equal the coefficient without bootstrap).
     """
-    _check_bootstrap(bootstrap, rng)
-    clean, names, design = _prepare(df, features, anchor, self_battles)
-    fit = _fit_point(
-        design, names, scale=400.0, base=10.0, init_rating=1000.0, anchor=anchor, l2_c=DEFAULT_L2_C
-    )
+    check_bootstrap(bootstrap, rng)
+    rs = RatingScale(anchor=anchor)
+    clean, names, design = _prepare(df, features, rs, self_battles)
+    fit = _fit_point(design, names, rs, DEFAULT_L2_C)
     point = np.array([fit.coefficients[f] for f in names])
     lower = upper = point
     boot: pd.DataFrame | None = None
     if bootstrap > 0:
         assert rng is not None
-        boot, coefs = _bootstrap(
-            design,
-            names,
-            bootstrap,
-            rng,
-            progress=progress,
-            scale=400.0,
-            base=10.0,
-            init_rating=1000.0,
-            anchor=anchor,
-            l2_c=DEFAULT_L2_C,
-        )
-        q = coefs[names].quantile([0.025, 0.975])
-        lower, upper = q.iloc[0].to_numpy(), q.iloc[1].to_numpy()
+        boot, coefs = _bootstrap(design, names, bootstrap, rng, rs, DEFAULT_L2_C, progress=progress)
+        lower, upper = percentile_bounds(coefs[names])
     table = pd.DataFrame(
         {
             "feature": names,

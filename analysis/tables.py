@@ -22,6 +22,7 @@ from analysis.ratings import (
     predict_win_rate,
     validate_battles,
 )
+from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
 #: ``order`` arguments: a rating Series (sorted by value, highest first) or model names in order.
 Order = pd.Series | Iterable[str] | None
@@ -128,15 +129,15 @@ def vote_counts(df: pd.DataFrame, *, order: Order = None) -> pd.DataFrame:
     clean = validate_battles(df)
     winner = clean["winner"]
     sides = []
-    for side, other in (("model_a", "model_b"), ("model_b", "model_a")):
+    for side, won, lost in (("model_a", WIN_A, WIN_B), ("model_b", WIN_B, WIN_A)):
         sides.append(
             pd.DataFrame(
                 {
                     "model": clean[side].astype(str),
-                    "wins": winner == side,
-                    "losses": winner == other,
-                    "ties": winner == "tie",
-                    "bothbad": winner == "tie (bothbad)",
+                    "wins": winner == won,
+                    "losses": winner == lost,
+                    "ties": winner == TIE,
+                    "bothbad": winner == TIE_BOTHBAD,
                 }
             )
         )
@@ -256,7 +257,7 @@ def _elo_history(
 ) -> np.ndarray:
     """Online Elo (as ``ratings.online_elo``) replayed once, sampled after ``cum[p]`` battles."""
     scale, base, init = 400.0, 10.0, 1000.0
-    score = np.where(winner == "model_a", 1.0, np.where(winner == "model_b", 0.0, 0.5)).tolist()
+    score = np.where(winner == WIN_A, 1.0, np.where(winner == WIN_B, 0.0, 0.5)).tolist()
     rating = [init] * m
     first_seen = np.full(m, np.iinfo(np.int64).max)
     np.minimum.at(first_seen, ia, np.arange(len(ia)))
@@ -282,8 +283,8 @@ def _bt_history(
 ) -> np.ndarray:
     """``fit_bt`` on the cumulative pair counts at each period end (largest connected group)."""
     m = len(models)
-    a_won = winner == "model_a"
-    b_won = winner == "model_b"
+    a_won = winner == WIN_A
+    b_won = winner == WIN_B
     swap = ia > ib
     lo, hi = np.where(swap, ib, ia), np.where(swap, ia, ib)
     lo_won = np.where(swap, b_won, a_won).astype(np.float64)

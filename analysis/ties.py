@@ -27,28 +27,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Unpack
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from analysis.aggregation import check_connected as _check_connected
-from analysis.bt_fit import check_anchor as _check_anchor
-from analysis.bt_fit import damped_newton as _damped_newton
-from analysis.bt_fit import median_ordered as _median_ordered
-from analysis.bt_fit import place as _place
-from analysis.bt_fit import sorted_series as _sorted_series
-from analysis.rating_summary import check_bootstrap as _check_bootstrap
-from analysis.ratings import (
+from analysis.aggregation import check_connected
+from analysis.fitting import (
     DEFAULT_L2_C,
-    Aggregated,
-    aggregate,
-    num_battles,
-    summarize,
-    validate_battles,
+    Anchor,
+    RatingScale,
+    ScaleKeywords,
+    cell_probabilities,
+    check_rounds,
+    damped_newton,
+    l2_weight,
+    pair_laplacian,
+    pair_sum,
+    pin_mean,
+    single_thread_blas,
+    sorted_series,
+    split_cells,
 )
+from analysis.rating_summary import check_bootstrap
+from analysis.ratings import Aggregated, aggregate, num_battles, summarize, validate_battles
 
 TieModel = Literal["davidson", "rao-kupper"]
 TIE_MODELS: tuple[str, ...] = ("davidson", "rao-kupper")
@@ -81,6 +84,21 @@ class TieFit:
         """Probability that two equally strong models tie under the fitted model."""
         return tie_prob_equal(self.model, self.tie_param)
 
+    def summary(self, interval: tuple[float, float] | None = None) -> dict[str, object]:
+        """The fit as leaderboards report it: ``tie_model``, ``tie_param_name`` (nu/theta),
+        ``tie_param``, its ``interval`` as ``tie_param_ci_lower``/``tie_param_ci_upper`` (both the point
+        when there is none), ``tie_prob_equal`` and ``log_likelihood``."""
+        lo, hi = interval if interval is not None else (self.tie_param, self.tie_param)
+        return {
+            "tie_model": self.model,
+            "tie_param_name": self.tie_param_name,
+            "tie_param": self.tie_param,
+            "tie_param_ci_lower": lo,
+            "tie_param_ci_upper": hi,
+            "tie_prob_equal": self.tie_prob_equal,
+            "log_likelihood": self.log_likelihood,
+        }
+
 
 def tie_prob_equal(model: str, tie_param: float) -> float:
     """P(tie) between two equally strong models: ν/(2+ν) (Davidson) or (θ−1)/(θ+1) (Rao–Kupper)."""
@@ -100,7 +118,7 @@ def _check_model(model: str) -> None:
         raise ValueError(f"unknown tie model {model!r}; expected one of {', '.join(TIE_MODELS)}")
 
 
-def _check_input(agg: Aggregated, anchor: tuple[str, float] | None) -> None:
+def _check_input(agg: Aggregated, rs: RatingScale) -> None:
     """Raise for no battles, no decisive battle, an unknown anchor or a disconnected comparison graph."""
     if len(agg.models) == 0 or agg.n_battles == 0:
         raise ValueError("no battles to fit")
@@ -109,8 +127,8 @@ def _check_input(agg: Aggregated, anchor: tuple[str, float] | None) -> None:
             "every battle is a tie: a tie model cannot be fitted without decisive battles "
             "(the tie parameter would be infinite)"
         )
-    _check_anchor(agg, anchor)
-    _check_connected(agg)
+    rs.check_anchor(agg.models)
+    check_connected(agg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,7 +233,6 @@ class _Objective:
         self.a, self.b = agg.a, agg.b
         self.m = len(agg.models)
         self.l2 = l2
-        self.pair_index = self.a * self.m + self.b
         # tie parameter when it is not free: ν = 0 (s = -inf) or θ = 1 (τ = 0)
         self.fixed_s = -math.inf if model == "davidson" else 0.0
 
@@ -244,7 +261,7 @@ class _Objective:
         loss_k, g_d, g_s, h_dd, h_ds, h_ss = self.terms(d, s, self.wa, self.wb, self.t)
         loss = float(loss_k.sum()) + 0.5 * self.l2 * float(np.dot(u, u))
         m = self.m
-        grad_u = np.bincount(self.a, weights=g_d, minlength=m) - np.bincount(self.b, weights=g_d, minlength=m)
+        grad_u = pair_sum(self.a, self.b, g_d, m)
         grad_u += self.l2 * u
         gs = float(g_s.sum())
         hss = float(h_ss.sum())
@@ -256,18 +273,10 @@ class _Objective:
         grad = np.append(grad_u, gs) if self.free_tie else grad_u
         k = m + 1 if self.free_tie else m
         h = np.zeros((k, k))
-        pair = np.bincount(self.pair_index, weights=h_dd, minlength=m * m).reshape(m, m)
-        sym = pair + pair.T
-        h_uu = np.diag(sym.sum(axis=1)) - sym
-        h[:m, :m] = h_uu
-        h[np.arange(m), np.arange(m)] += self.l2
-        # the likelihood is flat along u + c·1; this rank-one term makes the system regular without
-        # changing the step (gradient and iterate stay orthogonal to 1)
-        h[:m, :m] += max(float(np.trace(h_uu)), 1e-12) / (m * m)
+        h[:m, :m] = pair_laplacian(self.a, self.b, h_dd, m, ridge=self.l2)
+        pin_mean(h, m)  # the likelihood is flat along u + c·1
         if self.free_tie:
-            h_us = np.bincount(self.a, weights=h_ds, minlength=m) - np.bincount(
-                self.b, weights=h_ds, minlength=m
-            )
+            h_us = pair_sum(self.a, self.b, h_ds, m)
             h[:m, m] = h_us
             h[m, :m] = h_us
             h[m, m] = hss
@@ -287,13 +296,6 @@ def _start(obj: _Objective) -> np.ndarray:
     return np.append(u, s0)
 
 
-def _l2(l2_c: float, total: float, base: float) -> float:
-    """``fit_bt``'s penalty 1/(2·C·total) on strengths in units of ``scale``, converted to natural-log units."""
-    if not math.isfinite(l2_c):
-        return 0.0
-    return 1.0 / (2.0 * l2_c * total) / math.log(base) ** 2
-
-
 def _tie_param(model: str, s: float) -> float:
     """ν = e^s (Davidson) or θ = e^τ (Rao–Kupper)."""
     return float(math.exp(s)) if math.isfinite(s) else 0.0
@@ -310,13 +312,13 @@ def _fit_units(
     """Natural-log strengths (mean 0), tie parameter, log-likelihood and raw optimum (a warm start)."""
     counts = weights if weights is not None else (agg.wins_a, agg.wins_b, agg.ties)
     total = float(sum(float(np.sum(c)) for c in counts))
-    obj = _Objective(agg, model, counts, _l2(l2_c, total, base))
+    obj = _Objective(agg, model, counts, l2_weight(l2_c, total, base))
     p0 = _start(obj)
     if start is not None and obj.free_tie == (start.size == obj.m + 1):
         p0 = np.array(start, dtype=np.float64)
     elif start is not None:
         p0[: obj.m] = start[: obj.m]
-    p = _damped_newton(obj, obj.loss, p0, obj.m, feasible=obj.feasible)
+    p = damped_newton(obj, obj.loss, p0, obj.m, feasible=obj.feasible)
     u, s = obj.split(p)
     return u - u.mean(), _tie_param(model, s), -obj.loss(p, penalty=False) * obj.total, p
 
@@ -330,26 +332,25 @@ def fit_ties(
     agg: Aggregated,
     *,
     model: TieModel = "davidson",
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     l2_c: float = DEFAULT_L2_C,
+    **scale: Unpack[ScaleKeywords],
 ) -> TieFit:
     """Maximum-likelihood Davidson or Rao–Kupper ratings and tie parameter from aggregated pair counts.
 
-    Ratings are on ``fit_bt``'s scale (mean ``init_rating``, or ``anchor=(MODEL, RATING)`` pins one
-    model). Without any tie in the data the tie parameter is at its boundary (ν = 0, θ = 1) and the
+    Ratings are on ``fit_bt``'s scale and take its keywords (mean ``init_rating``, or
+    ``anchor=(MODEL, RATING)`` pins one model). Without any tie in the data the tie parameter is at its boundary (ν = 0, θ = 1) and the
     ratings equal plain BT. Raises ``ValueError`` for an unknown tie model, no battles, only ties, an
     unknown anchor model or a disconnected comparison graph.
     """
     _check_model(model)
-    _check_input(agg, anchor)
-    with threadpool_limits(limits=1, user_api="blas"):
-        u, param, loglik, _ = _fit_units(agg, model, l2_c, base)
-    ratings = _place(u, agg.models, scale, init_rating, anchor, base=base)
+    rs = RatingScale(**scale, anchor=anchor)
+    _check_input(agg, rs)
+    with single_thread_blas():
+        u, param, loglik, _ = _fit_units(agg, model, l2_c, rs.base)
+    ratings = rs.place(u, agg.models, natural_log=True)
     return TieFit(
-        ratings=_sorted_series(ratings, agg.models), tie_param=param, model=model, log_likelihood=loglik
+        ratings=sorted_series(ratings, agg.models), tie_param=param, model=model, log_likelihood=loglik
     )
 
 
@@ -360,11 +361,9 @@ def bootstrap_ties(
     *,
     model: TieModel = "davidson",
     progress: bool = False,
-    scale: float = 400.0,
-    base: float = 10.0,
-    init_rating: float = 1000.0,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     l2_c: float = DEFAULT_L2_C,
+    **scale: Unpack[ScaleKeywords],
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Bootstrap a tie model: (ratings ``n_rounds`` × models, tie parameter of each round).
 
@@ -373,25 +372,20 @@ def bootstrap_ties(
     (descending), so ``summarize`` and the rank (UB) take it as is. ``tie_param_interval`` turns the
     second value into a confidence interval.
     """
-    if n_rounds < 1:
-        raise ValueError(f"n_rounds must be positive, got {n_rounds}")
+    check_rounds(n_rounds)
     _check_model(model)
-    _check_input(agg, anchor)
-    cells = np.concatenate([agg.wins_a, agg.wins_b, agg.ties]).astype(np.float64)
-    total = int(round(cells.sum()))
-    pvals = cells / cells.sum()
+    rs = RatingScale(**scale, anchor=anchor)
+    _check_input(agg, rs)
+    total, pvals = cell_probabilities(agg)
     k = len(agg.a)
     rows = np.empty((n_rounds, len(agg.models)))
     params = np.empty(n_rounds)
-    with threadpool_limits(limits=1, user_api="blas"):
-        _, _, _, point = _fit_units(agg, model, l2_c, base)
+    with single_thread_blas():
+        _, _, _, point = _fit_units(agg, model, l2_c, rs.base)
         for r in tqdm(range(n_rounds), desc="bootstrap", disable=not progress, leave=False):
-            draw = rng.multinomial(total, pvals)
-            rows[r], params[r], _, _ = _fit_units(
-                agg, model, l2_c, base, weights=(draw[:k], draw[k : 2 * k], draw[2 * k :]), start=point
-            )
-    boot = _median_ordered(_place(rows, agg.models, scale, init_rating, anchor, base=base), agg.models)
-    return boot, params
+            weights = split_cells(rng.multinomial(total, pvals), k)
+            rows[r], params[r], _, _ = _fit_units(agg, model, l2_c, rs.base, weights=weights, start=point)
+    return rs.bootstrap_frame(rows, agg.models, natural_log=True), params
 
 
 def tie_param_interval(params: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
@@ -409,7 +403,7 @@ def tie_ratings_table(
     model: TieModel = "davidson",
     bootstrap: int = 0,
     rng: np.random.Generator | None = None,
-    anchor: tuple[str, float] | None = None,
+    anchor: Anchor | None = None,
     progress: bool = False,
     self_battles: Literal["error", "drop"] = "error",
 ) -> tuple[pd.DataFrame, dict[str, object]]:
@@ -420,7 +414,7 @@ def tie_ratings_table(
     ``tie_prob_equal`` and ``log_likelihood``.
     """
     _check_model(model)
-    _check_bootstrap(bootstrap, rng)
+    check_bootstrap(bootstrap, rng)
     clean = validate_battles(df, self_battles=self_battles)
     agg = aggregate(clean)
     fit = fit_ties(agg, model=model, anchor=anchor)
@@ -430,16 +424,7 @@ def tie_ratings_table(
         assert rng is not None
         boot, params = bootstrap_ties(agg, bootstrap, rng, model=model, anchor=anchor, progress=progress)
         lo, hi = tie_param_interval(params)
-    summary: dict[str, object] = {
-        "tie_model": model,
-        "tie_param_name": fit.tie_param_name,
-        "tie_param": fit.tie_param,
-        "tie_param_ci_lower": lo,
-        "tie_param_ci_upper": hi,
-        "tie_prob_equal": fit.tie_prob_equal,
-        "log_likelihood": fit.log_likelihood,
-    }
-    return summarize(fit.ratings, boot, num_battles(clean)), summary
+    return summarize(fit.ratings, boot, num_battles(clean)), fit.summary((lo, hi))
 
 
 __all__ = [

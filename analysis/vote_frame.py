@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.io import BATTLE_COLUMNS, battles_frame
+from storage.vocabulary import ANONY
 
 
 def column_arrays(chunk: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -26,7 +27,7 @@ def column_arrays(chunk: tuple[Any, ...]) -> tuple[Any, ...]:
         np.array(model_b, dtype=np.int64),
         pd.Categorical(winner),
         np.array(voter, dtype=object),
-        np.array(mode, dtype=object) == "anony",
+        np.array(mode, dtype=object) == ANONY,
         np.array(tstamp, dtype=np.float64),
         np.array(turns, dtype=np.int64),
     )

@@ -8,15 +8,17 @@ judge–human and human–human agreement, with the JSON number helper of their 
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-WINNER_VALUES: tuple[str, ...] = ("model_a", "model_b", "tie", "tie (bothbad)")
+from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B, WINNERS
+
 REQUIRED_COLUMNS: tuple[str, ...] = ("question_id", "model_a", "model_b", "winner")
 
-_WINNER_CODE: dict[str, int] = {"model_a": 0, "model_b": 1, "tie": 2, "tie (bothbad)": 2}
+_WINNER_CODE: dict[str, int] = {WIN_A: 0, WIN_B: 1, TIE: 2, TIE_BOTHBAD: 2}
 FLIP = np.array([1, 0, 2])  # code seen from the other model order
 KEY_COLUMNS = ["qid", "first", "second", "turn"]
 
@@ -60,14 +62,14 @@ def prepare_votes(frame: pd.DataFrame, what: str, *, allow_missing_winner: bool)
     no_winner = winner.isna().to_numpy()
     if no_winner.any() and not allow_missing_winner:
         raise ValueError(f"{int(no_winner.sum())} row(s) of the {what} have no winner")
-    known = winner.isin(WINNER_VALUES).to_numpy()
+    known = winner.isin(WINNERS).to_numpy()
     bad = ~known & ~no_winner
     if bad.any():
         counts = winner[bad].astype(str).value_counts()
         shown = ", ".join(f"{v!r} ({n})" for v, n in counts.head(10).items())
         raise ValueError(
             f"unknown winner value(s) in {int(bad.sum())} row(s) of the {what}: {shown}; "
-            f"expected one of {', '.join(WINNER_VALUES)}"
+            f"expected one of {', '.join(WINNERS)}"
         )
     code = np.full(len(frame), -1, dtype=np.int64)
     code[known] = winner[known].map(_WINNER_CODE).to_numpy(dtype=np.int64)
@@ -101,11 +103,35 @@ def json_number(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+class JsonSummary:
+    """Mixin for a dataclass of counts and rates: ``to_dict`` is ``json_fields(self)``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (NaN becomes None)."""
+        return json_fields(self)
+
+
+def json_fields(summary: Any) -> dict[str, Any]:
+    """A dataclass of counts and rates as a JSON-ready dict: integers as ``int``, rates through
+    ``json_number`` (NaN becomes None), in field order."""
+    out: dict[str, Any] = {}
+    for item in fields(summary):
+        value = getattr(summary, item.name)
+        if isinstance(value, (float, np.floating)):
+            out[item.name] = json_number(float(value))
+        elif isinstance(value, (int, np.integer)):
+            out[item.name] = int(value)
+        else:
+            out[item.name] = value
+    return out
+
+
 __all__ = [
     "FLIP",
     "KEY_COLUMNS",
     "REQUIRED_COLUMNS",
-    "WINNER_VALUES",
+    "JsonSummary",
+    "json_fields",
     "json_number",
     "prepare_votes",
 ]

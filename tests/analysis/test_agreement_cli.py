@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from analysis.agreement import agreement
 from analysis.cli import main
 from analysis.compare import compare
-from storage.judging import latest_analysis_result
 from tests.analysis.test_judge import LongerAnswerJudge, play_battles, runner_for
+from tests.helpers import latest_analysis_result
 
 HUMAN = [
     {"question_id": 1, "model_a": "x", "model_b": "y", "winner": "model_a", "judge": "h1", "turn": 1},

@@ -17,6 +17,7 @@ from analysis.io import load_battles_db
 from analysis.ratings import ratings_table
 from storage import repo
 from storage.schema import Battle, BattleTag, Vote, VoterSession
+from tests.helpers import vote_records
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -148,13 +149,13 @@ def test_db_filters(db_url: str, sessions) -> None:  # type: ignore[no-untyped-d
 def test_vote_records_defaults_and_audit_view(db_url: str, sessions) -> None:  # type: ignore[no-untyped-def]
     _fill_for_filters(sessions)
     with sessions() as db:
-        assert [r["question_id"] for r in repo.vote_records(db)] == ["b0", "b3", "b6", "b7"]
+        assert [r["question_id"] for r in vote_records(db)] == ["b0", "b3", "b6", "b7"]
         # include_flagged alone still keeps everything (audits, exports), as before
-        everything = [r["question_id"] for r in repo.vote_records(db, include_flagged=True)]
+        everything = [r["question_id"] for r in vote_records(db, include_flagged=True)]
         assert everything == [f"b{i}" for i in range(8)]
-        flagged_only = repo.vote_records(db, include_flagged=True, include_invalid=False)
+        flagged_only = vote_records(db, include_flagged=True, include_invalid=False)
         assert [r["question_id"] for r in flagged_only] == ["b0", "b1", "b2", "b3", "b6", "b7"]
-        with_leaks = repo.vote_records(db, include_invalid=True)
+        with_leaks = vote_records(db, include_invalid=True)
         assert [r["question_id"] for r in with_leaks] == ["b0", "b3", "b4", "b5", "b6", "b7"]
 
 

@@ -23,7 +23,7 @@ from analysis.judge import (
     build_prompt,
     parse_verdict,
 )
-from arena.service import BattleService, image_bytes
+from arena.service import BattleService
 from models.base import GenerationParams, ImagePart, Message, ModelBackend, StreamItem, TextPart, Usage
 from models.registry import BackendContext, create_backend
 from models.wrapper import ManagedBackend
@@ -31,6 +31,7 @@ from storage.images import ImageStore
 from storage.judging import JudgeBattle, JudgeTurn, verdict_records
 from storage.schema import JudgeVerdict
 from tests.arena.conftest import scripted
+from tests.helpers import image_bytes
 
 PARAMS = GenerationParams(max_new_tokens=64, temperature=0.0)
 
@@ -141,8 +142,10 @@ class LongerAnswerJudge(ModelBackend):
 
     name = "length-judge"
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
+    def __init__(self, wait_for_company: bool = False) -> None:
+        # wait_for_company: each call answers only once two calls have run at the same time (or after
+        # 5 s), so a runner that really runs calls concurrently always shows a peak above one
+        self.wait_for_company = wait_for_company
         self.calls = 0
         self.concurrent = self.peak = 0
 
@@ -153,7 +156,9 @@ class LongerAnswerJudge(ModelBackend):
         self.concurrent += 1
         self.peak = max(self.peak, self.concurrent)
         try:
-            await asyncio.sleep(self.delay_s)
+            deadline = asyncio.get_running_loop().time() + 5
+            while self.wait_for_company and self.peak < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
             text = user_text(list(messages))
             nonce = re.search(r"<<<CONVERSATION-([0-9a-f]{12})>>>", text).group(1)  # type: ignore[union-attr]
             first = text.split(f"<<<ANSWER-A-{nonce}>>>\n")[1].split(f"\n<<<END-ANSWER-A-{nonce}>>>")[0]
@@ -200,7 +205,7 @@ def runner_for(sessions, judge: ModelBackend, **kwargs) -> JudgeRunner:  # type:
 
 def test_runner_judges_both_orders_stores_everything_and_resumes(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     play_battles(sessions, tmp_path, ["Describe it.", "What is it?", "Please garble.", "Count things."])
-    judge = LongerAnswerJudge(delay_s=0.02)
+    judge = LongerAnswerJudge(wait_for_company=True)
     runner = runner_for(sessions, judge, concurrency=4)
     pending = runner.pending()
     assert len(pending) == 4

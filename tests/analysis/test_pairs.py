@@ -19,6 +19,7 @@ from analysis.ratings import Aggregated, aggregate, ratings_table, validate_batt
 from analysis.ties import tie_ratings_table
 from storage import repo
 from storage.schema import Battle, BattleTag, Vote, VoterSession
+from tests.helpers import vote_records
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -171,7 +172,7 @@ def test_database_counts_and_columns_match_the_records(db_url: str, sessions) ->
         frame = load_battles_db(db_url, **flt)  # type: ignore[arg-type]
         bounds = {k: datetime.fromisoformat(v) if k == "since" else v for k, v in flt.items()}
         with sessions() as db:
-            records = repo.vote_records(db, **{"anony_only": True, **bounds}, include_invalid=False)
+            records = vote_records(db, **{"anony_only": True, **bounds}, include_invalid=False)
         pd.testing.assert_frame_equal(frame, battles_frame(records))
         assert not {"b05", "b07", "b08", "b10"} & set(frame["question_id"])
         _same(load_pair_counts_db(db_url, **flt), aggregate(validate_battles(frame)))  # type: ignore[arg-type]
@@ -186,7 +187,7 @@ def test_ratings_cli_gives_the_same_board_from_the_database_and_a_file(  # type:
 ) -> None:
     _fill(sessions)
     with sessions() as db:
-        records = repo.vote_records(db, include_flagged=True, include_invalid=False)
+        records = vote_records(db, include_flagged=True, include_invalid=False)
     path = tmp_path / "battles.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     for extra in (

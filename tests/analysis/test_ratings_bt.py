@@ -10,7 +10,8 @@ import pytest
 from scipy.optimize import brentq, minimize
 from scipy.stats import spearmanr
 
-from analysis import bt_bootstrap, bt_fit
+from analysis import bt_bootstrap
+from analysis.fitting import BTPairs
 from analysis.ratings import (
     DEFAULT_L2_C,
     Aggregated,
@@ -269,7 +270,9 @@ def test_fit_bt_lands_on_the_optimum(sim_battles: pd.DataFrame) -> None:
     n = (agg.wins_a + agg.wins_b + agg.ties).astype(float)
     s = (agg.wins_a + 0.5 * agg.ties) / n.sum()
     l2 = 1.0 / (2.0 * DEFAULT_L2_C * n.sum())
-    _, grad = bt_fit._bt_objective((point - 1000.0) / 400.0, agg.a, agg.b, n / n.sum(), s, math.log(10), l2)
+    _, grad = BTPairs(agg.a, agg.b, n / n.sum(), s, math.log(10), l2, n.sum()).objective(
+        (point - 1000.0) / 400.0
+    )
     assert np.abs(grad).max() < 1e-13
 
 

@@ -1,8 +1,4 @@
-"""What the analysis commands print: leaderboards as tables, JSON or CSV, and figure sets.
-
-Shared by ``analysis/cli.py`` and ``analysis/cli_judges.py`` together with ``CliError``, the one error
-type both report as a single line with exit status 2.
-"""
+"""What the analysis commands print: leaderboards as tables, JSON or CSV, and figure sets."""
 
 from __future__ import annotations
 
@@ -13,10 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-
-class CliError(Exception):
-    """An error the user can fix; reported as one line on stderr with exit status 2."""
 
 
 def to_records(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -41,13 +33,13 @@ def format_table(table: pd.DataFrame) -> str:
     header = ["rank_ub", "model", "rating", "95% CI", "num_battles"]
     body = [
         [
-            str(int(row.rank_ub)),
-            str(row.model),
-            f"{row.rating:.1f}",
-            f"{row.ci_lower - row.rating:+.1f} / {row.ci_upper - row.rating:+.1f}",
-            str(int(row.num_battles)),
+            str(int(row["rank_ub"])),
+            str(row["model"]),
+            f"{row['rating']:.1f}",
+            f"{row['ci_lower'] - row['rating']:+.1f} / {row['ci_upper'] - row['rating']:+.1f}",
+            str(int(row["num_battles"])),
         ]
-        for row in table.itertuples(index=False)
+        for row in table.to_dict(orient="records")
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     left = {1}  # model names left-aligned, numbers right-aligned
@@ -100,3 +92,6 @@ def render_figures(figures: dict[str, Any], fmt: str) -> str:
             shown = str(value)
         lines.append(f"{key:<32} {shown}")
     return "\n".join(lines) + "\n"
+
+
+__all__ = ["emit", "format_table", "render", "render_figures", "to_records"]
