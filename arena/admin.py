@@ -34,7 +34,6 @@ from arena.admin_stats import MIN_SAMPLES, MODEL_RESPONSES, RESPONSE_WINDOW, Vot
 from models.health import HealthMonitor
 from storage import repo
 from storage.images import ImageStore
-from storage.repo import as_utc
 from storage.schema import (
     AnalysisResult,
     AuditEntry,
@@ -46,6 +45,8 @@ from storage.schema import (
     Vote,
     VoterSession,
 )
+from storage.sql import as_utc
+from storage.vocabulary import INVALID, VOTED
 
 #: The audit log's action names (the ``audit_log.action`` vocabulary).
 ACTION_SET_MODEL = "set-model"
@@ -77,7 +78,7 @@ def parse_weight(value: object) -> float:
     if isinstance(value, bool):
         raise AdminError(f"the sampling weight must be a number, not {value!r}")
     try:
-        weight = float(value)  # type: ignore[arg-type]
+        weight = float(value)  # type: ignore[arg-type]  # any value float() accepts; the rest raise below
     except (TypeError, ValueError):
         raise AdminError(f"the sampling weight must be a number, not {value!r}") from None
     if not math.isfinite(weight):
@@ -225,35 +226,38 @@ class AdminService:
 
     def set_battle_excluded(self, actor: str, battle_id: str, excluded: bool) -> None:
         """Leave a battle out of ratings (or count it again); audited. Unknown id: AdminError."""
-        actor = self._actor(actor)
-        with self.sessions.begin() as db:
-            current = db.execute(
-                select(Battle.excluded).where(Battle.id == battle_id).with_for_update()
-            ).scalar_one_or_none()
-            if current is None:
-                raise AdminError(f"unknown battle {battle_id!r}")
-            if bool(current) == bool(excluded):
-                return
-            db.execute(update(Battle).where(Battle.id == battle_id).values(excluded=bool(excluded)))
-            action = ACTION_EXCLUDE_BATTLE if excluded else ACTION_INCLUDE_BATTLE
-            self._audit(
-                db, actor, action, battle_id, {"excluded": bool(current)}, {"excluded": bool(excluded)}
-            )
+        actions = (ACTION_INCLUDE_BATTLE, ACTION_EXCLUDE_BATTLE)
+        unknown = f"unknown battle {battle_id!r}"
+        self._set_flag(actor, Battle, battle_id, "excluded", bool(excluded), actions, unknown)
 
     def set_voter_banned(self, actor: str, session_id: str, banned: bool) -> None:
         """Ban a voter session (its votes stop counting) or lift the ban; audited."""
+        actions = (ACTION_UNBAN_VOTER, ACTION_BAN_VOTER)
+        unknown = f"unknown voter session {session_id!r}"
+        self._set_flag(actor, VoterSession, session_id, "banned", bool(banned), actions, unknown)
+
+    def _set_flag(
+        self,
+        actor: str,
+        table: type[Battle] | type[VoterSession],
+        key: str,
+        column: str,
+        value: bool,
+        actions: tuple[str, str],
+        unknown: str,
+    ) -> None:
+        """Set one row's boolean ``column``, audited as ``actions[value]``; a no-op is not audited."""
         actor = self._actor(actor)
         with self.sessions.begin() as db:
             current = db.execute(
-                select(VoterSession.banned).where(VoterSession.id == session_id).with_for_update()
+                select(getattr(table, column)).where(table.id == key).with_for_update()
             ).scalar_one_or_none()
             if current is None:
-                raise AdminError(f"unknown voter session {session_id!r}")
-            if bool(current) == bool(banned):
+                raise AdminError(unknown)
+            if bool(current) == value:
                 return
-            db.execute(update(VoterSession).where(VoterSession.id == session_id).values(banned=bool(banned)))
-            action = ACTION_BAN_VOTER if banned else ACTION_UNBAN_VOTER
-            self._audit(db, actor, action, session_id, {"banned": bool(current)}, {"banned": bool(banned)})
+            db.execute(update(table).where(table.id == key).values({column: value}))
+            self._audit(db, actor, actions[value], key, {column: bool(current)}, {column: value})
 
     def problem_battles(self, limit: int = 200) -> list[ProblemBattle]:
         """The most recently updated battles that are invalid, leaked a model's identity, carry an
@@ -279,7 +283,7 @@ class AdminService:
                 .outerjoin(b, b.c.id == Battle.model_b_id)
                 .where(
                     or_(
-                        Battle.state == "invalid",
+                        Battle.state == INVALID,
                         Battle.identity_leak.is_(True),
                         Battle.excluded.is_(True),
                         Battle.id.in_(flagged),
@@ -289,7 +293,7 @@ class AdminService:
                 .limit(limit)
             ).all()
             ids = [r.id for r in rows]
-            flags: dict[str, list[str]] = {}
+            flags: dict[str | None, list[str]] = {}
             if ids:
                 for battle_id, reason, detail in db.execute(
                     select(ModerationFlag.battle_id, ModerationFlag.reason, ModerationFlag.detail)
@@ -302,7 +306,7 @@ class AdminService:
         out = []
         for r in rows:
             problems = []
-            if r.state == "invalid":
+            if r.state == INVALID:
                 problems.append(f"invalid: {r.invalid_reason or 'no reason recorded'}")
             if r.identity_leak:
                 problems.append("identity leak")
@@ -312,14 +316,14 @@ class AdminService:
             out.append(
                 ProblemBattle(
                     id=r.id,
-                    created_at=as_utc(r.created_at),  # type: ignore[arg-type]
+                    created_at=as_utc(r.created_at),
                     mode=r.mode,
                     state=r.state,
                     model_a=r[7],
                     model_b=r[8],
                     problems=tuple(problems),
                     excluded=bool(r.excluded),
-                    voted=r.state == "voted",
+                    voted=r.state == VOTED,
                 )
             )
         return out
@@ -355,7 +359,7 @@ class AdminService:
                 banned=bool(banned),
                 anomalous=bool(anomalous),
                 votes=int(n),
-                created_at=as_utc(created),  # type: ignore[arg-type]
+                created_at=as_utc(created),
                 user_agent=agent,
             )
             for sid, banned, anomalous, n, created, agent in rows
@@ -401,7 +405,7 @@ class AdminService:
             identity_leak=bool(battle.identity_leak),
             excluded=bool(battle.excluded),
             source=battle.source,
-            created_at=as_utc(battle.created_at),  # type: ignore[arg-type]
+            created_at=as_utc(battle.created_at),
             model_a=names.get(battle.model_a_id, "?"),
             model_b=names.get(battle.model_b_id) if battle.model_b_id is not None else None,
             session_id=battle.session_id,
@@ -445,7 +449,7 @@ class AdminService:
                     subject=r.subject,
                     params=dict(r.params or {}),
                     summary=_summary(dict(r.result or {})),
-                    computed_at=as_utc(r.computed_at),  # type: ignore[arg-type]
+                    computed_at=as_utc(r.computed_at),
                     result=dict(r.result or {}),
                 )
                 for r in rows
@@ -465,7 +469,7 @@ class AdminService:
                     r.action,
                     r.target,
                     dict(r.old),
-                    dict(r.new),  # type: ignore[arg-type]
+                    dict(r.new),
                 )
                 for r in rows
             ]

@@ -41,7 +41,7 @@ _NO_TIMING: dict[str, Any] = {
 }
 
 
-def _seconds(later: Any, earlier: Any, dialect: str) -> ColumnElement[float]:
+def _seconds(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
     """Seconds from ``earlier`` to ``later``, computed in SQL on either database."""
     if dialect == "postgresql":
         return func.extract("epoch", later - earlier)
@@ -71,7 +71,9 @@ class VoteTally:
         self.full_counts = 0
 
     @staticmethod
-    def _pairs(db: Session, after_id: int | None, upto_id: int):  # type: ignore[no-untyped-def]
+    def _pairs(
+        db: Session, after_id: int | None, upto_id: int
+    ) -> Iterable[tuple[int | None, int | None, int]]:
         stmt = (
             select(Battle.model_a_id, Battle.model_b_id, func.count())
             .join(Vote, Vote.battle_id == Battle.id)
@@ -86,6 +88,7 @@ class VoteTally:
         """Votes per model id: in total, and cast at or after ``since``."""
         total, max_id = db.execute(select(func.count(), func.coalesce(func.max(Vote.id), 0))).one()
         with self._lock:
+            per_model: dict[int, int] | None
             if self._per_model is not None and max_id >= self._max_id:
                 per_model = dict(self._per_model)
                 added = _pair_counts(self._pairs(db, self._max_id, max_id), per_model)

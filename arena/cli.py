@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from analysis.commands.options import positive_int
 from arena.admin import AdminError, AdminService, ModelOverview, overview_records
 
 EXIT_REFUSED = 2
@@ -33,16 +34,6 @@ def parse_bool(text: str) -> bool:
     if value in ("false", "no", "off", "0"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def default_actor() -> str:
@@ -241,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("session_id", metavar="SESSION_ID", help="the voter session's id")
 
     audit = command("audit", _audit, "print the most recent operator actions, newest first", writes=False)
-    audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default: 50)")
+    audit.add_argument("--limit", type=positive_int, default=50, help="how many entries (default: 50)")
     audit.add_argument(
         "--format", choices=("table", "json"), default="table", help="output format (default: table)"
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import io
 import logging
 import math
 import random
@@ -34,12 +33,14 @@ from storage import repo
 from storage.db import run_in_transaction
 from storage.images import ImageRejected, ImageStore, StoredImage
 from storage.schema import ModelRow
+from storage.vocabulary import BattleState
 
 log = logging.getLogger(__name__)
 
 Side = Literal["a", "b"]
 SIDES: tuple[Side, Side] = ("a", "b")
-Status = Literal["idle", "generating", "ready", "voted", "invalid"]
+#: A browser session's battle: "idle" before its first battle, then the stored battle's state.
+Status = Literal["idle"] | BattleState
 
 #: What a voter sees when a model fails: never which model, provider or exception.
 NEUTRAL_FAILURE = (
@@ -317,13 +318,13 @@ class BattleService:
         pictures = [img.open() for img in stored]
 
         now = self.now()
-        new_battle = state.battle_id is None
-        if new_battle:
+        battle_id = state.battle_id
+        new_battle = battle_id is None
+        if battle_id is None:
             model_a, model_b = self.sample_pair(len(stored))
             battle_id = secrets.token_hex(16)
         else:
             model_a, model_b = state.models["a"], state.models["b"]
-            battle_id = state.battle_id
             total = state.image_count + len(stored)
             if total > min(self.specs[model_a].max_images, self.specs[model_b].max_images):
                 raise ArenaError("This battle cannot take more images. Press New round to start another.")
@@ -428,6 +429,8 @@ class BattleService:
 
     def _finish_turn(self, state: BattleSession, answers: dict[Side, _Answer], *, abandoned: bool) -> bool:
         """Record both responses and move the battle to ready or invalid; return True if invalid."""
+        turn_id, battle_id = state.turn_id, state.battle_id
+        assert turn_id is not None and battle_id is not None, "only a started turn is finished"
         errors = [a.error for a in answers.values() if a.error]
         reason = "abandoned before the answers finished" if abandoned else None
         if errors:
@@ -440,7 +443,7 @@ class BattleService:
                 answer = answers[side]
                 repo.save_response(
                     db,
-                    turn_id=state.turn_id,
+                    turn_id=turn_id,
                     side=side,
                     model_id=self.model_ids[state.models[side]],
                     text=answer.text,
@@ -452,7 +455,7 @@ class BattleService:
                     finish_reason=answer.finish_reason or ("cancelled" if abandoned else None),
                     error=answer.error,
                 )
-            repo.set_battle_state(db, state.battle_id, "invalid" if reason else "ready", now, reason)
+            repo.set_battle_state(db, battle_id, "invalid" if reason else "ready", now, reason)
         state.status = "invalid" if reason else "ready"
         return reason is not None
 
@@ -467,11 +470,12 @@ class BattleService:
         """
         if state.battle_id is None:
             raise ArenaError("There is no battle to vote on yet.")
+        battle_id = state.battle_id
 
         def record(db: Connection) -> repo.RecordedVote:
             return repo.record_vote(
                 db,
-                battle_id=state.battle_id,
+                battle_id=battle_id,
                 winner=winner,
                 session_id=state.session_id,
                 now=self.now(),
@@ -493,10 +497,3 @@ class BattleService:
             raise ArenaError("Model names are shown after the vote.")
         a, b = self.specs[state.models["a"]], self.specs[state.models["b"]]
         return Reveal(state.winner, a.name, b.name, a.display_name or a.name, b.display_name or b.name)
-
-
-def image_bytes(image: Image.Image) -> bytes:
-    """Encode an in-memory image for :meth:`BattleService.start_turn` (tests, scripted clients)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -379,4 +379,12 @@ class SnapshotService:
             self._wake.clear()
 
 
-__all__ = ["LEASE_NAME", "READER_POLL_S", "Snapshot", "SnapshotService", "ViewSpec", "Worker", "default_holder"]
+__all__ = [
+    "LEASE_NAME",
+    "READER_POLL_S",
+    "Snapshot",
+    "SnapshotService",
+    "ViewSpec",
+    "Worker",
+    "default_holder",
+]

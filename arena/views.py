@@ -33,8 +33,8 @@ from analysis.ratings import SUMMARY_COLUMNS, Aggregated, online_elo, rank_upper
 from analysis.style import style_ratings_table
 from storage import repo
 from storage.counts import VoteFilter, pair_outcome_counts, votes_per_day
-from storage.schema import WINNERS
 from storage.snapshots import battle_arrays
+from storage.vocabulary import WINNERS
 
 ViewMethod = Literal["bt", "elo", "davidson", "rao-kupper"]
 
@@ -251,9 +251,9 @@ def _battle_frame(db: Session, spec: ViewSpec, now: datetime, group: list[str]) 
     keep = (ca >= 0) & (cb >= 0)
     frame = pd.DataFrame(
         {
-            "model_a": pd.Categorical.from_codes(ca[keep], categories=categories),
-            "model_b": pd.Categorical.from_codes(cb[keep], categories=categories),
-            "winner": pd.Categorical.from_codes(arrays.winner[keep], categories=list(WINNERS)),
+            "model_a": pd.Categorical.from_codes(ca[keep], categories=pd.Index(categories)),
+            "model_b": pd.Categorical.from_codes(cb[keep], categories=pd.Index(categories)),
+            "winner": pd.Categorical.from_codes(arrays.winner[keep], categories=pd.Index(WINNERS)),
         }
     )
     if spec.style_control:

@@ -178,7 +178,9 @@ async def main(requests: int, long_tokens: int, repeats: int, base_url: str) -> 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--long-tokens", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=7)

@@ -37,11 +37,11 @@ from storage import repo  # noqa: E402
 from storage.db import (  # noqa: E402
     make_engine,
     run_in_transaction,
-    scratch_postgres_database,
     session_factory,
     upgrade,
 )
 from storage.schema import WINNERS  # noqa: E402
+from tests.helpers import scratch_postgres_database  # noqa: E402
 from tests.storage.vote_writers import NOW, ready_id, seed_battles  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("ARENA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -8,7 +8,7 @@ transport needs (pixel tensors for transformers, base64 data URIs for OpenAI-com
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -152,7 +152,9 @@ class ModelBackend(ABC):
     name: str
 
     @abstractmethod
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamItem]:
+    def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncGenerator[StreamItem, None]:
         """Yield the answer to ``messages`` as successive text deltas (concatenated, they form the answer).
 
         A backend that knows token counts yields one :class:`Usage` after the last delta. Implementations

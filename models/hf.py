@@ -38,7 +38,7 @@ import contextlib
 import importlib.util
 import re
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +91,7 @@ class _StopOnEvent(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         """True for every sequence once the stream's consumer has gone."""
-        return torch.full(
+        return torch.full(  # type: ignore[return-value]  # base wants BoolTensor, torch.full is typed Tensor
             (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
         )
 
@@ -174,7 +174,7 @@ class HFBackend(ModelBackend):
                 self.model_path, dtype=self.dtype, **load_kwargs
             )
             if "device_map" not in load_kwargs:
-                self.model.to(self.device)
+                self.model.to(self.device)  # type: ignore[arg-type]  # transformers' wrapper hides its types
         except Exception as exc:
             raise BackendError(f"model {name!r}: cannot load {self.model_path!r}: {exc}") from exc
         self.model.eval()
@@ -262,7 +262,7 @@ class HFBackend(ModelBackend):
 
     async def stream(
         self, messages: Sequence[Message], params: GenerationParams
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         """Yield the model's answer as it is generated, then its :class:`Usage`; closing stops generation."""
         if self._closed:
             raise BackendUnavailable(f"model {self.name!r} is closed")
@@ -353,15 +353,6 @@ def create(spec: ModelSpec, context: BackendContext) -> HFBackend:
     else:
         assert params.model is not None
         path = params.model
-    return HFBackend(
-        spec.name,
-        path,
-        device=params.device,
-        device_map=params.device_map,
-        dtype=params.dtype,
-        attn_implementation=params.attn_implementation,
-        trust_remote_code=params.trust_remote_code,
-        max_images=spec.max_images,
-        max_concurrency=params.max_concurrency,
-        max_queue=params.max_queue,
-    )
+    # Every other field of HFParams is a keyword of HFBackend of the same name.
+    options = params.model_dump(exclude={"model", "tiny_demo"})
+    return HFBackend(spec.name, path, max_images=spec.max_images, **options)

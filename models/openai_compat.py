@@ -25,7 +25,7 @@ import base64
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -150,7 +150,7 @@ class OpenAIBackend(ModelBackend):
 
     async def stream(
         self, messages: Sequence[Message], params: GenerationParams
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         """Yield the server's answer as it streams, then a :class:`Usage` if the server sent counts."""
         check_image_limit(self.name, messages, self.max_images)
         if any(message.images for message in messages):

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.tiny import ARCHITECTURES
+from models.tiny import Architecture
 
 
 class HFParams(BaseModel):
@@ -22,7 +22,7 @@ class HFParams(BaseModel):
     #: A local directory, or a hub id where a hub is reachable.
     model: str | None = None
     #: Instead of ``model``: build a tiny random-weight model of this architecture (offline demo, tests).
-    tiny_demo: Literal[ARCHITECTURES] | None = None  # type: ignore[valid-type]
+    tiny_demo: Architecture | None = None
     #: ``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "auto"
     #: Passed to ``from_pretrained`` instead of ``device`` to shard a large model (e.g. ``auto``).

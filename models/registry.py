@@ -81,18 +81,8 @@ DEFAULT_TARGETS: dict[str, str] = {
     "scripted": "models.scripted:create",
 }
 
-#: The registry :func:`create_backend` and :func:`register` use.
+#: The registry :func:`create_backend` uses unless it is given another.
 default_registry = BackendRegistry(DEFAULT_TARGETS)
-
-
-def register(kind: str, target: str, *, replace: bool = False) -> None:
-    """Add a backend kind to the default registry (e.g. a plugin's ``"my_pkg.backend:create"``)."""
-    default_registry.register(kind, target, replace=replace)
-
-
-def known_kinds() -> list[str]:
-    """The kinds the default registry can build."""
-    return default_registry.kinds
 
 
 def create_backend(

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import random
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -145,7 +145,7 @@ class ScriptedBackend(ModelBackend):
 
     async def stream(
         self, messages: Sequence[Message], params: GenerationParams
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         """Yield the scripted answer in chunks of ``chunk_words`` words (then its :class:`Usage`).
 
         Delays and injected failures follow the params; one word counts as one token.
@@ -181,13 +181,6 @@ class ScriptedBackend(ModelBackend):
 def create(spec: ModelSpec, context: BackendContext) -> ScriptedBackend:
     """Registry factory: a scripted backend configured from the roster entry's ``params``."""
     params = parse_params(ScriptedParams, spec.name, spec.params)
-    return ScriptedBackend(
-        spec.name,
-        display_name=spec.display_name,
-        reply=params.reply,
-        delay_s=params.delay_s,
-        first_token_delay_s=params.first_token_delay_s,
-        chunk_words=params.chunk_words,
-        fail_after=params.fail_after,
-        max_images=spec.max_images,
-    )
+    # Each field of ScriptedParams is a keyword of ScriptedBackend of the same name.
+    options = params.model_dump()
+    return ScriptedBackend(spec.name, display_name=spec.display_name, max_images=spec.max_images, **options)

@@ -17,13 +17,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 #: Bump when the built files change, so caches of older builds are not reused.
 BUILD_VERSION = 1
 
-#: Architectures :func:`build_tiny_model` knows how to build.
-ARCHITECTURES = ("llava", "idefics3", "paligemma", "gemma3")
+#: An architecture :func:`build_tiny_model` knows how to build.
+Architecture = Literal["llava", "idefics3", "paligemma", "gemma3"]
+#: All of them, in that order.
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 
 _IMAGE_SIZE = 32
 _PATCH_SIZE = 8
@@ -184,6 +186,11 @@ def _chat_template(
     return head + body
 
 
+def _roles_ending(end: str, **prefixes: str) -> dict[str, tuple[str, str]]:
+    """``_chat_template`` roles whose turns all close with the same ``end`` marker."""
+    return {role: (prefix, end) for role, prefix in prefixes.items()}
+
+
 def _vocab_size(tokenizer: Any) -> int:
     """Embedding rows for ``tokenizer``: its full length rounded up to a multiple of 64."""
     return (len(tokenizer) + 63) // 64 * 64
@@ -220,6 +227,45 @@ def _llama_text(vocab_size: int, size: Size = SIZES["tiny"], **extra: Any) -> di
         "num_key_value_heads": size.kv_heads,
         "max_position_embeddings": 4096,
         **extra,
+    }
+
+
+def _special_token_ids(tokenizer: Any) -> dict[str, Any]:
+    """The begin, end and padding token ids a text config needs."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def _siglip_vision(**extra: Any) -> dict[str, Any]:
+    """A tiny SigLIP-style vision tower config (Idefics3, PaliGemma and Gemma 3)."""
+    return {
+        **extra,
+        "hidden_size": _VISION_HIDDEN,
+        "intermediate_size": 2 * _VISION_HIDDEN,
+        "num_hidden_layers": _LAYERS,
+        "num_attention_heads": 2,
+        "image_size": _IMAGE_SIZE,
+        "patch_size": _PATCH_SIZE,
+    }
+
+
+def _gemma_text(model_type: str, tokenizer: Any, **extra: Any) -> dict[str, Any]:
+    """A tiny Gemma-family text config (PaliGemma's ``gemma``, Gemma 3's ``gemma3_text``)."""
+    return {
+        "model_type": model_type,
+        "vocab_size": _vocab_size(tokenizer),
+        "hidden_size": _HIDDEN,
+        "intermediate_size": 2 * _HIDDEN,
+        "num_hidden_layers": _LAYERS,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        **extra,
+        "max_position_embeddings": 4096,
+        **_special_token_ids(tokenizer),
     }
 
 
@@ -268,13 +314,7 @@ def _build_llava(size: Size = SIZES["tiny"]) -> tuple[Any, Any]:
             "patch_size": size.patch_size,
             "projection_dim": size.vision_hidden,
         },
-        text_config=_llama_text(
-            _vocab_size(tokenizer),
-            size,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        text_config=_llama_text(_vocab_size(tokenizer), size, **_special_token_ids(tokenizer)),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=(size.image_size // size.patch_size) ** 2,
         vision_feature_select_strategy="default",
@@ -309,11 +349,7 @@ def _build_idefics3() -> tuple[Any, Any]:
     )
     template = _chat_template(
         start="<|im_start|>",
-        roles={
-            "system": ("System: ", "<end_of_utterance>\n"),
-            "user": ("User:", "<end_of_utterance>\n"),
-            "assistant": ("Assistant: ", "<end_of_utterance>\n"),
-        },
+        roles=_roles_ending("<end_of_utterance>\n", system="System: ", user="User:", assistant="Assistant: "),
         image="<image>",
         generation_prompt="Assistant:",
     )
@@ -324,22 +360,10 @@ def _build_idefics3() -> tuple[Any, Any]:
         chat_template=template,
     )
     config = Idefics3Config(
-        vision_config={
-            "hidden_size": _VISION_HIDDEN,
-            "intermediate_size": 2 * _VISION_HIDDEN,
-            "num_hidden_layers": _LAYERS,
-            "num_attention_heads": 2,
-            "image_size": _IMAGE_SIZE,
-            "patch_size": _PATCH_SIZE,
-        },
-        text_config=_llama_text(
-            _vocab_size(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        vision_config=_siglip_vision(),
+        text_config=_llama_text(_vocab_size(tokenizer), **_special_token_ids(tokenizer)),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,  # type: ignore[call-arg]  # accepted; not in the typed fields
         scale_factor=scale_factor,
     )
     return Idefics3ForConditionalGeneration(config), processor
@@ -373,33 +397,10 @@ def _build_paligemma() -> tuple[Any, Any]:
     processor = PaliGemmaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=template
     )
-    vocab_size = _vocab_size(tokenizer)
     config = PaliGemmaConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": _VISION_HIDDEN,
-            "intermediate_size": 2 * _VISION_HIDDEN,
-            "num_hidden_layers": _LAYERS,
-            "num_attention_heads": 2,
-            "image_size": _IMAGE_SIZE,
-            "patch_size": _PATCH_SIZE,
-            "vision_use_head": False,
-        },
-        text_config={
-            "model_type": "gemma",
-            "vocab_size": vocab_size,
-            "hidden_size": _HIDDEN,
-            "intermediate_size": 2 * _HIDDEN,
-            "num_hidden_layers": _LAYERS,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 1,
-            "head_dim": 16,
-            "max_position_embeddings": 4096,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vocab_size=vocab_size,
+        vision_config=_siglip_vision(model_type="siglip_vision_model", vision_use_head=False),
+        text_config=_gemma_text("gemma", tokenizer),
+        vocab_size=_vocab_size(tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         projection_dim=_HIDDEN,
         hidden_size=_HIDDEN,
@@ -431,11 +432,12 @@ def _build_gemma3() -> tuple[Any, Any]:
     )
     template = _chat_template(
         start="<bos>",
-        roles={
-            "system": ("<start_of_turn>user\n", "<end_of_turn>\n"),
-            "user": ("<start_of_turn>user\n", "<end_of_turn>\n"),
-            "assistant": ("<start_of_turn>model\n", "<end_of_turn>\n"),
-        },
+        roles=_roles_ending(
+            "<end_of_turn>\n",
+            system="<start_of_turn>user\n",
+            user="<start_of_turn>user\n",
+            assistant="<start_of_turn>model\n",
+        ),
         image="<start_of_image>",
         generation_prompt="<start_of_turn>model\n",
     )
@@ -446,32 +448,8 @@ def _build_gemma3() -> tuple[Any, Any]:
         chat_template=template,
     )
     config = Gemma3Config(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": _VISION_HIDDEN,
-            "intermediate_size": 2 * _VISION_HIDDEN,
-            "num_hidden_layers": _LAYERS,
-            "num_attention_heads": 2,
-            "image_size": _IMAGE_SIZE,
-            "patch_size": _PATCH_SIZE,
-            "vision_use_head": False,
-        },
-        text_config={
-            "model_type": "gemma3_text",
-            "vocab_size": _vocab_size(tokenizer),
-            "hidden_size": _HIDDEN,
-            "intermediate_size": 2 * _HIDDEN,
-            "num_hidden_layers": _LAYERS,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 1,
-            "head_dim": 16,
-            "query_pre_attn_scalar": 16,
-            "sliding_window": 64,
-            "max_position_embeddings": 4096,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        vision_config=_siglip_vision(model_type="siglip_vision_model", vision_use_head=False),
+        text_config=_gemma_text("gemma3_text", tokenizer, query_pre_attn_scalar=16, sliding_window=64),
         mm_tokens_per_image=mm_tokens_per_image,
         boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
         eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
@@ -480,7 +458,7 @@ def _build_gemma3() -> tuple[Any, Any]:
     return Gemma3ForConditionalGeneration(config), processor
 
 
-_BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
+_BUILDERS: dict[str, Callable[..., tuple[Any, Any]]] = {
     "llava": _build_llava,
     "idefics3": _build_idefics3,
     "paligemma": _build_paligemma,

@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from models.base import (
@@ -76,31 +76,26 @@ class Generation:
 
     async def aclose(self) -> None:
         """Stop the request early (the backend's stream is closed, which stops generation upstream)."""
-        await self._iterator.aclose()  # type: ignore[attr-defined]
+        await self._iterator.aclose()
 
 
+@dataclass(eq=False)
 class ManagedBackend:
     """A backend with the arena's time limits, retry rule, accounting and health reporting."""
 
-    def __init__(
-        self,
-        backend: ModelBackend,
-        *,
-        first_token_timeout_s: float = 60.0,
-        total_timeout_s: float = 300.0,
-        retries: int = 1,
-        retry_backoff_s: float = 0.25,
-        health: HealthMonitor | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.backend = backend
-        self.name = backend.name
-        self.first_token_timeout_s = first_token_timeout_s
-        self.total_timeout_s = total_timeout_s
-        self.retries = retries
-        self.retry_backoff_s = retry_backoff_s
-        self.health = health
-        self.clock = clock
+    backend: ModelBackend
+    _: KW_ONLY
+    first_token_timeout_s: float = 60.0
+    total_timeout_s: float = 300.0
+    retries: int = 1
+    retry_backoff_s: float = 0.25
+    health: HealthMonitor | None = None
+    clock: Callable[[], float] = time.perf_counter
+    #: The backend's name (the roster name).
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.backend.name
 
     @classmethod
     def for_spec(
@@ -128,7 +123,7 @@ class ManagedBackend:
 
     async def _run(
         self, messages: Sequence[Message], params: GenerationParams, stats: GenerationStats
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         started = self.clock()
         total_deadline = loop.time() + self.total_timeout_s
@@ -185,7 +180,7 @@ class ManagedBackend:
                     self._failed(stats, error, started)
                     raise error from exc
                 finally:
-                    await source.aclose()  # type: ignore[attr-defined]
+                    await source.aclose()
                 stats.total_s = self.clock() - started
                 stats.finish_reason = stats.finish_reason or "stop"
                 if self.health is not None:

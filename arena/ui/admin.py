@@ -67,10 +67,10 @@ def _build_judges_tab(admin: AdminService) -> TabLoader:
     refresh = gr.Button("Refresh", elem_id="admin-judges-refresh", size="sm")
     detail = gr.JSON(label="Result", elem_id="admin-judge-result")
 
-    def load():  # type: ignore[no-untyped-def]
+    def load() -> pd.DataFrame:
         return judges_frame(admin.judge_results())
 
-    def pick(event: gr.SelectData):  # type: ignore[no-untyped-def]
+    def pick(event: gr.SelectData) -> dict[str, Any] | None:
         row_id = (event.row_value or [None])[-1]
         for row in admin.judge_results():
             if str(row.id) == str(row_id):

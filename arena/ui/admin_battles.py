@@ -7,7 +7,7 @@ tables and chat messages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
@@ -150,10 +150,10 @@ def build_battles_tab(admin: AdminService) -> TabLoader:
         unban = gr.Button("Lift ban", elem_id="admin-voter-unban", scale=1)
     message = gr.Markdown("", elem_id="admin-battles-message")
 
-    def load():  # type: ignore[no-untyped-def]
+    def load() -> tuple[pd.DataFrame, pd.DataFrame]:
         return problems_frame(admin.problem_battles()), voters_frame(admin.flagged_voters())
 
-    def show(identifier: str):  # type: ignore[no-untyped-def]
+    def show(identifier: str) -> tuple[Any, ...]:
         try:
             detail = admin.battle_detail(identifier)
         except AdminError as exc:
@@ -167,8 +167,8 @@ def build_battles_tab(admin: AdminService) -> TabLoader:
             detail.session_id or "",
         )
 
-    def set_excluded(excluded: bool):  # type: ignore[no-untyped-def]
-        def run(identifier: str, request: gr.Request):  # type: ignore[no-untyped-def]
+    def set_excluded(excluded: bool) -> Callable[[str, gr.Request], tuple[Any, ...]]:
+        def run(identifier: str, request: gr.Request) -> tuple[Any, ...]:
             try:
                 admin.set_battle_excluded(actor_of(request), identifier.strip(), excluded)
             except AdminError as exc:
@@ -178,8 +178,8 @@ def build_battles_tab(admin: AdminService) -> TabLoader:
 
         return run
 
-    def set_banned(banned: bool):  # type: ignore[no-untyped-def]
-        def run(session_id: str, request: gr.Request):  # type: ignore[no-untyped-def]
+    def set_banned(banned: bool) -> Callable[[str, gr.Request], tuple[Any, ...]]:
+        def run(session_id: str, request: gr.Request) -> tuple[Any, ...]:
             try:
                 admin.set_voter_banned(actor_of(request), session_id.strip(), banned)
             except AdminError as exc:
@@ -189,11 +189,11 @@ def build_battles_tab(admin: AdminService) -> TabLoader:
 
         return run
 
-    def pick_battle(event: gr.SelectData):  # type: ignore[no-untyped-def]
+    def pick_battle(event: gr.SelectData) -> tuple[Any, ...]:
         identifier = str((event.row_value or [""])[0])
         return identifier, *show(identifier)
 
-    def pick_voter(event: gr.SelectData):  # type: ignore[no-untyped-def]
+    def pick_voter(event: gr.SelectData) -> str:
         return str((event.row_value or [""])[0])
 
     detail_outputs = [summary, images, chat_a, chat_b, voter_id]

@@ -151,11 +151,11 @@ def build_leaderboards_tab(snapshots: SnapshotService) -> TabLoader:
         counts = gr.Plot(elem_id="admin-lb-battles", label="Battle counts")
     per_day = gr.Plot(elem_id="admin-lb-votes-per-day", label="Votes per day")
 
-    def show(key: str | None):  # type: ignore[no-untyped-def]
+    def show(key: str | None) -> tuple[Any, ...]:
         snapshot = snapshots.current(key) if key else None
         return (status_text(snapshot), table_frame(snapshot), pending_frame(snapshot), *figures(snapshot))
 
-    def load(key: str | None = None):  # type: ignore[no-untyped-def]
+    def load(key: str | None = None) -> tuple[Any, ...]:
         choices = [
             (spec.title + ("" if spec.public else " · admin only"), spec.key)
             for spec in snapshots.views(admin=True)
@@ -164,7 +164,7 @@ def build_leaderboards_tab(snapshots: SnapshotService) -> TabLoader:
         keep = key if key in keys else (keys[0] if keys else None)
         return (gr.update(choices=choices, value=keep), *show(keep))
 
-    def on_recompute(key: str | None):  # type: ignore[no-untyped-def]
+    def on_recompute(key: str | None) -> tuple[Any, ...]:
         snapshots.request_recompute()
         shown = show(key)
         note = (

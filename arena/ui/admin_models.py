@@ -119,7 +119,7 @@ def build_models_tab(admin: AdminService) -> TabLoader:
         value=audit_frame([]), interactive=False, wrap=True, elem_id="admin-audit-table", label="Audit log"
     )
 
-    def load(selected: str | None = None):  # type: ignore[no-untyped-def]
+    def load(selected: str | None = None) -> tuple[Any, ...]:
         rows = admin.models_overview()
         names = [r.name for r in rows]
         keep = selected if selected in names else (names[0] if names else None)
@@ -130,12 +130,16 @@ def build_models_tab(admin: AdminService) -> TabLoader:
             audit_frame(admin.audit_log()),
         )
 
-    def pick(selected: str | None):  # type: ignore[no-untyped-def]
+    def pick(selected: str | None) -> tuple[Any, Any, Any]:
         return _form_values(admin.models_overview(), selected)
 
-    def on_apply(  # type: ignore[no-untyped-def]
-        selected, is_enabled, is_deprecated, new_weight, request: gr.Request
-    ):
+    def on_apply(
+        selected: str | None,
+        is_enabled: bool,
+        is_deprecated: bool,
+        new_weight: float | None,
+        request: gr.Request,
+    ) -> tuple[Any, ...]:
         if not selected:
             return (*load(selected), "Choose a model first.")
         try:

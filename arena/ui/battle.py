@@ -6,6 +6,7 @@ Callbacks only translate between Gradio values and :class:`arena.service.BattleS
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import gradio as gr
 
 from arena.service import NEUTRAL_FAILURE, ArenaError, BattleService, BattleSession
+from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
+#: The vote buttons: element id, label, and the winner a click records.
 VOTES = (
-    ("vote-a", "👈 A is better", "model_a"),
-    ("vote-b", "👉 B is better", "model_b"),
-    ("vote-tie", "🤝 Tie", "tie"),
-    ("vote-bothbad", "👎 Both are bad", "tie (bothbad)"),
+    ("vote-a", "👈 A is better", WIN_A),
+    ("vote-b", "👉 B is better", WIN_B),
+    ("vote-tie", "🤝 Tie", TIE),
+    ("vote-bothbad", "👎 Both are bad", TIE_BOTHBAD),
 )
 
 INTRO = """## ⚔️ Battle: two anonymous vision-language models
@@ -77,7 +80,14 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
         send = gr.Button("Send", variant="primary", elem_id="battle-send")
         new_round = gr.Button("🎲 New round", elem_id="battle-new-round")
 
-    async def on_send(files, text, current, history_a, history_b, request: gr.Request):  # type: ignore[no-untyped-def]
+    async def on_send(
+        files: list[str] | None,
+        text: str,
+        current: BattleSession | None,
+        history_a: list[dict[str, Any]] | None,
+        history_b: list[dict[str, Any]] | None,
+        request: gr.Request,
+    ) -> AsyncIterator[tuple[Any, ...]]:
         if current is None:
             agent = request.headers.get("user-agent") if request else None
             ip = request.client.host if request and request.client else None
@@ -138,7 +148,7 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
             show_progress="hidden",
         )
 
-    def on_vote(winner: str, current: BattleSession | None):  # type: ignore[no-untyped-def]
+    def on_vote(winner: str, current: BattleSession | None) -> tuple[Any, ...]:
         if current is None:
             gr.Warning("There is no battle to vote on yet.")
             return current, gr.update(), gr.update(), *_vote_buttons(False), gr.update(), gr.update()
@@ -165,7 +175,7 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
             show_progress="hidden",
         )
 
-    def on_new_round(current: BattleSession | None):  # type: ignore[no-untyped-def]
+    def on_new_round(current: BattleSession | None) -> tuple[Any, ...]:
         if current is not None:
             try:
                 current = service.reset(current)

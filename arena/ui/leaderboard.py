@@ -14,7 +14,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 import pandas as pd
@@ -27,7 +27,16 @@ from arena.views import CATEGORY_PREFIX, format_interval
 #: The category selector's choice for every vote.
 ALL = "All"
 COLUMNS = ["Rank (UB)", "Model", "Arena rating", "95% CI", "Votes", "Organization", "License", "Link"]
-DATATYPES = ["number", "str", "number", "str", "number", "str", "str", "markdown"]
+DATATYPES: list[Literal["str", "number", "markdown"]] = [
+    "number",
+    "str",
+    "number",
+    "str",
+    "number",
+    "str",
+    "str",
+    "markdown",
+]
 #: The CSV download: the table's columns, with the interval bounds as numbers and the link as a URL.
 CSV_COLUMNS = [*COLUMNS[:4], "CI lower", "CI upper", *COLUMNS[4:]]
 COMPUTING = "The leaderboard is being computed. Please check back in a minute."
@@ -226,7 +235,7 @@ def build_leaderboard_tab(snapshots: SnapshotService, tab: gr.Tab) -> None:
     download = gr.DownloadButton("Download CSV", elem_id="leaderboard-csv", visible=False, size="sm")
     plot = gr.Plot(label="Ratings with 95% intervals", elem_id="leaderboard-plot")
 
-    def show(choice: str | None, styled: bool):  # type: ignore[no-untyped-def]
+    def show(choice: str | None, styled: bool) -> tuple[Any, ...]:
         board = page.show(choice, bool(styled))
         return (
             gr.update(choices=board.categories, value=board.category),

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from PIL import Image
 
 from arena.admin import AdminError, AdminService
-from arena.service import image_bytes
 from models.base import BackendError
 from models.health import HealthMonitor
 from models.registry import BackendContext, create_backend
@@ -22,6 +21,7 @@ from storage import repo
 from storage.judging import save_analysis_result
 from storage.schema import AuditEntry, Battle, ModelRow, ModerationFlag, VoterSession
 from tests.arena.conftest import scripted
+from tests.helpers import image_bytes
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 MODELS = ("alpha", "bravo", "charlie")

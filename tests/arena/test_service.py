@@ -13,12 +13,13 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from arena.service import NEUTRAL_FAILURE, ArenaError, image_bytes
+from arena.service import NEUTRAL_FAILURE, ArenaError
 from models.base import BackendError
 from models.roster import ModelSpec
 from storage.schema import Battle, ModelRow, Response, Turn, TurnImage, Vote, VoterSession
 from tests.arena.conftest import scripted
-from tests.models.openai_server import Behaviour, FakeOpenAIServer
+from tests.helpers import image_bytes
+from tests.models.openai_server import Behaviour, FakeOpenAIServer, split_reply
 
 
 def _png(color: str = "red") -> bytes:
@@ -230,7 +231,10 @@ def test_openai_model_dropping_mid_stream_invalidates_the_battle(make_service, s
     with sessions() as db:
         assert db.get(Battle, state.battle_id).state == "invalid"
         failed = db.scalars(sa.select(Response).where(Response.error.is_not(None))).one()
-        assert failed.error.startswith("StreamInterrupted") and failed.output_chunks == 3
+        assert failed.error.startswith("StreamInterrupted")
+        # three chunks arrived before the drop; events read together may reach the service as one delta
+        assert failed.text == "".join(split_reply(Behaviour().reply, 1)[:3])
+        assert 1 <= failed.output_chunks <= 3
     assert any(
         "remote-vlm" in r.getMessage() and "StreamInterrupted" in r.getMessage() for r in caplog.records
     )

@@ -57,7 +57,9 @@ def test_failing_model_shows_only_the_neutral_message(browser, tmp_path: Path) -
             page.wait_for_selector(f"text={NEUTRAL_FAILURE[:40]}", timeout=60_000)
 
             assert page.is_disabled("#vote-a") and page.is_disabled("#vote-tie"), "no vote on a failed battle"
-            assert page.inner_text("#battle-name-a").strip() == page.inner_text("#battle-name-b").strip() == ""
+            assert (
+                page.inner_text("#battle-name-a").strip() == page.inner_text("#battle-name-b").strip() == ""
+            )
             received = page.evaluate("() => window.__arenaReceived.join('\\n')")
             assert "What colour is this?" in received  # the recorder saw the stream
             everything = (page.content() + received).lower()

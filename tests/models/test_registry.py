@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.base import BackendError
-from models.registry import BackendContext, BackendRegistry, create_backend, default_registry, known_kinds
+from models.registry import BackendContext, BackendRegistry, create_backend, default_registry
 from models.roster import ModelSpec
 from models.scripted import ScriptedBackend
 
@@ -26,7 +26,7 @@ def test_scripted_kind_builds_a_scripted_backend(tmp_path: Path) -> None:
 
 
 def test_known_kinds() -> None:
-    assert {"hf", "openai", "scripted"} <= set(known_kinds())
+    assert {"hf", "openai", "scripted"} <= set(default_registry.kinds)
 
 
 def test_unknown_kind_lists_known_kinds(tmp_path: Path) -> None:
@@ -38,7 +38,9 @@ def test_unknown_kind_lists_known_kinds(tmp_path: Path) -> None:
 def test_openai_kind_builds_a_client_without_connecting(tmp_path: Path) -> None:
     spec = ModelSpec(name="gpt", backend="openai", params={"base_url": "http://127.0.0.1:9/v1"})
     backend = create_backend(spec, context(tmp_path))
-    assert type(backend).__name__ == "OpenAIBackend" and backend.url == "http://127.0.0.1:9/v1/chat/completions"
+    assert (
+        type(backend).__name__ == "OpenAIBackend" and backend.url == "http://127.0.0.1:9/v1/chat/completions"
+    )
 
 
 def test_openai_params_are_checked_when_the_backend_is_built(tmp_path: Path) -> None:

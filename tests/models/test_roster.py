@@ -167,11 +167,21 @@ def test_spec_and_roster_validate_in_code() -> None:
     [
         ("{name: gpt, backend: openai, params: {}}", "params.base_url", "required"),
         ("{name: gpt, backend: openai, params: {base_url: 'gpu-1:8000/v1'}}", "params.base_url", "http://"),
-        ("{name: gpt, backend: openai, params: {base_url: 'http://h/v1', api_key_env: 'sk-123'}}",
-         "params.api_key_env", "pattern"),
-        ("{name: gpt, backend: openai, params: {base_url: 'http://h/v1', image_format: gif}}",
-         "params.image_format", "'png' or 'jpeg'"),
-        ("{name: gpt, backend: openai, params: {base_url: 'http://h/v1', timeout: 3}}", "params.timeout", "extra"),
+        (
+            "{name: gpt, backend: openai, params: {base_url: 'http://h/v1', api_key_env: 'sk-123'}}",
+            "params.api_key_env",
+            "pattern",
+        ),
+        (
+            "{name: gpt, backend: openai, params: {base_url: 'http://h/v1', image_format: gif}}",
+            "params.image_format",
+            "'png' or 'jpeg'",
+        ),
+        (
+            "{name: gpt, backend: openai, params: {base_url: 'http://h/v1', timeout: 3}}",
+            "params.timeout",
+            "extra",
+        ),
         ("{name: qwen, backend: hf, params: {model: a, tiny_demo: llava}}", "params", "exactly one"),
         ("{name: qwen, backend: hf, params: {model: a, device: gpu0}}", "params", "cuda:N"),
         ("{name: qwen, backend: hf, params: {model: a, max_concurrency: 0}}", "params.max_concurrency", "1"),
@@ -181,7 +191,9 @@ def test_spec_and_roster_validate_in_code() -> None:
         ("{name: s, backend: scripted, retries: 9}", "retries", "5"),
     ],
 )
-def test_backend_params_errors_name_model_and_field(tmp_path: Path, entry: str, field: str, words: str) -> None:
+def test_backend_params_errors_name_model_and_field(
+    tmp_path: Path, entry: str, field: str, words: str
+) -> None:
     text = f"models:\n  - {{name: ok, backend: scripted}}\n  - {entry}\n"
     message = error_for(tmp_path, text)
     assert "(#2)" in message and f"field '{field}'" in message and words.lower() in message.lower()
