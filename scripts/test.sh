@@ -19,4 +19,5 @@ python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test]"
 
 ruff check .
+mypy  # settings and checked packages in pyproject.toml [tool.mypy]
 python -m pytest "$@"
