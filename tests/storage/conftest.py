@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,29 +27,35 @@ def second_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def _engine_at(url: str) -> Iterator[sa.Engine]:
+    """An engine on ``url``, disposed when the block ends."""
+    eng = make_engine(url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
+    with _engine_at(db_url) as eng:
+        yield eng
 
 
 @pytest.fixture
 def second_engine(second_db_url: str) -> Iterator[sa.Engine]:
-    eng = make_engine(second_db_url)
-    yield eng
-    eng.dispose()
+    with _engine_at(second_db_url) as eng:
+        yield eng
 
 
 @pytest.fixture
 def sqlite_engine(sqlite_db_url: str) -> Iterator[sa.Engine]:
-    eng = make_engine(sqlite_db_url)
-    yield eng
-    eng.dispose()
+    with _engine_at(sqlite_db_url) as eng:
+        yield eng
 
 
 @pytest.fixture
 def postgres_engine(postgres_db_url: str) -> Iterator[sa.Engine]:
-    eng = make_engine(postgres_db_url)
-    yield eng
-    eng.dispose()
+    with _engine_at(postgres_db_url) as eng:
+        yield eng
