@@ -29,7 +29,7 @@ from storage import repo  # noqa: E402
 from storage.db import make_engine, session_factory, upgrade  # noqa: E402
 
 
-def seed_battles(sessions, n: int) -> None:  # type: ignore[no-untyped-def]
+def seed_battles(sessions, n: int) -> None:
     """N anonymous, voted battles of one turn between two models, written through storage.repo."""
     now = datetime.now(UTC)
     seeds = [repo.ModelSeed(name=m, display_name=m, organization="bench", backend="scripted") for m in "ab"]
@@ -65,7 +65,7 @@ def seed_battles(sessions, n: int) -> None:  # type: ignore[no-untyped-def]
             repo.set_battle_state(db, battle_id, "ready", now, None)
 
 
-async def judge_all(sessions, concurrency: int, delay_s: float) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+async def judge_all(sessions, concurrency: int, delay_s: float) -> tuple[float, int]:
     name = f"bench-judge-c{concurrency}"
     backend = ScriptedBackend(name, reply="Assistant B is more complete.\n[[B]]", first_token_delay_s=delay_s)
     runner = JudgeRunner(

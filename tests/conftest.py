@@ -37,7 +37,7 @@ def _postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def empty_db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """An empty database of each kind the arena supports (no schema yet)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'arena.db'}"
@@ -75,7 +75,7 @@ def postgres_db_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def sessions(db_url: str):  # type: ignore[no-untyped-def]
+def sessions(db_url: str):
     from storage.db import make_engine, session_factory
 
     engine = make_engine(db_url)

@@ -38,7 +38,7 @@ def cli(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:  # type: ignore[type-arg]
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -106,7 +106,7 @@ def test_compare_files_match_the_library(tmp_path: Path) -> None:
 
 def test_agreement_and_compare_from_the_database_after_a_judge_run(
     sessions, db_url: str, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     play_battles(sessions, tmp_path, [f"Question {i}?" for i in range(6)])  # votes on battles 0, 2, 4
     runner = runner_for(sessions, LongerAnswerJudge(), concurrency=4)
     asyncio.run(runner.run(runner.pending()))
@@ -141,7 +141,7 @@ def test_wrong_combinations_are_one_line_errors(tmp_path: Path, capsys: pytest.C
     assert "REFERENCE and CANDIDATE" in capsys.readouterr().err
 
 
-def test_style_controlled_ratings_from_the_database(sessions, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_style_controlled_ratings_from_the_database(sessions, db_url: str, tmp_path: Path) -> None:
     play_battles(sessions, tmp_path, [f"Question {i}?" for i in range(8)])  # 4 votes
     code, out = cli("ratings", "--db", db_url, "--style-control", "--bootstrap", "10", "--format", "json")
     assert code == 0
@@ -150,7 +150,7 @@ def test_style_controlled_ratings_from_the_database(sessions, db_url: str, tmp_p
     assert "length_coefficient" in rows[0]
 
 
-def test_agreement_per_category_from_the_database(sessions, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_agreement_per_category_from_the_database(sessions, db_url: str, tmp_path: Path) -> None:
     from storage.schema import Battle, BattleTag
 
     play_battles(sessions, tmp_path, [f"Question {i}?" for i in range(6)])  # votes on battles 0, 2, 4

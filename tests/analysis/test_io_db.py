@@ -35,7 +35,7 @@ BATTLES = [
 ]
 
 
-def _fill(sessions) -> None:  # type: ignore[no-untyped-def]
+def _fill(sessions) -> None:
     seeds = [repo.ModelSeed(n, n.title(), "", "scripted") for n in ("strong", "middle", "weak")]
     with sessions.begin() as db:
         ids = repo.sync_models(db, seeds, T0)
@@ -55,7 +55,7 @@ def _fill(sessions) -> None:  # type: ignore[no-untyped-def]
             repo.record_vote(db, battle_id=f"b{i}", winner=winner, session_id=None, now=now)
 
 
-def test_load_battles_db(db_url: str, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_load_battles_db(db_url: str, sessions) -> None:
     _fill(sessions)
     df = load_battles_db(db_url)
     assert list(df["question_id"]) == [f"b{i}" for i in range(7)]  # time order, anonymous only
@@ -64,7 +64,7 @@ def test_load_battles_db(db_url: str, sessions) -> None:  # type: ignore[no-unty
     assert len(load_battles_db(db_url, anony_only=False)) == len(BATTLES)
 
 
-def test_ratings_cli_reads_the_database(db_url: str, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_ratings_cli_reads_the_database(db_url: str, sessions) -> None:
     _fill(sessions)
     run = subprocess.run(
         [
@@ -97,7 +97,7 @@ def test_ratings_cli_reads_the_database(db_url: str, sessions) -> None:  # type:
 # --------------------------------------------------------------------------------------------------
 
 
-def _fill_for_filters(sessions) -> None:  # type: ignore[no-untyped-def]
+def _fill_for_filters(sessions) -> None:
     """b0..b7 of BATTLES (one a minute from T0) with voters, tags, a leak and an invalidated battle."""
     _fill(sessions)
     with sessions.begin() as db:
@@ -114,11 +114,11 @@ def _fill_for_filters(sessions) -> None:  # type: ignore[no-untyped-def]
         db.add(BattleTag(battle_id="b0", tag="chart"))
 
 
-def _ids(df) -> list[str]:  # type: ignore[no-untyped-def]
+def _ids(df) -> list[str]:
     return list(df["question_id"])
 
 
-def test_db_filters(db_url: str, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_db_filters(db_url: str, sessions) -> None:
     _fill_for_filters(sessions)
     # b1, b2: banned voter; b4: identity leak; b5: invalidated after the vote; b7: named
     assert _ids(load_battles_db(db_url)) == ["b0", "b3", "b6"]
@@ -146,7 +146,7 @@ def test_db_filters(db_url: str, sessions) -> None:  # type: ignore[no-untyped-d
         load_battles_db(db_url, since="yesterday")
 
 
-def test_vote_records_defaults_and_audit_view(db_url: str, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_vote_records_defaults_and_audit_view(db_url: str, sessions) -> None:
     _fill_for_filters(sessions)
     with sessions() as db:
         assert [r["question_id"] for r in vote_records(db)] == ["b0", "b3", "b6", "b7"]
@@ -159,7 +159,7 @@ def test_vote_records_defaults_and_audit_view(db_url: str, sessions) -> None:  #
         assert [r["question_id"] for r in with_leaks] == ["b0", "b3", "b4", "b5", "b6", "b7"]
 
 
-def test_filtered_frame_feeds_the_ratings(db_url: str, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_filtered_frame_feeds_the_ratings(db_url: str, sessions) -> None:
     _fill_for_filters(sessions)
     df = load_battles_db(db_url, include_flagged=True)
     assert isinstance(df["model_a"].dtype, pd.CategoricalDtype)

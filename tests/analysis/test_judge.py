@@ -175,7 +175,7 @@ class LongerAnswerJudge(ModelBackend):
             self.concurrent -= 1
 
 
-def play_battles(sessions, tmp_path: Path, prompts: list[str]) -> BattleService:  # type: ignore[no-untyped-def]
+def play_battles(sessions, tmp_path: Path, prompts: list[str]) -> BattleService:
     specs = [scripted("alpha", reply="short"), scripted("bravo", reply="a much longer answer than alpha")]
     context = BackendContext(cache_dir=tmp_path / "cache")
     service = BattleService(
@@ -189,7 +189,7 @@ def play_battles(sessions, tmp_path: Path, prompts: list[str]) -> BattleService:
         state = service.new_session()
         service.start_turn(state, prompt, [image_bytes(Image.new("RGB", (16, 16), "blue"))])
 
-        async def drain(state=state) -> None:  # type: ignore[no-untyped-def]
+        async def drain(state=state) -> None:
             async for _ in service.stream(state):
                 pass
 
@@ -199,11 +199,11 @@ def play_battles(sessions, tmp_path: Path, prompts: list[str]) -> BattleService:
     return service
 
 
-def runner_for(sessions, judge: ModelBackend, **kwargs) -> JudgeRunner:  # type: ignore[no-untyped-def]
+def runner_for(sessions, judge: ModelBackend, **kwargs) -> JudgeRunner:
     return JudgeRunner(sessions, ManagedBackend(judge), judge_name=judge.name, params=PARAMS, **kwargs)
 
 
-def test_runner_judges_both_orders_stores_everything_and_resumes(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_runner_judges_both_orders_stores_everything_and_resumes(sessions, tmp_path: Path) -> None:
     play_battles(sessions, tmp_path, ["Describe it.", "What is it?", "Please garble.", "Count things."])
     judge = LongerAnswerJudge(wait_for_company=True)
     runner = runner_for(sessions, judge, concurrency=4)
@@ -239,7 +239,7 @@ def test_runner_judges_both_orders_stores_everything_and_resumes(sessions, tmp_p
         assert db.scalar(sa.select(sa.func.count()).select_from(JudgeVerdict)) == 8
 
 
-def test_failed_calls_are_recorded_as_errors(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_failed_calls_are_recorded_as_errors(sessions, tmp_path: Path) -> None:
     play_battles(sessions, tmp_path, ["One?"])
     failing = create_backend(scripted("broken", fail_after=0), BackendContext(cache_dir=tmp_path))
     runner = JudgeRunner(sessions, ManagedBackend(failing, retries=0), judge_name="broken", params=PARAMS)
@@ -250,7 +250,7 @@ def test_failed_calls_are_recorded_as_errors(sessions, tmp_path: Path) -> None: 
     assert all(e.startswith("BackendError") for e in errors)
 
 
-def test_voted_only_filter(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_voted_only_filter(sessions, tmp_path: Path) -> None:
     play_battles(sessions, tmp_path, ["a?", "b?", "c?"])
     runner = runner_for(sessions, LongerAnswerJudge())
     assert len(runner.pending()) == 3 and len(runner.pending(voted_only=True)) == 2

@@ -121,7 +121,7 @@ def test_leaderboard_errors(sim_battles: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _fill(sessions) -> None:  # type: ignore[no-untyped-def]
+def _fill(sessions) -> None:
     """80 battles among four models, with voters, tags, named, leaked, invalid and excluded ones."""
     rng = np.random.default_rng(9)
     names = ["alpha", "bravo", "charlie", "delta"]
@@ -166,7 +166,7 @@ FILTERS = [
 ]
 
 
-def test_database_counts_and_columns_match_the_records(db_url: str, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_database_counts_and_columns_match_the_records(db_url: str, sessions) -> None:
     _fill(sessions)
     for flt in FILTERS:
         frame = load_battles_db(db_url, **flt)  # type: ignore[arg-type]
@@ -182,7 +182,7 @@ def test_database_counts_and_columns_match_the_records(db_url: str, sessions) ->
     assert set(frame["turn"]) == {1, 2}
 
 
-def test_ratings_cli_gives_the_same_board_from_the_database_and_a_file(  # type: ignore[no-untyped-def]
+def test_ratings_cli_gives_the_same_board_from_the_database_and_a_file(
     db_url: str, sessions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _fill(sessions)

@@ -221,7 +221,7 @@ def test_ratings_table_bt(sim_battles: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def per_round_reference(agg, n_rounds: int, seed: int) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def per_round_reference(agg, n_rounds: int, seed: int) -> pd.DataFrame:
     """Each bootstrap round fitted on its own with fit_bt, from the draws bootstrap_bt makes
     (one multinomial over the (pair, outcome) cells per round, in order, from the same generator)."""
     rng = np.random.default_rng(seed)

@@ -182,7 +182,7 @@ def test_anchor_on_a_model_without_battles_is_an_error() -> None:
         bootstrap_bt(agg, 5, np.random.default_rng(0), anchor=("ghost", 1000.0))
     for method in ("bt", "elo"):
         with pytest.raises(ValueError, match="unknown anchor model 'ghost'"):
-            ratings_table(df, method=method, anchor=("ghost", 1000.0))  # type: ignore[arg-type]
+            ratings_table(df, method=method, anchor=("ghost", 1000.0))
 
 
 def test_disconnected_comparison_graph_names_the_groups() -> None:

@@ -30,7 +30,7 @@ N_FIGURES = 7
 
 
 @pytest.fixture(scope="module")
-def battles(simulator, true_ratings) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def battles(simulator, true_ratings) -> pd.DataFrame:
     """~2,000 simulated battles spread over about three weeks (one every 15 minutes)."""
     df = simulator(true_ratings, 2_000, np.random.default_rng(7))
     return df.assign(tstamp=1_700_000_000.0 + 900.0 * np.arange(len(df)))
@@ -112,14 +112,14 @@ def test_report_without_timestamps_and_progress(
 
 def test_report_rejects_bad_input(battles: pd.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="DataFrame or a plotly Figure"):
-        write_report(battles.iloc[:50], tmp_path, bootstrap=0, extra_sections=[("x", "text")])  # type: ignore[list-item]
+        write_report(battles.iloc[:50], tmp_path, bootstrap=0, extra_sections=[("x", "text")])
     with pytest.raises(ValueError, match="unknown winner"):
         write_report(battles.iloc[:50].assign(winner="draw"), tmp_path, bootstrap=0)
     assert not (tmp_path / "index.html").exists()
 
 
 @pytest.mark.e2e
-def test_report_renders_in_chromium(browser, report: Path) -> None:  # type: ignore[no-untyped-def]
+def test_report_renders_in_chromium(browser, report: Path) -> None:
     page = browser.new_page()
     problems: list[str] = []
     requests: list[str] = []

@@ -118,7 +118,7 @@ def _neg_log_p(model: str, d: float, s: float, outcome: str) -> float:
     return -math.log(p)
 
 
-def _numeric_derivatives(f, x: np.ndarray, step: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+def _numeric_derivatives(f, x: np.ndarray, step: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """Central finite-difference gradient and Hessian of ``f`` at ``x``."""
     k = x.size
     grad = np.zeros(k)
@@ -204,7 +204,7 @@ def test_tie_intervals_bracket_the_tie_parameter() -> None:
     assert lo == hi == fit.tie_param == 0.0 and (intervals.se > 0).all()
 
 
-def test_coverage_is_about_95_percent(simulator) -> None:  # type: ignore[no-untyped-def]
+def test_coverage_is_about_95_percent(simulator) -> None:
     truth = {"p": 1150.0, "q": 1080.0, "r": 1020.0, "s": 990.0, "t": 930.0, "u": 830.0}
     centred = pd.Series(truth) - np.mean(list(truth.values())) + 1000.0
     hits = total = 0
@@ -217,7 +217,7 @@ def test_coverage_is_about_95_percent(simulator) -> None:  # type: ignore[no-unt
     assert 0.93 <= hits / total <= 0.97, hits / total
 
 
-def test_agrees_with_the_bootstrap_on_a_large_set(simulator) -> None:  # type: ignore[no-untyped-def]
+def test_agrees_with_the_bootstrap_on_a_large_set(simulator) -> None:
     names = [f"m{i:02d}" for i in range(12)]
     truth = dict(zip(names, np.linspace(1250.0, 800.0, len(names)), strict=True))
     df = simulator(truth, 200_000, np.random.default_rng(11))

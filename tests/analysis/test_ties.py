@@ -160,7 +160,7 @@ def test_never_losing_model_stays_finite(true_ratings: dict[str, float]) -> None
     champ = pd.DataFrame({"model_a": ["champ"] * 30, "model_b": ["m-alpha"] * 30, "winner": ["model_a"] * 30})
     agg = aggregate(validate_battles(pd.concat([df, champ], ignore_index=True)))
     for model in ("davidson", "rao-kupper"):
-        fit = fit_ties(agg, model=model)  # type: ignore[arg-type]
+        fit = fit_ties(agg, model=model)
         assert np.isfinite(fit.ratings).all() and fit.ratings.index[0] == "champ"
 
 
@@ -218,7 +218,7 @@ def test_disconnected_graph_names_the_groups() -> None:
     agg = aggregate(validate_battles(df))
     for model in ("davidson", "rao-kupper"):
         with pytest.raises(ValueError, match=r"disconnected.*\{a, b, c\}; \{x, y\}"):
-            fit_ties(agg, model=model)  # type: ignore[arg-type]
+            fit_ties(agg, model=model)
     with pytest.raises(ValueError, match="disconnected"):
         bootstrap_ties(agg, 5, np.random.default_rng(0))
     with pytest.raises(ValueError, match="disconnected"):

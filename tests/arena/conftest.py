@@ -25,7 +25,7 @@ def scripted(name: str, weight: float = 1.0, **params: object) -> ModelSpec:
 
 
 @pytest.fixture
-def make_service(sessions, tmp_path):  # type: ignore[no-untyped-def]
+def make_service(sessions, tmp_path):
     def make(
         specs: list[ModelSpec] | None = None,
         seed: int = 0,

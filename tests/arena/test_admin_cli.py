@@ -33,7 +33,7 @@ def arena_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 @pytest.fixture
-def arena_db(db_url, sessions) -> str:  # type: ignore[no-untyped-def]
+def arena_db(db_url, sessions) -> str:
     """A database with three models and one voted battle between alpha and bravo."""
     seeds = [
         repo.ModelSeed(name=m, display_name=m.title(), organization="", backend="scripted")
@@ -55,7 +55,7 @@ def arena_db(db_url, sessions) -> str:  # type: ignore[no-untyped-def]
     return db_url
 
 
-def settings(sessions) -> dict[str, tuple[bool, float, bool]]:  # type: ignore[no-untyped-def]
+def settings(sessions) -> dict[str, tuple[bool, float, bool]]:
     with sessions() as db:
         rows = db.execute(
             sa.select(ModelRow.name, ModelRow.enabled, ModelRow.sampling_weight, ModelRow.deprecated)
@@ -63,13 +63,13 @@ def settings(sessions) -> dict[str, tuple[bool, float, bool]]:  # type: ignore[n
         return {name: (bool(e), float(w), bool(d)) for name, e, w, d in rows}
 
 
-def audit(sessions) -> list[tuple[str, str, str, dict, dict]]:  # type: ignore[no-untyped-def]
+def audit(sessions) -> list[tuple[str, str, str, dict, dict]]:
     with sessions() as db:
         entries = db.scalars(sa.select(AuditEntry).order_by(AuditEntry.id))
         return [(e.actor, e.action, e.target, e.old, e.new) for e in entries]
 
 
-def test_models_lists_every_model_as_a_table_or_json(arena_db) -> None:  # type: ignore[no-untyped-def]
+def test_models_lists_every_model_as_a_table_or_json(arena_db) -> None:
     table = arena_cli("models", "--db", arena_db)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -86,7 +86,7 @@ def test_models_lists_every_model_as_a_table_or_json(arena_db) -> None:  # type:
     assert listed[0]["display_name"] == "Alpha" and listed[0]["ttft_median_s"] is None
 
 
-def test_set_model_changes_the_database_and_audits_who(arena_db, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_set_model_changes_the_database_and_audits_who(arena_db, sessions) -> None:
     done = arena_cli("set-model", "bravo", "--enabled", "false", "--weight", "2.5", "--db", arena_db)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("model bravo: enabled=false, weight=2.5, deprecated=false (not drawn")
@@ -134,7 +134,7 @@ def test_set_model_changes_the_database_and_audits_who(arena_db, sessions) -> No
         (["ban-voter", "ghost"], "error: unknown voter session 'ghost'"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(arena_db, sessions, args, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(arena_db, sessions, args, message) -> None:
     before = settings(sessions)
     done = arena_cli(*args, "--db", arena_db)
     assert done.returncode == 2
@@ -145,7 +145,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(arena_db, sessions, ar
     assert settings(sessions) == before and audit(sessions) == []
 
 
-def test_battle_exclusion_and_voter_bans(arena_db, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_battle_exclusion_and_voter_bans(arena_db, sessions) -> None:
     assert (
         arena_cli("exclude-battle", "battle-1", "--db", arena_db).stdout.strip()
         == "battle battle-1: excluded from ratings"
@@ -165,13 +165,13 @@ def test_battle_exclusion_and_voter_bans(arena_db, sessions) -> None:  # type: i
     ]
 
 
-def test_the_database_can_come_from_arena_db(arena_db) -> None:  # type: ignore[no-untyped-def]
+def test_the_database_can_come_from_arena_db(arena_db) -> None:
     done = arena_cli("models", "--format", "json", env={"ARENA_DB": arena_db})
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 3
 
 
-def test_a_missing_sqlite_file_is_not_created(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_sqlite_file_is_not_created(tmp_path) -> None:
     path = tmp_path / "missing" / "arena.db"
     done = arena_cli("models", "--db", f"sqlite:///{path}")
     assert done.returncode == 1 and f"no database file at {path}" in done.stderr

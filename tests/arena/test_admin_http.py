@@ -92,7 +92,7 @@ def sign_in(server: RunningServer, client_ip: str = "127.0.0.1") -> Iterator[htt
         yield client
 
 
-def admin_routes(routes: list, prefix: str = "") -> set[tuple[str, frozenset[str]]]:  # type: ignore[type-arg]
+def admin_routes(routes: list, prefix: str = "") -> set[tuple[str, frozenset[str]]]:
     """Every (path pattern, methods) served under /admin, mounted and included sub-apps included."""
     found: set[tuple[str, frozenset[str]]] = set()
     for route in routes:
@@ -189,7 +189,7 @@ def test_signed_in_admin_gets_the_page_config_and_queue(server: RunningServer) -
         assert gradio.predict(api_name="/probe") == f"{VOTE_MARKER} for admin"
 
 
-def test_wrong_password_is_refused_without_a_cookie_or_data(server: RunningServer, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_is_refused_without_a_cookie_or_data(server: RunningServer, caplog) -> None:
     wrong = "definitely-not-the-password-91"
     with httpx.Client(base_url=server.url, headers={"X-Forwarded-For": "198.51.100.1"}, timeout=60) as client:
         for user, password in (("admin", wrong), ("root", PASSWORD), ("admin", "")):

@@ -76,7 +76,7 @@ def test_table_and_figures_come_from_the_payload() -> None:
     assert counts.layout.title.text == "Battles per model pair"
 
 
-def test_models_table_and_export_links(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_models_table_and_export_links(sessions) -> None:
     from storage import repo
 
     with sessions.begin() as db:
@@ -96,7 +96,7 @@ def test_models_table_and_export_links(sessions) -> None:  # type: ignore[no-unt
         assert f'href="export?format={fmt}"' in links
 
 
-def test_the_admin_app_builds_without_reading_data(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_app_builds_without_reading_data(sessions) -> None:
     from arena.snapshots import SnapshotService
 
     class Services:  # the two services the page uses

@@ -32,7 +32,7 @@ def clock() -> datetime:
 
 
 @pytest.fixture
-def model_ids(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def model_ids(sessions) -> dict[str, int]:
     seeds = [
         repo.ModelSeed(name=m, display_name=m.title(), organization="", backend="scripted") for m in MODELS
     ]
@@ -40,7 +40,7 @@ def model_ids(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
         return repo.sync_models(db, seeds, NOW - timedelta(days=30))
 
 
-def add_battle(  # type: ignore[no-untyped-def]
+def add_battle(
     sessions,
     ids: dict[str, int],
     battle_id: str,
@@ -85,7 +85,7 @@ def add_battle(  # type: ignore[no-untyped-def]
             repo.record_vote(db, battle_id=battle_id, winner=winner, session_id=voter, now=at)
 
 
-def audit_rows(sessions) -> list[tuple[str, str, str, dict, dict]]:  # type: ignore[no-untyped-def]
+def audit_rows(sessions) -> list[tuple[str, str, str, dict, dict]]:
     with sessions() as db:
         return [
             (e.actor, e.action, e.target, e.old, e.new)
@@ -93,7 +93,7 @@ def audit_rows(sessions) -> list[tuple[str, str, str, dict, dict]]:  # type: ign
         ]
 
 
-def model_settings(sessions) -> dict[str, tuple[bool, float, bool]]:  # type: ignore[no-untyped-def]
+def model_settings(sessions) -> dict[str, tuple[bool, float, bool]]:
     with sessions() as db:
         rows = db.execute(
             sa.select(ModelRow.name, ModelRow.enabled, ModelRow.sampling_weight, ModelRow.deprecated)
@@ -104,7 +104,7 @@ def model_settings(sessions) -> dict[str, tuple[bool, float, bool]]:  # type: ig
 # -- models ---------------------------------------------------------------------------------------
 
 
-def test_models_overview_counts_votes_and_reads_timing_from_responses(sessions, model_ids, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_models_overview_counts_votes_and_reads_timing_from_responses(sessions, model_ids, tmp_path) -> None:
     alpha_answers = [(0.4, 2.0, 40, None), (1.2, 1.0, 30, None), (None, 0.5, None, "BackendError: HTTP 502")]
     add_battle(
         sessions,
@@ -175,7 +175,7 @@ def test_models_overview_counts_votes_and_reads_timing_from_responses(sessions, 
     assert set(no_monitor.values()) == {"unknown"}
 
 
-def test_timing_comes_from_the_most_recent_responses(sessions, model_ids) -> None:  # type: ignore[no-untyped-def]
+def test_timing_comes_from_the_most_recent_responses(sessions, model_ids) -> None:
     for i, ttft in enumerate([9.0, 9.0, 1.0, 2.0]):  # alpha's two oldest answers were slow
         add_battle(
             sessions,
@@ -187,7 +187,7 @@ def test_timing_comes_from_the_most_recent_responses(sessions, model_ids) -> Non
             answers=((ttft, 1.0, 10, None), (1.0, 1.0, 10, None)),
         )
 
-    def alpha(**limits: int):  # type: ignore[no-untyped-def]
+    def alpha(**limits: int):
         return AdminService(sessions, now=clock, **limits).models_overview()[0]
 
     # The arena's last 4 responses hold alpha's last 2 answers: enough at min_samples=2.
@@ -201,7 +201,7 @@ def test_timing_comes_from_the_most_recent_responses(sessions, model_ids) -> Non
     assert everything.responses == 4 and everything.ttft_median_s == pytest.approx(5.5, abs=1e-3)
 
 
-def test_vote_counts_follow_new_and_deleted_votes(sessions, model_ids, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_vote_counts_follow_new_and_deleted_votes(sessions, model_ids, tmp_path) -> None:
     from storage.maintenance import forget_session
 
     admin = AdminService(sessions, now=clock)
@@ -220,7 +220,7 @@ def test_vote_counts_follow_new_and_deleted_votes(sessions, model_ids, tmp_path)
     assert admin.tally.full_counts == 2
 
 
-def test_set_model_stores_the_change_and_audits_old_and_new(sessions, model_ids) -> None:  # type: ignore[no-untyped-def]
+def test_set_model_stores_the_change_and_audits_old_and_new(sessions, model_ids) -> None:
     admin = AdminService(sessions, now=clock)
     row = admin.set_model("admin:ops", "bravo", enabled=False, weight="2.5")
     assert (row.name, row.enabled, row.sampling_weight, row.deprecated, row.sampled) == (
@@ -266,7 +266,7 @@ def test_set_model_stores_the_change_and_audits_old_and_new(sessions, model_ids)
         ({}, "no change requested"),
     ],
 )
-def test_bad_model_changes_are_refused_and_change_nothing(sessions, model_ids, kwargs, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_model_changes_are_refused_and_change_nothing(sessions, model_ids, kwargs, message) -> None:
     before = model_settings(sessions)
     with pytest.raises(AdminError, match=message):
         AdminService(sessions, now=clock).set_model("admin:ops", "alpha", **kwargs)
@@ -274,7 +274,7 @@ def test_bad_model_changes_are_refused_and_change_nothing(sessions, model_ids, k
     assert audit_rows(sessions) == []
 
 
-def test_unknown_model_or_missing_actor_is_refused(sessions, model_ids) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_model_or_missing_actor_is_refused(sessions, model_ids) -> None:
     admin = AdminService(sessions, now=clock)
     with pytest.raises(AdminError, match="unknown model 'delta'"):
         admin.set_model("admin:ops", "delta", enabled=False)
@@ -286,7 +286,7 @@ def test_unknown_model_or_missing_actor_is_refused(sessions, model_ids) -> None:
 # -- battles and voters ---------------------------------------------------------------------------
 
 
-def test_problem_battles_list_each_reason(sessions, model_ids) -> None:  # type: ignore[no-untyped-def]
+def test_problem_battles_list_each_reason(sessions, model_ids) -> None:
     add_battle(sessions, model_ids, "clean", "alpha", "bravo", at=NOW - timedelta(hours=9))
     add_battle(
         sessions,
@@ -329,7 +329,7 @@ def test_problem_battles_list_each_reason(sessions, model_ids) -> None:  # type:
         admin.set_battle_excluded("admin:ops", "nope", True)
 
 
-def test_flagged_voters_and_bans(sessions, model_ids) -> None:  # type: ignore[no-untyped-def]
+def test_flagged_voters_and_bans(sessions, model_ids) -> None:
     for i in range(3):
         add_battle(
             sessions, model_ids, f"s{i}", "alpha", "bravo", at=NOW - timedelta(hours=i + 1), voter="stuffer"
@@ -355,7 +355,7 @@ def test_flagged_voters_and_bans(sessions, model_ids) -> None:  # type: ignore[n
         admin.set_voter_banned("admin:ops", "ghost", True)
 
 
-def test_battle_detail_shows_turns_images_answers_and_vote(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_battle_detail_shows_turns_images_answers_and_vote(make_service, sessions) -> None:
     service = make_service()
     state = service.new_session("pytest-agent")
     picture = image_bytes(Image.new("RGB", (40, 30), "green"))
@@ -397,7 +397,7 @@ def test_battle_detail_shows_turns_images_answers_and_vote(make_service, session
             AdminService(sessions).battle_detail(bad)
 
 
-def test_judge_results_show_what_how_and_when(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_judge_results_show_what_how_and_when(sessions) -> None:
     with sessions.begin() as db:
         save_analysis_result(
             db,

@@ -14,7 +14,7 @@ from arena.views import MINUS
 from storage.schema import Battle, BattleTag, ModelRow
 
 
-def _battle(service, winner_of):  # type: ignore[no-untyped-def]
+def _battle(service, winner_of):
     """Play one battle; ``winner_of(models)`` picks the FastChat winner from the hidden sides."""
     state = service.new_session()
     service.start_turn(state, "Which is better?", [])
@@ -28,11 +28,11 @@ def _battle(service, winner_of):  # type: ignore[no-untyped-def]
     return state
 
 
-def _play(service, n: int) -> None:  # type: ignore[no-untyped-def]
+def _play(service, n: int) -> None:
     """``n`` battles where alpha wins two of three of its battles; other pairs alternate."""
     turn = itertools.count()
 
-    def winner(models):  # type: ignore[no-untyped-def]
+    def winner(models):
         k = next(turn)
         if "alpha" in models.values():
             alpha_side = "model_a" if models["a"] == "alpha" else "model_b"
@@ -44,7 +44,7 @@ def _play(service, n: int) -> None:  # type: ignore[no-untyped-def]
         _battle(service, winner)
 
 
-def test_tab_shows_the_snapshot_and_never_computes(make_service, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tab_shows_the_snapshot_and_never_computes(make_service, sessions, tmp_path) -> None:
     snapshots = SnapshotService(sessions, refresh_s=60, min_votes=8)
     page = LeaderboardPage(snapshots, files_dir=tmp_path)
 
@@ -103,7 +103,7 @@ def test_tab_shows_the_snapshot_and_never_computes(make_service, sessions, tmp_p
     assert "all votes only" in page.show("ocr", True).note
 
 
-def test_few_votes_and_a_stale_snapshot_are_said_plainly(make_service, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_few_votes_and_a_stale_snapshot_are_said_plainly(make_service, sessions, tmp_path) -> None:
     snapshots = SnapshotService(sessions, refresh_s=60, min_votes=30)
     page = LeaderboardPage(snapshots, files_dir=tmp_path)
     service = make_service(seed=1)

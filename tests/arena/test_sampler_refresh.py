@@ -41,7 +41,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_process(sessions, tmp_path, clock):  # type: ignore[no-untyped-def]
+def make_process(sessions, tmp_path, clock):
     """A battle service as one arena process builds it, over the shared database."""
 
     def make(specs: list[ModelSpec] | None = None, seed: int = 0) -> BattleService:
@@ -65,9 +65,7 @@ def drawn(service: BattleService, n: int = 300) -> Counter[str]:
     return Counter(name for _ in range(n) for name in service.sample_pair())
 
 
-def test_disabling_a_model_reaches_every_process_within_the_interval(  # type: ignore[no-untyped-def]
-    make_process, sessions, clock
-) -> None:
+def test_disabling_a_model_reaches_every_process_within_the_interval(make_process, sessions, clock) -> None:
     first, second = make_process(seed=1), make_process(seed=2)
     admin = AdminService(sessions)
     assert set(drawn(first)) == set(drawn(second)) == {"alpha", "bravo", "charlie"}
@@ -84,7 +82,7 @@ def test_disabling_a_model_reaches_every_process_within_the_interval(  # type: i
     assert set(drawn(first)) == set(drawn(second)) == {"alpha", "bravo", "charlie"}
 
 
-def test_deprecated_or_zero_weight_models_are_not_drawn(make_process, sessions, clock) -> None:  # type: ignore[no-untyped-def]
+def test_deprecated_or_zero_weight_models_are_not_drawn(make_process, sessions, clock) -> None:
     process = make_process()
     admin = AdminService(sessions)
     admin.set_model("admin:test", "alpha", deprecated=True)
@@ -97,7 +95,7 @@ def test_deprecated_or_zero_weight_models_are_not_drawn(make_process, sessions, 
     assert set(drawn(process)) == {"bravo", "charlie"}
 
 
-def test_weight_changes_change_sampling_frequencies(make_process, sessions, clock) -> None:  # type: ignore[no-untyped-def]
+def test_weight_changes_change_sampling_frequencies(make_process, sessions, clock) -> None:
     first, second = make_process(seed=3), make_process(seed=4)
     n = 1000
     for process in (first, second):  # equal weights: each model is in 2/3 of the pairs
@@ -109,7 +107,7 @@ def test_weight_changes_change_sampling_frequencies(make_process, sessions, cloc
         assert drawn(process, n)["alpha"] / n == pytest.approx(0.978, abs=0.02)
 
 
-def test_stored_settings_win_over_the_roster_for_known_models(make_process, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_stored_settings_win_over_the_roster_for_known_models(make_process, sessions) -> None:
     make_process()
     AdminService(sessions).set_model("admin:test", "charlie", weight=0)
     # A process started later with the same roster (charlie at weight 1) keeps the operator's weight.
@@ -117,7 +115,7 @@ def test_stored_settings_win_over_the_roster_for_known_models(make_process, sess
     assert set(drawn(restarted)) == {"alpha", "bravo"}
 
 
-def test_seed_roster_registers_every_model_and_loads_the_enabled_ones(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_seed_roster_registers_every_model_and_loads_the_enabled_ones(sessions) -> None:
     roster = [scripted("alpha"), scripted("bravo"), scripted("charlie").model_copy(update={"enabled": False})]
     now = datetime.now(UTC)
     assert [s.name for s in seed_roster(sessions, roster, now)] == ["alpha", "bravo"]

@@ -26,19 +26,19 @@ def _png(color: str = "red") -> bytes:
     return image_bytes(Image.new("RGB", (32, 24), color))
 
 
-async def _drain(service, state):  # type: ignore[no-untyped-def]
+async def _drain(service, state):
     updates = [u async for u in service.stream(state)]
     return updates
 
 
-def _play(service, prompt: str = "Describe the image.", images: list[bytes] | None = None):  # type: ignore[no-untyped-def]
+def _play(service, prompt: str = "Describe the image.", images: list[bytes] | None = None):
     state = service.new_session("pytest-agent")
     service.start_turn(state, prompt, [_png()] if images is None else images)
     updates = asyncio.run(_drain(service, state))
     return state, updates
 
 
-def test_sampling_is_deterministic_under_a_seed(make_service) -> None:  # type: ignore[no-untyped-def]
+def test_sampling_is_deterministic_under_a_seed(make_service) -> None:
     first = [make_service(seed=11).sample_pair() for _ in range(1)]
     s1, s2 = make_service(seed=11), make_service(seed=11)
     assert [s1.sample_pair() for _ in range(50)] == [s2.sample_pair() for _ in range(50)]
@@ -47,7 +47,7 @@ def test_sampling_is_deterministic_under_a_seed(make_service) -> None:  # type: 
     assert [s3.sample_pair() for _ in range(50)] != [make_service(seed=11).sample_pair() for _ in range(50)]
 
 
-def test_a_model_is_never_paired_with_itself_and_sides_are_random(make_service) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_is_never_paired_with_itself_and_sides_are_random(make_service) -> None:
     service = make_service(seed=3)
     pairs = [service.sample_pair() for _ in range(600)]
     assert all(a != b for a, b in pairs)
@@ -56,7 +56,7 @@ def test_a_model_is_never_paired_with_itself_and_sides_are_random(make_service) 
     assert min(sides.values()) > 150  # each model lands on side A about a third of the time
 
 
-def test_sampling_weights(make_service) -> None:  # type: ignore[no-untyped-def]
+def test_sampling_weights(make_service) -> None:
     service = make_service([scripted("alpha", 1.0), scripted("bravo", 1.0), scripted("charlie", 0.0)], seed=5)
     assert all("charlie" not in pair for pair in (service.sample_pair() for _ in range(200)))
     # A new model takes the roster's weight; bravo's stored weight (1.0) would win over the roster's.
@@ -65,7 +65,7 @@ def test_sampling_weights(make_service) -> None:  # type: ignore[no-untyped-def]
         lonely.sample_pair()
 
 
-def test_a_model_first_seen_in_an_import_takes_the_roster_entry(make_service, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_first_seen_in_an_import_takes_the_roster_entry(make_service, sessions, tmp_path) -> None:
     """An imported file creates its models disabled; the roster that later names one fills it in."""
     import json
 
@@ -91,7 +91,7 @@ def test_a_model_first_seen_in_an_import_takes_the_roster_entry(make_service, se
         assert db.scalar(sa.select(ModelRow.sampling_weight).where(ModelRow.name == "alpha")) == 3.0
 
 
-def test_full_battle_is_streamed_persisted_and_revealed_after_the_vote(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_full_battle_is_streamed_persisted_and_revealed_after_the_vote(make_service, sessions) -> None:
     service = make_service([scripted("alpha", delay_s=0.002), scripted("bravo", delay_s=0.002)], seed=1)
     state, updates = _play(service)
     assert len(updates) > 2, "answers arrive in several updates"
@@ -123,7 +123,7 @@ def test_full_battle_is_streamed_persisted_and_revealed_after_the_vote(make_serv
         assert db.get(Battle, state.battle_id).state == "voted"
 
 
-def test_vote_before_both_answers_finish_is_refused(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_vote_before_both_answers_finish_is_refused(make_service, sessions) -> None:
     service = make_service([scripted("alpha", delay_s=0.01), scripted("bravo", delay_s=0.05)])
     state = service.new_session()
     service.start_turn(state, "What is this?", [_png()])
@@ -144,7 +144,7 @@ def test_vote_before_both_answers_finish_is_refused(make_service, sessions) -> N
         assert db.scalar(sa.select(sa.func.count()).select_from(Vote)) == 1
 
 
-def test_second_vote_is_refused_even_from_another_replica(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_second_vote_is_refused_even_from_another_replica(make_service, sessions) -> None:
     service = make_service()
     state, _ = _play(service)
     service.vote(state, "model_a")
@@ -161,7 +161,7 @@ def test_second_vote_is_refused_even_from_another_replica(make_service, sessions
         assert [v.winner for v in db.scalars(sa.select(Vote))] == ["model_a"]
 
 
-def test_voter_ip_is_kept_only_as_a_salted_hash(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_voter_ip_is_kept_only_as_a_salted_hash(make_service, sessions) -> None:
     service = make_service()
     service.ip_salt = b"pepper"
     state = service.new_session("agent/1.0", "203.0.113.9")
@@ -175,7 +175,7 @@ def test_voter_ip_is_kept_only_as_a_salted_hash(make_service, sessions) -> None:
     assert service.new_session(ip="203.0.113.9").ip_hash == row.ip_hash  # same voter, same hash
 
 
-def test_follow_up_turn_sees_each_sides_own_history(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_follow_up_turn_sees_each_sides_own_history(make_service, sessions) -> None:
     service = make_service()
     state, updates = _play(service)
     first_a, first_b = updates[-1].text_a, updates[-1].text_b
@@ -195,7 +195,7 @@ def test_follow_up_turn_sees_each_sides_own_history(make_service, sessions) -> N
     assert fresh.session_id == state.session_id and fresh.battle_id is None
 
 
-def test_model_failure_invalidates_the_battle_without_naming_anyone(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_model_failure_invalidates_the_battle_without_naming_anyone(make_service, sessions) -> None:
     service = make_service([scripted("alpha"), scripted("bravo", fail_after=2)])
     state, updates = _play(service)
     assert updates[-1].done and updates[-1].failed
@@ -209,7 +209,7 @@ def test_model_failure_invalidates_the_battle_without_naming_anyone(make_service
         service.vote(state, "model_a")
 
 
-def test_openai_model_dropping_mid_stream_invalidates_the_battle(make_service, sessions, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_openai_model_dropping_mid_stream_invalidates_the_battle(make_service, sessions, caplog) -> None:
     """A real HTTP model server that drops the connection: neutral outcome, details only in the logs."""
     with FakeOpenAIServer(Behaviour(drop_after=3, chunk_delay_s=0.01)) as server:
         remote = ModelSpec(
@@ -246,7 +246,7 @@ def test_openai_model_dropping_mid_stream_invalidates_the_battle(make_service, s
         service.sample_pair()
 
 
-def test_unhealthy_models_are_left_out_of_sampling(make_service) -> None:  # type: ignore[no-untyped-def]
+def test_unhealthy_models_are_left_out_of_sampling(make_service) -> None:
     service = make_service(health_failures=2)
     drawn = Counter(name for _ in range(300) for name in service.sample_pair())
     assert set(drawn) == {"alpha", "bravo", "charlie"}
@@ -258,7 +258,7 @@ def test_unhealthy_models_are_left_out_of_sampling(make_service) -> None:  # typ
     assert "alpha" in {name for _ in range(100) for name in service.sample_pair()}
 
 
-def test_model_usage_is_recorded(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_model_usage_is_recorded(make_service, sessions) -> None:
     service = make_service([scripted("alpha", reply="one two three"), scripted("bravo", reply="four five")])
     state, _ = _play(service)
     with sessions() as db:
@@ -266,7 +266,7 @@ def test_model_usage_is_recorded(make_service, sessions) -> None:  # type: ignor
     assert tokens == {"one two three": (3, "stop"), "four five": (2, "stop")}
 
 
-def test_slow_model_times_out_into_an_invalid_battle(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_slow_model_times_out_into_an_invalid_battle(make_service, sessions) -> None:
     service = make_service(
         [scripted("alpha"), scripted("bravo", first_token_delay_s=5)], response_timeout_s=0.3
     )
@@ -276,7 +276,7 @@ def test_slow_model_times_out_into_an_invalid_battle(make_service, sessions) -> 
         assert "timed out" in db.scalars(sa.select(Response).where(Response.error.is_not(None))).one().error
 
 
-def test_abandoned_stream_is_cancelled_and_marked_invalid(make_service, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_abandoned_stream_is_cancelled_and_marked_invalid(make_service, sessions) -> None:
     service = make_service([scripted("alpha", delay_s=0.05), scripted("bravo", delay_s=0.05)])
     state = service.new_session()
     service.start_turn(state, "Tell me a long story.", [])
@@ -302,7 +302,7 @@ def test_abandoned_stream_is_cancelled_and_marked_invalid(make_service, sessions
         ("ok", [_png(), b"not an image"], "Image 2: file is not a readable image"),
     ],
 )
-def test_bad_input_is_refused_and_nothing_is_stored(make_service, sessions, prompt, uploads, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_refused_and_nothing_is_stored(make_service, sessions, prompt, uploads, message) -> None:
     service = make_service()
     state = service.new_session()
     with pytest.raises(ArenaError, match=message):
@@ -312,7 +312,7 @@ def test_bad_input_is_refused_and_nothing_is_stored(make_service, sessions, prom
         assert db.scalar(sa.select(sa.func.count()).select_from(Battle)) == 0
 
 
-def test_models_with_too_few_image_slots_are_not_sampled(make_service) -> None:  # type: ignore[no-untyped-def]
+def test_models_with_too_few_image_slots_are_not_sampled(make_service) -> None:
     text_only = scripted("textonly").model_copy(update={"max_images": 0})
     service = make_service([scripted("alpha"), scripted("bravo"), text_only], seed=2)
     for _ in range(30):

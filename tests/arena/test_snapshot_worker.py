@@ -25,7 +25,7 @@ from storage.snapshots import lease_holder
 MODELS = ("alpha", "bravo", "charlie")
 
 
-def _votes(sessions) -> None:  # type: ignore[no-untyped-def]
+def _votes(sessions) -> None:
     """A small league: alpha beats bravo beats charlie, mostly (every model wins and loses)."""
     now = datetime(2026, 12, 1, tzinfo=UTC)
     with sessions.begin() as db:
@@ -58,7 +58,7 @@ def _until(condition: Callable[[], object], limit_s: float = 90.0) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_worker_computes_reader_reads_and_a_killed_worker_comes_back(db_url, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_worker_computes_reader_reads_and_a_killed_worker_comes_back(db_url, sessions) -> None:
     _votes(sessions)
     holder = worker_holder("test-host:1")
     worker = SnapshotWorker(WorkerConfig(db=db_url, refresh_s=3600, min_votes=5, holder=holder))

@@ -34,7 +34,7 @@ class Clock:
         return self.at
 
 
-def _seed_models(db) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _seed_models(db) -> dict[str, int]:
     seeds = [
         repo.ModelSeed(
             name,
@@ -52,11 +52,11 @@ def _seed_models(db) -> dict[str, int]:  # type: ignore[no-untyped-def]
 class Votes:
     """Writes voted battles (with both answers) the way the battle service does."""
 
-    def __init__(self, sessions) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, sessions) -> None:
         self.sessions = sessions
         self.n = 0
 
-    def add(  # type: ignore[no-untyped-def]
+    def add(
         self,
         a: str,
         b: str,
@@ -100,7 +100,7 @@ class Votes:
                 repo.record_vote(db, battle_id=battle_id, winner=winner, session_id=None, now=at)
                 db.add_all(BattleTag(battle_id=battle_id, tag=t) for t in tags)
 
-    def league(self, rounds: int = 1, **kw) -> None:  # type: ignore[no-untyped-def]
+    def league(self, rounds: int = 1, **kw) -> None:
         """Each pair of models: stronger (earlier in MODELS) wins 6, loses 2, ties 2, per round."""
         for _ in range(rounds):
             for i, a in enumerate(MODELS):
@@ -110,7 +110,7 @@ class Votes:
                     self.add(a, b, "tie", count=2, **kw)
 
 
-def _service(sessions, clock: Clock, **kw) -> SnapshotService:  # type: ignore[no-untyped-def]
+def _service(sessions, clock: Clock, **kw) -> SnapshotService:
     kw.setdefault("min_votes", 10)
     return SnapshotService(sessions, refresh_s=60, now=clock, **kw)
 
@@ -121,7 +121,7 @@ def _finite_rows(payload: dict) -> None:
             assert row[key] is not None and math.isfinite(row[key]), row
 
 
-def test_computes_every_view_once_then_only_after_votes_change(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_computes_every_view_once_then_only_after_votes_change(sessions) -> None:
     votes = Votes(sessions)
     votes.league()
     clock = Clock()
@@ -157,7 +157,7 @@ def test_computes_every_view_once_then_only_after_votes_change(sessions) -> None
     assert service.computations["bt"] == 3, "force recomputes an unchanged view"
 
 
-def test_payload_carries_models_intervals_counts_and_plots_data(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_payload_carries_models_intervals_counts_and_plots_data(sessions) -> None:
     votes = Votes(sessions)
     votes.league(at=T0 - timedelta(days=1))
     votes.league(tags=["ocr"])
@@ -206,7 +206,7 @@ def test_payload_carries_models_intervals_counts_and_plots_data(sessions) -> Non
     assert {v.key for v in service.views(admin=True)} == {s.key for s in STANDARD_VIEWS} | {"bt:cat=ocr"}
 
 
-def test_few_votes_are_listed_never_fitted_into_a_diverged_rating(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_few_votes_are_listed_never_fitted_into_a_diverged_rating(sessions) -> None:
     """The issue's first symptom: one vote showed 2235 / −235."""
     service = _service(sessions, Clock(), min_votes=1)
     service.refresh_once()
@@ -238,7 +238,7 @@ def test_few_votes_are_listed_never_fitted_into_a_diverged_rating(sessions) -> N
     assert all(abs(r["rating"] - 1000) < 400 for r in bt["rows"]), bt["rows"]
 
 
-def test_two_processes_on_one_database_never_both_compute(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_two_processes_on_one_database_never_both_compute(sessions) -> None:
     votes = Votes(sessions)
     votes.league()
     clock = Clock()
@@ -279,7 +279,7 @@ def test_two_processes_on_one_database_never_both_compute(sessions) -> None:  # 
     assert reader.current("bt").payload["total_votes"] == 62
 
 
-def test_a_recompute_asked_in_another_process_is_done_by_the_lease_holder(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_a_recompute_asked_in_another_process_is_done_by_the_lease_holder(sessions) -> None:
     """The admin's Recompute button may be served by a process that does not compute snapshots."""
     Votes(sessions).league()
     clock = Clock()
@@ -295,7 +295,7 @@ def test_a_recompute_asked_in_another_process_is_done_by_the_lease_holder(sessio
     assert not leader.refresh_once(), "the request is taken once"
 
 
-def test_a_failed_refresh_keeps_the_last_good_snapshot_marked_stale(sessions, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_refresh_keeps_the_last_good_snapshot_marked_stale(sessions, caplog) -> None:
     votes = Votes(sessions)
     votes.league()
     clock = Clock()
@@ -328,7 +328,7 @@ def test_a_failed_refresh_keeps_the_last_good_snapshot_marked_stale(sessions, ca
     assert not fresh.stale and fresh.error is None and fresh.payload["total_votes"] == 61
 
 
-def test_background_thread_computes_at_start_and_on_request(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_background_thread_computes_at_start_and_on_request(sessions) -> None:
     Votes(sessions).league()
     service = SnapshotService(sessions, refresh_s=3600, min_votes=10)
     service.start()
@@ -342,7 +342,7 @@ def test_background_thread_computes_at_start_and_on_request(sessions) -> None:  
     assert service.current("bt").payload["total_votes"] == 60
 
 
-def _wait_until(condition, limit_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_until(condition, limit_s: float = 120.0) -> None:
     deadline = time.monotonic() + limit_s
     while not condition():
         if time.monotonic() > deadline:

@@ -87,7 +87,7 @@ def stop_arena(server: ArenaServer) -> None:
         server.process.wait()
 
 
-def upload(page, image: Path, attempts: int = 3) -> None:  # type: ignore[no-untyped-def]
+def upload(page, image: Path, attempts: int = 3) -> None:
     """Put ``image`` into the Battle tab's image input and wait until the page lists it.
 
     Right after ``goto`` the file input can exist before Gradio's front end listens to it, and a file
@@ -106,7 +106,7 @@ def upload(page, image: Path, attempts: int = 3) -> None:  # type: ignore[no-unt
                 raise
 
 
-def ask(page, image: Path, prompt: str, timeout_ms: int = 180_000) -> None:  # type: ignore[no-untyped-def]
+def ask(page, image: Path, prompt: str, timeout_ms: int = 180_000) -> None:
     """In the Battle tab: upload ``image``, send ``prompt``, wait until both answers are complete."""
     upload(page, image)
     page.fill("#battle-prompt textarea", prompt)
@@ -117,7 +117,7 @@ def ask(page, image: Path, prompt: str, timeout_ms: int = 180_000) -> None:  # t
     )
 
 
-def vote(page, button: str = "vote-a") -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def vote(page, button: str = "vote-a") -> tuple[str, str]:
     """Click a vote button and return the two revealed names (A, B)."""
     page.click(f"#{button}")
     page.wait_for_function(

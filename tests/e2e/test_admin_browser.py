@@ -41,13 +41,13 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
     stop_arena(server)
 
 
-def sign_in(page, password: str) -> None:  # type: ignore[no-untyped-def]
+def sign_in(page, password: str) -> None:
     page.fill("#login-user", "admin")
     page.fill("#login-password", password)
     page.click("#login-submit")
 
 
-def test_sign_in_and_export(arena: ArenaServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sign_in_and_export(arena: ArenaServer, browser, tmp_path: Path) -> None:
     base = arena.url.rstrip("/")
     password_file = arena.db_path.parent / "data" / PASSWORD_FILE
     password = password_file.read_text().strip()
@@ -101,7 +101,7 @@ def test_sign_in_and_export(arena: ArenaServer, browser, tmp_path: Path) -> None
     context.close()
 
 
-def test_admin_queue_round_trip(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_admin_queue_round_trip(browser, tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         page = browser.new_page()
         page.goto(server.url + "/admin/login")

@@ -39,7 +39,7 @@ def _picture(path: Path) -> Path:
     return path
 
 
-def _play(page, picture: Path, prompt: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def _play(page, picture: Path, prompt: str) -> tuple[str, str]:
     """One battle on the public page: ask, vote, return the revealed display names; then a new round."""
     ask(page, picture, prompt)
     names = vote(page, "vote-tie")
@@ -48,7 +48,7 @@ def _play(page, picture: Path, prompt: str) -> tuple[str, str]:  # type: ignore[
     return names
 
 
-def _wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> None:  # type: ignore[no-untyped-def]
+def _wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> None:
     """Wait until the element's text contains ``text`` (Gradio tables keep hidden copies of cells)."""
     page.wait_for_function(
         "([sel, text]) => (document.querySelector(sel)?.innerText ?? '').includes(text)",
@@ -58,7 +58,7 @@ def _wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> None
     )
 
 
-def test_a_model_disabled_on_the_admin_page_leaves_battles(arena, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_disabled_on_the_admin_page_leaves_battles(arena, browser, tmp_path: Path) -> None:
     display = {s.display_name or s.name: s.name for s in load_roster(ROOT / "configs" / "demo.yaml").models}
     picture = _picture(tmp_path / "orange.png")
     public = browser.new_context().new_page()

@@ -67,7 +67,7 @@ RECORD_PAYLOADS = """
 
 
 @pytest.fixture(scope="module")
-def arena(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def arena(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:  # leaderboard snapshots: refreshed each second
         patch.setenv("ARENA_LEADERBOARD_REFRESH_S", "1")
         server = start_arena(tmp_path_factory.mktemp("arena"), "--seed", "7")
@@ -89,14 +89,14 @@ def _secret_names() -> set[str]:
     return {n for spec in roster.models for n in (spec.name, spec.display_name or spec.name)}
 
 
-def test_anonymous_battle_vote_and_reveal(arena, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_anonymous_battle_vote_and_reveal(arena, browser, tmp_path: Path) -> None:
     names = _secret_names()
     documents: list[str] = []
     context = browser.new_context()
     context.add_init_script(RECORD_PAYLOADS)
     page = context.new_page()
 
-    def keep_document(response) -> None:  # type: ignore[no-untyped-def]
+    def keep_document(response) -> None:
         if response.request.resource_type == "document":
             documents.append(response.text())
 

@@ -37,7 +37,7 @@ models:
 """
 
 
-def test_failing_model_shows_only_the_neutral_message(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_failing_model_shows_only_the_neutral_message(browser, tmp_path: Path) -> None:
     good = FakeOpenAIServer(Behaviour(chunk_delay_s=0.02))
     bad = FakeOpenAIServer(Behaviour(chunk_delay_s=0.02, drop_after=2))
     with good, bad:

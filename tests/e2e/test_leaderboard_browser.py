@@ -127,11 +127,11 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
     stop_arena(server)
 
 
-def _text(page, selector: str) -> str:  # type: ignore[no-untyped-def]
+def _text(page, selector: str) -> str:
     return page.inner_text(selector)
 
 
-def test_leaderboard_tab_table_category_style_and_csv(arena: ArenaServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_leaderboard_tab_table_category_style_and_csv(arena: ArenaServer, browser, tmp_path: Path) -> None:
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
     page.goto(arena.url)
@@ -188,7 +188,7 @@ def test_leaderboard_tab_table_category_style_and_csv(arena: ArenaServer, browse
     context.close()
 
 
-def test_admin_leaderboard_views_plots_and_recompute(arena: ArenaServer, browser) -> None:  # type: ignore[no-untyped-def]
+def test_admin_leaderboard_views_plots_and_recompute(arena: ArenaServer, browser) -> None:
     """The admin page's Leaderboards tab over the same snapshots: every view, its plots, Recompute."""
     base = arena.url.rstrip("/")
     page = browser.new_page()

@@ -38,7 +38,7 @@ def drawing(colour: str = "red", size: tuple[int, int] = (96, 64)) -> Image.Imag
     return image
 
 
-def backend_for(cache: Path, arch: str, **spec_fields: object):  # type: ignore[no-untyped-def]
+def backend_for(cache: Path, arch: str, **spec_fields: object):
     spec = ModelSpec(
         name=f"tiny-{arch}",
         backend="hf",
@@ -56,7 +56,7 @@ async def until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
         await asyncio.sleep(0.01)
 
 
-def collect(backend, messages: list[Message], params: GenerationParams = PARAMS) -> list[str]:  # type: ignore[no-untyped-def]
+def collect(backend, messages: list[Message], params: GenerationParams = PARAMS) -> list[str]:
     """The text deltas of one answer (the final Usage is kept in ``backend.test_usage``)."""
 
     async def run() -> list[str]:

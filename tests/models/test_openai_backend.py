@@ -52,7 +52,7 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def spec_for(
     base_url: str, *, retries: int = 1, first_token_s: float = 5, total_s: float = 10, **params: Any
-):  # type: ignore[no-untyped-def]
+):
     return ModelSpec(
         name="gpt-fake",
         backend="openai",

@@ -211,7 +211,7 @@ def test_run_in_transaction_reruns_only_transient_errors(error: Exception, trans
         engine.dispose()
 
 
-def test_sqlite_locking_read_takes_the_write_lock(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_locking_read_takes_the_write_lock(tmp_path) -> None:
     """On SQLite, ``SELECT ... FOR UPDATE`` (a locking read, as on PostgreSQL) opens the transaction with
     the write lock, so no other writer can slip in between its check and its write."""
     url = f"sqlite:///{tmp_path / 'arena.db'}"

@@ -65,7 +65,7 @@ SPECS = [
 ]
 
 
-def _fill(sessions) -> None:  # type: ignore[no-untyped-def]
+def _fill(sessions) -> None:
     seeds = [repo.ModelSeed(n, n.upper(), "", "scripted") for n in ("m1", "m2", "m3", "m4", "m5")]
     with sessions.begin() as db:
         ids = repo.sync_models(db, seeds, T0)
@@ -133,7 +133,7 @@ FILTERS = [
 
 
 @pytest.mark.parametrize("flt", FILTERS, ids=[repr(f)[10:-1] or "default" for f in FILTERS])
-def test_pair_outcome_counts_match_the_battles(sessions, flt: VoteFilter) -> None:  # type: ignore[no-untyped-def]
+def test_pair_outcome_counts_match_the_battles(sessions, flt: VoteFilter) -> None:
     _fill(sessions)
     expected = Counter((s.a, s.b, s.winner) for s in _counted(flt))
     with sessions() as db:
@@ -143,7 +143,7 @@ def test_pair_outcome_counts_match_the_battles(sessions, flt: VoteFilter) -> Non
     assert all(n > 0 for *_, n in rows)
 
 
-def test_never_counted_battles_stay_out_of_every_view(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_never_counted_battles_stay_out_of_every_view(sessions) -> None:
     _fill(sessions)
     widest = VoteFilter(anony_only=False, include_flagged=True)
     with sessions() as db:
@@ -164,7 +164,7 @@ def test_never_counted_battles_stay_out_of_every_view(sessions) -> None:  # type
 
 
 @pytest.mark.parametrize("flt", [VoteFilter(), VoteFilter(anony_only=False, include_flagged=True)])
-def test_votes_per_day_and_per_model(sessions, flt: VoteFilter) -> None:  # type: ignore[no-untyped-def]
+def test_votes_per_day_and_per_model(sessions, flt: VoteFilter) -> None:
     _fill(sessions)
     counted = _counted(flt)
     with sessions() as db:
@@ -177,7 +177,7 @@ def test_votes_per_day_and_per_model(sessions, flt: VoteFilter) -> None:  # type
     assert "m5" not in per_model  # a model without counted votes is absent
 
 
-def test_vote_columns_read_each_counted_vote(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_vote_columns_read_each_counted_vote(sessions) -> None:
     _fill(sessions)
     flt = VoteFilter(anony_only=False)
     with sessions() as db:
@@ -195,13 +195,13 @@ def test_vote_columns_read_each_counted_vote(sessions) -> None:  # type: ignore[
     assert {r[8] for r in rows} == {1}
 
 
-def test_bad_time_window_is_refused(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_bad_time_window_is_refused(sessions) -> None:
     _fill(sessions)
     with sessions() as db, pytest.raises(ValueError, match="since .* is after until"):
         pair_outcome_counts(db, VoteFilter(since=T0 + timedelta(hours=1), until=T0))
 
 
-def test_works_on_a_core_connection_and_an_empty_database(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_works_on_a_core_connection_and_an_empty_database(sessions) -> None:
     with sessions() as db:
         assert pair_outcome_counts(db.connection()) == []
         assert votes_per_day(db) == [] and votes_per_model(db) == {}

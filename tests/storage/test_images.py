@@ -18,7 +18,7 @@ def _jpeg_with_exif() -> bytes:
     return buffer.getvalue()
 
 
-def test_same_image_is_stored_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_same_image_is_stored_once(tmp_path) -> None:
     store = ImageStore(tmp_path)
     data = _jpeg_with_exif()
     first, second = store.put(data), store.put(data)
@@ -27,7 +27,7 @@ def test_same_image_is_stored_once(tmp_path) -> None:  # type: ignore[no-untyped
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [first.path.name]
 
 
-def test_exif_is_stripped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_exif_is_stripped(tmp_path) -> None:
     data = _jpeg_with_exif()
     assert b"SecretCamera" in data
     stored = ImageStore(tmp_path).put(data)
@@ -39,7 +39,7 @@ def test_exif_is_stripped(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert stored.mime == "image/jpeg"
 
 
-def test_exif_orientation_is_applied_before_stripping(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_exif_orientation_is_applied_before_stripping(tmp_path) -> None:
     img = Image.new("RGB", (40, 20), "blue")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise when shown
@@ -49,7 +49,7 @@ def test_exif_orientation_is_applied_before_stripping(tmp_path) -> None:  # type
     assert (stored.width, stored.height) == (20, 40)
 
 
-def test_png_webp_gif_are_accepted_and_kept_lossless(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_png_webp_gif_are_accepted_and_kept_lossless(tmp_path) -> None:
     store = ImageStore(tmp_path)
     for fmt in ("PNG", "WEBP", "GIF"):
         buffer = io.BytesIO()
@@ -67,13 +67,13 @@ def test_png_webp_gif_are_accepted_and_kept_lossless(tmp_path) -> None:  # type:
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "not a readable image"),
     ],
 )
-def test_bad_uploads_are_rejected(tmp_path, data: bytes, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_uploads_are_rejected(tmp_path, data: bytes, message: str) -> None:
     with pytest.raises(ImageRejected, match=message):
         ImageStore(tmp_path).put(data)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
-def test_limits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_limits(tmp_path) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (100, 100)).save(buffer, format="PNG")
     with pytest.raises(ImageRejected, match="pixels"):

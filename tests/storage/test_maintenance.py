@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-def _seed(sessions, store: ImageStore) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _seed(sessions, store: ImageStore) -> dict[str, str]:
     """Two voters; s1's first battle has a private image and one it shares with s2."""
     private = store.put(image_bytes(Image.new("RGB", (9, 9), "red")))
     shared = store.put(image_bytes(Image.new("RGB", (9, 9), "blue")))
@@ -60,12 +60,12 @@ def _seed(sessions, store: ImageStore) -> dict[str, str]:  # type: ignore[no-unt
     return {"private": private.sha256, "shared": shared.sha256}
 
 
-def _count(sessions, table, *where) -> int:  # type: ignore[no-untyped-def]
+def _count(sessions, table, *where) -> int:
     with sessions() as db:
         return db.scalar(sa.select(sa.func.count()).select_from(table).where(*where))
 
 
-def test_forget_removes_a_voters_data_and_only_their_images(sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_forget_removes_a_voters_data_and_only_their_images(sessions, tmp_path) -> None:
     store = ImageStore(tmp_path / "images")
     shas = _seed(sessions, store)
     report = forget_session(sessions, "s1", store)
@@ -88,7 +88,7 @@ def test_forget_removes_a_voters_data_and_only_their_images(sessions, tmp_path) 
         assert vote_records(db)[0]["question_id"] == "b3"
 
 
-def test_forget_cli(db_url: str, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_forget_cli(db_url: str, sessions, tmp_path) -> None:
     store = ImageStore(tmp_path / "images")
     _seed(sessions, store)
     command = [sys.executable, "-m", "storage", "forget", "--db", db_url, "--images", str(store.root)]
@@ -102,7 +102,7 @@ def test_forget_cli(db_url: str, sessions, tmp_path) -> None:  # type: ignore[no
     assert "Traceback" not in missing.stderr
 
 
-def test_online_backup_while_writing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_online_backup_while_writing(tmp_path) -> None:
     from storage.db import session_factory, upgrade
 
     url = f"sqlite:///{tmp_path / 'live.db'}"

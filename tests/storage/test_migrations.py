@@ -52,7 +52,7 @@ def test_upgrade_is_idempotent_and_downgrade_removes_everything(db_url: str) -> 
     upgrade(db_url)
 
 
-def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path) -> None:
     engine = make_engine(str(tmp_path / "sub" / "a.db"))  # a bare path means an SQLite file
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -26,7 +26,7 @@ from storage.snapshots import (
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
-def _voted_battle(sessions, battle_id: str, winner: str = "model_a") -> None:  # type: ignore[no-untyped-def]
+def _voted_battle(sessions, battle_id: str, winner: str = "model_a") -> None:
     seeds = [repo.ModelSeed(n, n.upper(), "org", "scripted") for n in ("m1", "m2")]
     with sessions.begin() as db:
         ids = repo.sync_models(db, seeds, NOW)
@@ -38,12 +38,12 @@ def _voted_battle(sessions, battle_id: str, winner: str = "model_a") -> None:  #
         repo.record_vote(db, battle_id=battle_id, winner=winner, session_id="s1", now=NOW)
 
 
-def _version(sessions) -> str:  # type: ignore[no-untyped-def]
+def _version(sessions) -> str:
     with sessions() as db:
         return data_version(db)
 
 
-def test_data_version_changes_with_everything_that_changes_a_leaderboard(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_data_version_changes_with_everything_that_changes_a_leaderboard(sessions) -> None:
     seen = [_version(sessions)]
     assert _version(sessions) == seen[0], "reading changes nothing"
 
@@ -64,7 +64,7 @@ def test_data_version_changes_with_everything_that_changes_a_leaderboard(session
     assert all(len(v) <= 64 for v in seen)  # fits the column
 
 
-def test_snapshot_upsert_load_failure_and_signatures(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_snapshot_upsert_load_failure_and_signatures(sessions) -> None:
     with sessions() as db:
         assert load_snapshots(db) == [] and snapshot_stamps(db) == {}
     with sessions.begin() as db:
@@ -138,7 +138,7 @@ def test_snapshot_upsert_load_failure_and_signatures(sessions) -> None:  # type:
     assert bt.failure is None and bt.data_version == "v3"
 
 
-def test_lease_is_held_renewed_and_taken_over_only_when_expired(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_lease_is_held_renewed_and_taken_over_only_when_expired(sessions) -> None:
     def acquire(holder: str, at: datetime, ttl: float = 30.0) -> bool:
         return run_in_transaction(sessions, lambda db: try_acquire_lease(db, "leaderboard", holder, ttl, at))
 
@@ -157,7 +157,7 @@ def test_lease_is_held_renewed_and_taken_over_only_when_expired(sessions) -> Non
     assert acquire("p1", NOW + timedelta(seconds=53)), "released: free at once"
 
 
-def _race(factories, at: datetime, label: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _race(factories, at: datetime, label: str) -> list[str]:
     """Every factory (one engine each, like separate processes) asks for the lease at once; who got it."""
     barrier = threading.Barrier(len(factories))
     won: list[str] = []
@@ -183,7 +183,7 @@ def _race(factories, at: datetime, label: str) -> list[str]:  # type: ignore[no-
     return won
 
 
-def test_racing_holders_never_both_get_the_lease(db_url) -> None:  # type: ignore[no-untyped-def]
+def test_racing_holders_never_both_get_the_lease(db_url) -> None:
     """Four engines race for a free lease, then twice for an expired one: exactly one wins each time."""
     engines = [make_engine(db_url) for _ in range(4)]
     factories = [session_factory(e) for e in engines]
@@ -198,7 +198,7 @@ def test_racing_holders_never_both_get_the_lease(db_url) -> None:  # type: ignor
             engine.dispose()
 
 
-def _battle_with_answers(  # type: ignore[no-untyped-def]
+def _battle_with_answers(
     sessions, battle_id: str, winner: str, answers: list[tuple[str, str]], at: datetime, tags=()
 ) -> None:
     seeds = [repo.ModelSeed(n, n.upper(), "org", "scripted") for n in ("m1", "m2", "m3")]
@@ -227,7 +227,7 @@ def _battle_with_answers(  # type: ignore[no-untyped-def]
         db.add_all(BattleTag(battle_id=battle_id, tag=t) for t in tags)
 
 
-def test_battle_arrays_reads_counted_votes_in_order_with_answer_lengths(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_battle_arrays_reads_counted_votes_in_order_with_answer_lengths(sessions) -> None:
     _battle_with_answers(sessions, "late", "tie", [("abc", "de")], NOW + timedelta(hours=2), tags=["ocr"])
     _battle_with_answers(
         sessions, "early", "model_b", [("a" * 10, "b" * 4), ("c" * 5, "")], NOW, tags=["ocr", "chart"]

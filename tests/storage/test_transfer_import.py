@@ -119,7 +119,7 @@ def test_import_of_a_foreign_parquet_file(engine: sa.Engine, tmp_path: Path) -> 
     assert import_battles(engine, tmp_path / "arena.bin", progress=False).battles == 2
 
 
-def test_import_shows_progress_on_stderr(engine: sa.Engine, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_import_shows_progress_on_stderr(engine: sa.Engine, tmp_path: Path, capsys) -> None:
     import_battles(engine, write_jsonl(tmp_path / "b.jsonl", FASTCHAT), progress=True)
     out, err = capsys.readouterr()
     assert out == "" and "import" in err and "battle" in err

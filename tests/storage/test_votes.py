@@ -14,7 +14,7 @@ from tests.helpers import vote_records
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def _battle(sessions, battle_id: str = "b1", state: str = "ready") -> None:  # type: ignore[no-untyped-def]
+def _battle(sessions, battle_id: str = "b1", state: str = "ready") -> None:
     seeds = [repo.ModelSeed(n, n.upper(), "org", "scripted") for n in ("m1", "m2", "m3")]
     with sessions.begin() as db:
         ids = repo.sync_models(db, seeds, NOW)
@@ -26,12 +26,12 @@ def _battle(sessions, battle_id: str = "b1", state: str = "ready") -> None:  # t
         repo.set_battle_state(db, battle_id, state, NOW)
 
 
-def _count(sessions, table) -> int:  # type: ignore[no-untyped-def]
+def _count(sessions, table) -> int:
     with sessions() as db:
         return db.scalar(sa.select(sa.func.count()).select_from(table))
 
 
-def test_vote_is_recorded_and_battle_marked_voted(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_vote_is_recorded_and_battle_marked_voted(sessions) -> None:
     _battle(sessions)
     with sessions.begin() as db:
         repo.record_vote(db, battle_id="b1", winner="model_b", session_id="s1", now=NOW)
@@ -50,7 +50,7 @@ def test_vote_is_recorded_and_battle_marked_voted(sessions) -> None:  # type: ig
     }
 
 
-def test_second_vote_is_refused(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_second_vote_is_refused(sessions) -> None:
     _battle(sessions)
     with sessions.begin() as db:
         repo.record_vote(db, battle_id="b1", winner="tie", session_id="s1", now=NOW)
@@ -59,7 +59,7 @@ def test_second_vote_is_refused(sessions) -> None:  # type: ignore[no-untyped-de
     assert _count(sessions, Vote) == 1
 
 
-def test_unique_constraint_refuses_a_duplicate_written_behind_the_repository(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_unique_constraint_refuses_a_duplicate_written_behind_the_repository(sessions) -> None:
     """Even a writer that skips every check (another replica, a script) cannot add a second vote."""
     _battle(sessions)
     with sessions.begin() as db:
@@ -69,7 +69,7 @@ def test_unique_constraint_refuses_a_duplicate_written_behind_the_repository(ses
     assert _count(sessions, Vote) == 1
 
 
-def test_stale_state_check_is_backed_by_the_constraint(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_stale_state_check_is_backed_by_the_constraint(sessions) -> None:
     """A race where both writers saw 'ready': the second insert still fails, as VoteRejected."""
     _battle(sessions)
     with sessions.begin() as db:
@@ -80,14 +80,14 @@ def test_stale_state_check_is_backed_by_the_constraint(sessions) -> None:  # typ
 
 
 @pytest.mark.parametrize("state", ["generating", "invalid"])
-def test_vote_refused_unless_ready(sessions, state: str) -> None:  # type: ignore[no-untyped-def]
+def test_vote_refused_unless_ready(sessions, state: str) -> None:
     _battle(sessions, state=state)
     with pytest.raises(repo.VoteRejected, match=f"while it is {state}"), sessions.begin() as db:
         repo.record_vote(db, battle_id="b1", winner="model_a", session_id="s1", now=NOW)
     assert _count(sessions, Vote) == 0
 
 
-def test_bad_votes_leave_the_database_unchanged(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_bad_votes_leave_the_database_unchanged(sessions) -> None:
     _battle(sessions)
     with pytest.raises(repo.VoteRejected, match="unknown winner"), sessions.begin() as db:
         repo.record_vote(db, battle_id="b1", winner="model_c", session_id="s1", now=NOW)
@@ -98,7 +98,7 @@ def test_bad_votes_leave_the_database_unchanged(sessions) -> None:  # type: igno
         assert db.get(Battle, "b1").state == "ready"
 
 
-def test_database_refuses_bad_rows(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_database_refuses_bad_rows(sessions) -> None:
     _battle(sessions)
     with pytest.raises(IntegrityError), sessions.begin() as db:
         db.add(Vote(battle_id="b1", winner="model_c", created_at=NOW))
@@ -106,7 +106,7 @@ def test_database_refuses_bad_rows(sessions) -> None:  # type: ignore[no-untyped
         repo.create_battle(db, battle_id="b2", model_a_id=1, model_b_id=1, session_id=None, now=NOW)
 
 
-def test_sync_models_keeps_operator_edits(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_sync_models_keeps_operator_edits(sessions) -> None:
     with sessions.begin() as db:
         repo.sync_models(db, [repo.ModelSeed("m1", "M1", "org", "hf")], NOW)
         db.execute(sa.text("UPDATE models SET display_name = 'Edited' WHERE name = 'm1'"))
@@ -118,7 +118,7 @@ def test_sync_models_keeps_operator_edits(sessions) -> None:  # type: ignore[no-
         assert [m.display_name for m in repo.list_models(db)] == ["Edited", "M2"]
 
 
-def test_images_are_recorded_once(sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_images_are_recorded_once(sessions, tmp_path) -> None:
     from PIL import Image
 
     from storage.images import ImageStore
@@ -132,7 +132,7 @@ def test_images_are_recorded_once(sessions, tmp_path) -> None:  # type: ignore[n
     assert _count(sessions, ImageRow) == 1
 
 
-def test_retry_with_the_same_client_token_is_idempotent(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_retry_with_the_same_client_token_is_idempotent(sessions) -> None:
     _battle(sessions)
     with sessions.begin() as db:
         first = repo.record_vote(
@@ -166,7 +166,7 @@ def test_retry_with_the_same_client_token_is_idempotent(sessions) -> None:  # ty
         assert (vote.winner, vote.reason, vote.client_token) == ("model_a", "sharper", "t-1")
 
 
-def test_oversized_reason_and_token_are_refused(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_reason_and_token_are_refused(sessions) -> None:
     _battle(sessions)
     with pytest.raises(repo.VoteRejected, match="longer than 2000"), sessions.begin() as db:
         repo.record_vote(db, battle_id="b1", winner="tie", session_id="s1", now=NOW, reason="x" * 2001)
@@ -175,7 +175,7 @@ def test_oversized_reason_and_token_are_refused(sessions) -> None:  # type: igno
     assert _count(sessions, Vote) == 0
 
 
-def test_direct_chats_have_one_model_and_take_no_vote(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_direct_chats_have_one_model_and_take_no_vote(sessions) -> None:
     _battle(sessions)
     with sessions.begin() as db:
         repo.create_battle(
@@ -195,7 +195,7 @@ def test_direct_chats_have_one_model_and_take_no_vote(sessions) -> None:  # type
         assert vote_records(db) == []
 
 
-def test_ratings_leave_out_identity_leaks_and_flagged_voters(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_ratings_leave_out_identity_leaks_and_flagged_voters(sessions) -> None:
     _battle(sessions, "b1")
     _battle(sessions, "b2")
     _battle(sessions, "b3")
