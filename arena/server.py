@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from arena.app import Services, build_app
 from arena.auth import COOKIE_PATH, SESSION_COOKIE, AdminAuth, LoginLimiter
 from arena.ui.admin import build_admin_app
-from storage.transfer import EXPORT_FORMATS, export_battles, iter_export_records, json_export_chunks
+from storage.transfer.export import EXPORT_FORMATS, export_battles, iter_export_records, json_export_chunks
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from arena.admin import AdminService  # noqa: E402
 from arena.admin_stats import MIN_SAMPLES  # noqa: E402
 from benchmarks.million import jsonl_path  # noqa: E402
 from storage.db import make_engine, session_factory, upgrade  # noqa: E402
-from storage.transfer import import_battles  # noqa: E402
+from storage.transfer.importer import import_battles  # noqa: E402
 from tests.helpers import scratch_postgres_database  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("ARENA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

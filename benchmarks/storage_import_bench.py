@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa  # noqa: E402
 
 from storage.db import make_engine, normalize_url, upgrade  # noqa: E402
-from storage.transfer import import_battles  # noqa: E402
+from storage.transfer.importer import import_battles  # noqa: E402
 from tests.helpers import scratch_postgres_database  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("ARENA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

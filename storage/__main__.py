@@ -69,7 +69,7 @@ def _backup(args: argparse.Namespace) -> str:
 
 
 def _export(args: argparse.Namespace) -> str:
-    from storage.transfer import export_battles
+    from storage.transfer.export import export_battles
 
     with _engine(args) as engine:
         count = _one_line_errors(export_battles, engine, args.out, args.format)
@@ -77,7 +77,7 @@ def _export(args: argparse.Namespace) -> str:
 
 
 def _import(args: argparse.Namespace) -> str:
-    from storage.transfer import import_battles
+    from storage.transfer.importer import import_battles
 
     # A progress bar only for a person watching: logs and pipes get the summary line alone.
     progress = not args.no_progress and sys.stderr.isatty()

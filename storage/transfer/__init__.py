@@ -3,8 +3,10 @@
 The package's modules, one concern each: ``formats`` (the one reader of battle files, also used by
 ``analysis``), ``records`` (the typed battle record), ``validation`` (record checks), ``importer``
 (orchestration), ``loaders`` (dialect-specific bulk writing), ``bulk_sql`` (the import's other
-queries: models, lookups, locks, index deferral, id allocation) and ``export``. What callers use is
-available here (imported on first use).
+queries: models, lookups, locks, index deferral, id allocation) and ``export``. Callers import
+from the module that holds a name (``importer.import_battles``, ``export.export_battles``,
+``formats.TransferError``); this file imports nothing, so reading a battle file does not load
+SQLAlchemy or the schema.
 
 Export writes one record per voted battle (anonymous or named; direct chats are not battles), in vote
 time order, as a FastChat JSON list (``fastchat``), JSON Lines (``jsonl``) or Parquet (``parquet``).
@@ -46,57 +48,3 @@ indexes it would otherwise grow row by row and builds them again before committi
 ``defer_indexes``); on PostgreSQL, other sessions then wait until the commit to read or write
 battles, votes, turns and responses.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from storage.transfer.export import (
-        EXPORT_FORMATS,
-        export_battles,
-        iter_export_records,
-        json_export_chunks,
-    )
-    from storage.transfer.formats import DEFAULT_BATCH_SIZE, PARQUET_MAGIC, TransferError
-    from storage.transfer.importer import ImportReport, import_battles
-    from storage.transfer.validation import MAX_TURNS_WITHOUT_CONVERSATION
-
-#: Where each public name lives. They are imported when first asked for, so that a reader of battle
-#: files (``storage.transfer.formats``, used by ``analysis``) does not load SQLAlchemy and the schema.
-_HOMES = {
-    "DEFAULT_BATCH_SIZE": "formats",
-    "EXPORT_FORMATS": "export",
-    "MAX_TURNS_WITHOUT_CONVERSATION": "validation",
-    "PARQUET_MAGIC": "formats",
-    "ImportReport": "importer",
-    "TransferError": "formats",
-    "export_battles": "export",
-    "import_battles": "importer",
-    "iter_export_records": "export",
-    "json_export_chunks": "export",
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "EXPORT_FORMATS",
-    "MAX_TURNS_WITHOUT_CONVERSATION",
-    "PARQUET_MAGIC",
-    "ImportReport",
-    "TransferError",
-    "export_battles",
-    "import_battles",
-    "iter_export_records",
-    "json_export_chunks",
-]

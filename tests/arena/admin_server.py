@@ -25,7 +25,7 @@ from arena.auth import AdminAuth
 from arena.server import build_server
 from arena.settings import ArenaSettings
 from storage.db import make_engine, upgrade
-from storage.transfer import import_battles
+from storage.transfer.importer import import_battles
 from tests.e2e.harness import free_port
 
 PASSWORD = "probe-password-7f3a"

@@ -317,7 +317,8 @@ def test_streamed_export_matches_the_file_export_on_each_database(
 
     from arena.server import export_response
     from storage.db import make_engine
-    from storage.transfer import export_battles, import_battles
+    from storage.transfer.export import export_battles
+    from storage.transfer.importer import import_battles
 
     source = tmp_path / "battles.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in battle_records()))

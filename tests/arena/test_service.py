@@ -69,7 +69,7 @@ def test_a_model_first_seen_in_an_import_takes_the_roster_entry(make_service, se
     """An imported file creates its models disabled; the roster that later names one fills it in."""
     import json
 
-    from storage.transfer import import_battles
+    from storage.transfer.importer import import_battles
 
     battles = tmp_path / "old.jsonl"
     battles.write_text(

@@ -17,7 +17,7 @@ import pytest
 
 from arena.auth import PASSWORD_FILE
 from storage.db import make_engine, upgrade
-from storage.transfer import import_battles
+from storage.transfer.importer import import_battles
 from tests.arena.admin_server import IMPORTED, PASSWORD, ROSTER, VOTE_MARKER, battle_records, running_server
 from tests.e2e.harness import ArenaServer, start_arena, stop_arena
 

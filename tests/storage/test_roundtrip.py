@@ -16,8 +16,9 @@ import sqlalchemy as sa
 
 from analysis.cli import main as analysis_main
 from analysis.io import load_battles_file
-from storage.transfer import export_battles, import_battles
+from storage.transfer.export import export_battles
 from storage.transfer.formats import UTF8_BOM, detect_format, iter_records
+from storage.transfer.importer import import_battles
 
 FORMATS = {"fastchat": "json", "jsonl": "jsonl", "parquet": "parquet"}
 MODELS = ["llava-1.5", "idefics3", "paligemma", "gemma-3", "blip-2"]

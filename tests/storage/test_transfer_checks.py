@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage.transfer import TransferError, import_battles, importer, validation
+from storage.transfer import importer, validation
+from storage.transfer.formats import TransferError
+from storage.transfer.importer import import_battles
 from tests.storage.transfer_cases import (
     FASTCHAT,
     NOW,

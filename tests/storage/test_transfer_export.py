@@ -15,7 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from storage.db import session_factory
-from storage.transfer import TransferError, export_battles, import_battles
+from storage.transfer.export import export_battles
+from storage.transfer.formats import TransferError
+from storage.transfer.importer import import_battles
 from tests.storage.transfer_cases import (
     FASTCHAT,
     FORMATS,

@@ -18,7 +18,9 @@ from storage import repo
 from storage.db import session_factory
 from storage.schema import Battle, Image, ModelRow, Turn, Vote
 from storage.sql import as_utc
-from storage.transfer import TransferError, bulk_sql, import_battles, importer
+from storage.transfer import bulk_sql, importer
+from storage.transfer.formats import TransferError
+from storage.transfer.importer import import_battles
 from tests.storage.transfer_cases import (
     FASTCHAT,
     NOW,

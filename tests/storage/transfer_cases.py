@@ -18,7 +18,7 @@ from storage import repo
 from storage.db import session_factory
 from storage.images import StoredImage
 from storage.schema import Base, Battle, Vote
-from storage.transfer import export_battles
+from storage.transfer.export import export_battles
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get("ARENA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
