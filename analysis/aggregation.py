@@ -12,11 +12,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from storage.vocabulary import TIE_WINNERS, WIN_A, WIN_B, WINNERS
+from storage.vocabulary import WIN_A, WIN_B, WINNERS
 
-#: The winner vocabulary and its tie kinds (defined in ``storage.vocabulary``) under the rating code's names.
-WINNER_VALUES: tuple[str, ...] = WINNERS
-TIE_VALUES: frozenset[str] = TIE_WINNERS
 REQUIRED_COLUMNS: tuple[str, ...] = ("model_a", "model_b", "winner")
 
 
@@ -41,14 +38,14 @@ def validate_battles(df: pd.DataFrame, *, self_battles: Literal["error", "drop"]
         if null.any():
             raise ValueError(f"{int(null.sum())} battle row(s) have no {col}")
 
-    bad = ~out["winner"].isin(WINNER_VALUES)
+    bad = ~out["winner"].isin(WINNERS)
     if bad.any():
         counts = out.loc[bad, "winner"].astype(str).value_counts(dropna=False)
         shown = ", ".join(f"{value!r} ({n})" for value, n in counts.head(10).items())
         more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
         raise ValueError(
             f"unknown winner value(s) in {int(bad.sum())} row(s): {shown}{more}; "
-            f"expected one of {', '.join(WINNER_VALUES)}"
+            f"expected one of {', '.join(WINNERS)}"
         )
 
     same = _same_model(out["model_a"], out["model_b"])

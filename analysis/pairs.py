@@ -17,7 +17,6 @@ import pandas as pd
 from analysis.fitting import Anchor
 from analysis.ratings import (
     SUMMARY_COLUMNS,
-    WINNER_VALUES,
     Aggregated,
     bootstrap_bt,
     fit_bt,
@@ -26,6 +25,7 @@ from analysis.ratings import (
 )
 from analysis.sandwich import sandwich_bt, sandwich_ties
 from analysis.ties import TIE_MODELS, TieModel, bootstrap_ties, fit_ties, tie_param_interval
+from storage.vocabulary import WINNERS
 
 Method = Literal["bt", "davidson", "rao-kupper"]
 CiMethod = Literal["sandwich", "bootstrap", "none"]
@@ -50,10 +50,10 @@ def aggregated_from_counts(rows: Iterable[tuple[str, str, str, int]]) -> Aggrega
     model_b = [str(r[1]) for r in table]
     winner = np.array([str(r[2]) for r in table], dtype=object)
     count = np.array([int(r[3]) for r in table], dtype=np.int64)
-    bad = sorted(set(winner.tolist()) - set(WINNER_VALUES))
+    bad = sorted(set(winner.tolist()) - set(WINNERS))
     if bad:
         raise ValueError(
-            f"unknown winner value(s) {', '.join(map(repr, bad))}; expected one of {', '.join(WINNER_VALUES)}"
+            f"unknown winner value(s) {', '.join(map(repr, bad))}; expected one of {', '.join(WINNERS)}"
         )
     if (count < 0).any():
         raise ValueError("a pair count is negative")

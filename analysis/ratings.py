@@ -28,8 +28,6 @@ import pandas as pd
 
 from analysis.aggregation import REQUIRED_COLUMNS as REQUIRED_COLUMNS
 from analysis.aggregation import (
-    TIE_VALUES,
-    WINNER_VALUES,
     Aggregated,
     aggregate,
     connected_groups,
@@ -90,8 +88,6 @@ def ratings_table(
 __all__ = [
     "DEFAULT_L2_C",
     "SUMMARY_COLUMNS",
-    "TIE_VALUES",
-    "WINNER_VALUES",
     "Aggregated",
     "RatingScale",
     "aggregate",
