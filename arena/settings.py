@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,12 @@ class ArenaSettings(BaseSettings):
     seed: int | None = Field(None, description="seed for pair sampling (tests, reproducible demos)")
     max_images: int = Field(4, ge=0, le=16, description="images per turn")
     max_image_mb: int = Field(15, ge=1, description="largest accepted upload, MiB")
+    max_image_frames: int = Field(
+        100, ge=1, description="frames an animated upload may have (only the first is kept)"
+    )
+    max_image_aspect: float = Field(
+        50.0, ge=1, description="largest ratio of an upload's long side to its short side"
+    )
     max_prompt_chars: int = Field(4000, ge=1)
     max_turns: int = Field(8, ge=1, description="turns per battle")
     response_timeout_s: float = Field(300.0, gt=0, description="longest a model may take to answer")
@@ -55,3 +62,33 @@ class ArenaSettings(BaseSettings):
         None, description="admin password; generated once and kept in data_dir/admin_password if unset"
     )
     admin_session_s: int = Field(8 * 3600, ge=60, description="how long an admin sign-in lasts, seconds")
+    max_battles_per_hour: int = Field(
+        60, ge=0, description="new battles a voter may start per hour, by session and by IP hash (0: no limit)"
+    )
+    max_votes_per_day: int = Field(
+        500, ge=0, description="votes a voter may cast per 24 hours, by session and by IP hash (0: no limit)"
+    )
+    moderation: Literal["none", "blocklist", "openai", "local"] = Field(
+        "none", description="moderation of prompts, images and answers: none, blocklist, openai or local"
+    )
+    moderation_blocklist: Path | None = Field(
+        None, description="blocklist moderation: a file of regular expressions, one per line"
+    )
+    moderation_url: str | None = Field(
+        None, description="openai moderation: base URL of an OpenAI-compatible server (…/v1)"
+    )
+    moderation_api_key: SecretStr | None = Field(None, description="openai moderation: API key, if any")
+    moderation_model: str = Field("omni-moderation-latest", description="openai moderation: model name")
+    moderation_threshold: float = Field(
+        0.5, ge=0, le=1, description="local moderation: score at or above which an image is flagged"
+    )
+    moderation_timeout_s: float = Field(10.0, gt=0, description="longest a moderation check may take")
+    moderation_fail_closed: bool = Field(
+        False, description="refuse a request when the moderation provider cannot be reached (default: allow)"
+    )
+    terms_file: Path | None = Field(
+        None, description="Markdown file with the terms of use voters accept (default: the built-in terms)"
+    )
+    terms_version: str | None = Field(
+        None, description="version recorded with each acceptance (default: a hash of the terms' text)"
+    )

@@ -93,6 +93,9 @@ class VoterSession(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     banned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     anomalous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    #: The version of the terms of use the voter accepted, and when (NULL: not accepted yet).
+    terms_version: Mapped[str | None] = mapped_column(String(64))
+    terms_accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -119,6 +122,9 @@ class Battle(Base):
     invalid_reason: Mapped[str | None] = mapped_column(Text)
     #: Set when an answer revealed a model's identity (such battles are left out of ratings).
     identity_leak: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    #: The identity term an answer revealed (e.g. "OpenAI"), and the side ("a" or "b") whose answer did.
+    identity_leak_term: Mapped[str | None] = mapped_column(String(200))
+    identity_leak_side: Mapped[str | None] = mapped_column(String(1))
     #: Set by an operator (admin page or CLI) to leave a battle out of ratings; see ``audit_log``.
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     language: Mapped[str | None] = mapped_column(String(32))
@@ -223,6 +229,9 @@ class Vote(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     #: The client's idempotency token: retrying a vote with the same token returns the stored vote.
     client_token: Mapped[str | None] = mapped_column(String(64))
+    #: Seconds from the moment both answers of the last turn were complete to the vote (NULL for
+    #: imported votes and votes cast before this was recorded).
+    decision_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
     battle: Mapped[Battle] = relationship(back_populates="vote")
