@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.base import GenerationParams
 from models.params import PARAMS_BY_KIND, params_problems
@@ -29,6 +29,9 @@ from models.params import PARAMS_BY_KIND, params_problems
 BackendKind = Literal["hf", "openai", "scripted"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
+
+#: The longest identity alias a roster entry may list.
+MAX_ALIAS_LENGTH = 100
 
 
 class GenerationDefaults(BaseModel):
@@ -83,6 +86,23 @@ class ModelSpec(BaseModel):
     #: refused connection, no first token in time). Never after text has been shown.
     retries: int = Field(default=1, ge=0, le=5)
     demo: bool = False
+    #: Extra identity terms for this model (e.g. ``[GPT-4o, OpenAI, ChatGPT]``): an answer that names one
+    #: of them when the voter did not is an identity leak, and its vote does not count.
+    aliases: list[str] = Field(default_factory=list)
+
+    @field_validator("aliases")
+    @classmethod
+    def _clean_aliases(cls, aliases: list[str]) -> list[str]:
+        """Strip each alias; reject empty ones and ones longer than 100 characters."""
+        cleaned = []
+        for index, alias in enumerate(aliases):
+            text = alias.strip()
+            if not text:
+                raise ValueError(f"alias #{index + 1} is empty")
+            if len(text) > MAX_ALIAS_LENGTH:
+                raise ValueError(f"alias #{index + 1} is longer than {MAX_ALIAS_LENGTH} characters")
+            cleaned.append(text)
+        return cleaned
 
     @model_validator(mode="after")
     def _default_display_name(self) -> ModelSpec:

@@ -212,3 +212,15 @@ def test_example_rosters_are_valid(name: str) -> None:
             assert spec.params.get("device", "").startswith("cuda") or "device_map" in spec.params
         if name == "example-api.yaml":
             assert spec.params["base_url"].startswith("https://") and spec.params["api_key_env"]
+
+
+def test_aliases_are_stripped_and_validated(tmp_path: Path) -> None:
+    entry = "models:\n  - {name: gpt, backend: scripted, aliases: ['  GPT-4o ', OpenAI, 通义千问]}\n"
+    spec = load_roster(write(tmp_path, entry)).get("gpt")
+    assert spec.aliases == ["GPT-4o", "OpenAI", "通义千问"]
+    assert ModelSpec(name="x", backend="scripted").aliases == []
+    message = error_for(tmp_path, "models:\n  - {name: gpt, backend: scripted, aliases: [ok, '   ']}\n")
+    assert "model 'gpt' (#1), field 'aliases'" in message and "alias #2 is empty" in message
+    message = error_for(tmp_path, f"models:\n  - {{name: gpt, backend: scripted, aliases: [{'x' * 101}]}}\n")
+    assert "alias #1 is longer than 100 characters" in message
+    assert len(ModelSpec(name="x", backend="scripted", aliases=["y" * 100]).aliases[0]) == 100
