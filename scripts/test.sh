@@ -16,7 +16,7 @@ fi
 
 # torch first, pinned, so pip takes the CPU wheel instead of a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[test,moderation-local]"
 
 ruff check .
 mypy  # settings and checked packages in pyproject.toml [tool.mypy]

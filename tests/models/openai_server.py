@@ -38,6 +38,22 @@ MALFORMED_EVENT = b'data: {"id": "x", "choices": [\n\n'
 DONE_EVENT = b"data: [DONE]\n\n"
 CONNECTION_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
 ERROR_TYPES = {
     400: ("invalid_request_error", "bad_request"),
     401: ("invalid_request_error", "invalid_api_key"),
@@ -65,6 +81,12 @@ class Behaviour:
     # every content chunk waits for one pace.release() (never released: no further chunk; the wait
     # still notices a client that went away, and gives up like `hang` after 30 s)
     pace: threading.Semaphore | None = None
+    # POST /v1/moderations: flags text containing one of these words (case-insensitive, category
+    # "violence") and images whose pixels are all this RGB colour (category "sexual")
+    moderation_flag_words: tuple[str, ...] = ("forbidden-word",)
+    moderation_flag_colour: tuple[int, int, int] | None = (255, 0, 0)
+    moderation_status: int = 200  # non-200: every moderation request gets this status and a JSON error
+    moderation_raw: bytes | None = None  # set: every moderation request gets 200 with exactly this body
 
 
 def split_reply(reply: str, chunk_size: int) -> list[str]:
@@ -213,6 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if self._route() == "/moderations":
+            self._moderations(raw)
+            return
         if self._route() != "/chat/completions":
             self._send_error(404, f"no route for POST {self.path}")
             return
@@ -240,6 +265,52 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(body, behaviour, number)
         else:
             self._complete(body, behaviour, number)
+
+    def _moderations(self, raw: bytes) -> None:
+        """OpenAI's moderation endpoint: one result for the whole ``input`` (a string or a list of
+        strings and text/image_url parts), recorded in ``fake.moderation_requests``."""
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            body = None
+        behaviour, number = self.fake._register_moderation(
+            {"body": body, "headers": {k.lower(): v for k, v in self.headers.items()}, "path": self.path}
+        )
+        if (
+            self.fake.api_key is not None
+            and self.headers.get("Authorization") != f"Bearer {self.fake.api_key}"
+        ):
+            self._send_error(401, "Incorrect API key provided.")
+            return
+        if behaviour.moderation_status != 200:
+            status = behaviour.moderation_status
+            self._send_error(status, f"fake moderation failure with status {status}")
+            return
+        if behaviour.moderation_raw is not None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(behaviour.moderation_raw)))
+            self.end_headers()
+            self.wfile.write(behaviour.moderation_raw)
+            return
+        try:
+            flags = moderation_flags(body, behaviour)
+        except AssertionError as exc:
+            self._send_error(400, str(exc))
+            return
+        categories = {name: name in flags for name in MODERATION_CATEGORIES}
+        scores = {name: (0.97 if name in flags else 0.001) for name in MODERATION_CATEGORIES}
+        applied = {name: sorted(flags[name]) if name in flags else [] for name in MODERATION_CATEGORIES}
+        result = {
+            "flagged": bool(flags),
+            "categories": categories,
+            "category_scores": scores,
+            "category_applied_input_types": applied,
+        }
+        model = body.get("model") if isinstance(body, dict) else None
+        self._send_json(
+            200, {"id": f"modr-{number}", "model": model or "omni-moderation-latest", "results": [result]}
+        )
 
     def _plan(self, body: dict[str, Any], behaviour: Behaviour) -> tuple[list[str], str]:
         pieces = split_reply(behaviour.reply, behaviour.chunk_size)
@@ -328,6 +399,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._count("completed")
 
 
+def moderation_flags(body: object, behaviour: Behaviour) -> dict[str, set[str]]:
+    """The categories a moderation request trips, each with the input types ("text", "image") that
+    tripped it; an AssertionError describes a request that is not OpenAI's shape."""
+    if not isinstance(body, dict) or "input" not in body:
+        raise AssertionError("moderation request body is not a JSON object with an `input`")
+    inputs = body["input"]
+    parts = inputs if isinstance(inputs, list) else [inputs]
+    words = [word.lower() for word in behaviour.moderation_flag_words]
+    flags: dict[str, set[str]] = {}
+    for p, part in enumerate(parts):
+        if isinstance(part, str):
+            part = {"type": "text", "text": part}
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            if any(word in part["text"].lower() for word in words):
+                flags.setdefault("violence", set()).add("text")
+        elif kind == "image_url":
+            url = part.get("image_url")
+            image = _decode_data_uri(url.get("url") if isinstance(url, dict) else url, f"input part {p}")
+            colour = behaviour.moderation_flag_colour
+            if colour is not None:
+                extrema = image.convert("RGB").getextrema()
+                if all(low == high == value for (low, high), value in zip(extrema, colour, strict=True)):
+                    flags.setdefault("sexual", set()).add("image")
+        else:
+            raise AssertionError(f"moderation input part {p} is neither text nor image_url: {part!r}"[:200])
+    return flags
+
+
 class FakeOpenAIServer:
     """A threaded OpenAI-compatible server on 127.0.0.1 (random port); use as a context manager."""
 
@@ -336,7 +436,8 @@ class FakeOpenAIServer:
     ):
         self.model = model
         self.api_key = api_key
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []  # chat requests
+        self.moderation_requests: list[dict[str, Any]] = []  # POST /v1/moderations, in order
         self.disconnects = 0
         self.completed = 0
         self.client_gone = threading.Event()
@@ -439,6 +540,11 @@ class FakeOpenAIServer:
         with self._lock:
             self.requests.append(entry)
             return self._behaviour, len(self.requests)
+
+    def _register_moderation(self, entry: dict[str, Any]) -> tuple[Behaviour, int]:
+        with self._lock:
+            self.moderation_requests.append(entry)
+            return self._behaviour, len(self.moderation_requests)
 
     def _should_fail(self, behaviour: Behaviour) -> bool:
         with self._lock:
