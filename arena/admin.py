@@ -29,6 +29,7 @@ from arena.admin_records import (
     ModelOverview,
     ProblemBattle,
     TurnDetail,
+    leak_text,
 )
 from arena.admin_stats import MIN_SAMPLES, MODEL_RESPONSES, RESPONSE_WINDOW, VoteTally, response_timing
 from models.health import HealthMonitor
@@ -278,6 +279,8 @@ class AdminService:
                     Battle.excluded,
                     a.c.name,
                     b.c.name,
+                    Battle.identity_leak_term,
+                    Battle.identity_leak_side,
                 )
                 .join(a, a.c.id == Battle.model_a_id)
                 .outerjoin(b, b.c.id == Battle.model_b_id)
@@ -309,7 +312,7 @@ class AdminService:
             if r.state == INVALID:
                 problems.append(f"invalid: {r.invalid_reason or 'no reason recorded'}")
             if r.identity_leak:
-                problems.append("identity leak")
+                problems.append(leak_text(r.identity_leak_term, r.identity_leak_side))
             problems.extend(flags.get(r.id, []))
             if r.excluded:
                 problems.append("excluded by an operator")
@@ -403,6 +406,9 @@ class AdminService:
             state=battle.state,
             invalid_reason=battle.invalid_reason,
             identity_leak=bool(battle.identity_leak),
+            leak=leak_text(battle.identity_leak_term, battle.identity_leak_side)
+            if battle.identity_leak
+            else None,
             excluded=bool(battle.excluded),
             source=battle.source,
             created_at=as_utc(battle.created_at),

@@ -96,6 +96,8 @@ class BattleDetail:
     state: str
     invalid_reason: str | None
     identity_leak: bool
+    #: What the leak was ("identity leak: answer B named “OpenAI”"), when there was one.
+    leak: str | None
     excluded: bool
     source: str
     created_at: datetime
@@ -132,3 +134,10 @@ class AuditRow:
     target: str
     old: dict[str, Any]
     new: dict[str, Any]
+
+
+def leak_text(term: str | None, side: str | None) -> str:
+    """An identity leak as operators read it: which answer named what."""
+    if not term:
+        return "identity leak"
+    return f"identity leak: answer {(side or '?').upper()} named “{term}”"

@@ -18,11 +18,18 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from arena.admin import AdminService
-from arena.service import BattleService, Limits, seed_roster
+from arena.battle_session import Limits
+from arena.guards.identity import IdentityTerms
+from arena.guards.limits import RateLimits
+from arena.guards.moderation import build_moderator
+from arena.guards.policy import GuardPolicy
+from arena.guards.terms import Terms
+from arena.service import BattleService, seed_roster
 from arena.settings import ArenaSettings
 from arena.snapshot_worker import SnapshotWorker, WorkerConfig, worker_holder
 from arena.snapshots import SnapshotService, default_holder
 from arena.ui.battle import build_battle_tab
+from arena.ui.errors import guard_callbacks
 from arena.ui.leaderboard import build_leaderboard_tab
 from models.base import ModelBackend
 from models.health import HealthMonitor
@@ -91,9 +98,20 @@ def ip_salt(settings: ArenaSettings) -> bytes:
     return path.read_text().strip().encode()
 
 
+def build_guards(settings: ArenaSettings, roster: Roster) -> GuardPolicy:
+    """Leak terms (built-in and the whole roster's names), moderation, rate limits and terms of use."""
+    return GuardPolicy(
+        identity=IdentityTerms.from_specs(roster.models),
+        moderator=build_moderator(settings),
+        limits=RateLimits(settings.max_battles_per_hour, settings.max_votes_per_day),
+        terms=Terms.load(settings.terms_file, settings.terms_version),
+    )
+
+
 def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | None = None) -> Services:
     """Migrate the database, load the roster's models and wire the services together."""
     roster = load_roster(settings.config)
+    guards = build_guards(settings, roster)  # a bad moderation or terms setting fails before models load
     upgrade(settings.db)
     engine = make_engine(settings.db)
     sessions = session_factory(engine)
@@ -107,7 +125,12 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         backends=backends,
         sessions=sessions,
         images=ImageStore(
-            settings.data_dir / "images", ImageLimits(max_bytes=settings.max_image_mb * 1024 * 1024)
+            settings.data_dir / "images",
+            ImageLimits(
+                max_bytes=settings.max_image_mb * 1024 * 1024,
+                max_frames=settings.max_image_frames,
+                max_aspect=settings.max_image_aspect,
+            ),
         ),
         rng=random.Random(settings.seed),
         ip_salt=ip_salt(settings),
@@ -119,6 +142,7 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
             response_timeout_s=settings.response_timeout_s,
         ),
         model_refresh_s=settings.model_refresh_s,
+        guards=guards,
     )
     snapshots = build_snapshots(settings, sessions)
     admin = AdminService(sessions, health=health, images=battle.images)
@@ -161,6 +185,7 @@ def build_app(services: Services) -> gr.Blocks:
                 )
             with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
                 build_leaderboard_tab(services.snapshots, tab)
+    guard_callbacks(app)
     app.queue(default_concurrency_limit=services.settings.concurrency)
     return app
 

@@ -17,30 +17,29 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
-from PIL import Image
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import BackendError, GenerationParams, Message, ModelBackend
+from arena.battle_session import SIDES, BattleSession, Limits, Reveal, Side, StreamUpdate, TurnRecord
+from arena.errors import ArenaError
+from arena.guards.identity import IDENTITY_QUESTION_TAG, is_identity_question
+from arena.guards.limits import BANNED_MESSAGE, limit_message
+from arena.guards.moderation import NEUTRAL_REFUSAL, ModerationResult, check_turn
+from arena.guards.policy import GuardPolicy
+from models.base import BackendError, GenerationParams, ModelBackend
 from models.health import HealthMonitor
 from models.roster import ModelSpec
 from models.wrapper import ManagedBackend
-from storage import repo
+from storage import repo, voter_guards
 from storage.db import run_in_transaction
-from storage.images import ImageRejected, ImageStore, StoredImage
+from storage.images import ImageRejected, ImageStore, PreparedImage, StoredImage
+from storage.schema import Image as ImageRow
 from storage.schema import ModelRow
-from storage.vocabulary import BattleState
 
 log = logging.getLogger(__name__)
-
-Side = Literal["a", "b"]
-SIDES: tuple[Side, Side] = ("a", "b")
-#: A browser session's battle: "idle" before its first battle, then the stored battle's state.
-Status = Literal["idle"] | BattleState
 
 #: What a voter sees when a model fails: never which model, provider or exception.
 NEUTRAL_FAILURE = (
@@ -51,66 +50,6 @@ NEUTRAL_FAILURE = (
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class ArenaError(Exception):
-    """A request the arena refuses; the message is safe to show to the voter as it is."""
-
-
-@dataclass
-class TurnRecord:
-    prompt: str
-    images: list[Image.Image]
-    answers: dict[Side, str] = field(default_factory=lambda: {"a": "", "b": ""})
-
-
-@dataclass
-class BattleSession:
-    """One voter's state across rounds. Kept server side; holds the (secret) model names."""
-
-    session_id: str
-    user_agent: str | None = None
-    ip_hash: str | None = None
-    battle_id: str | None = None
-    #: Idempotency token sent with this battle's vote, so a repeated click is not a second vote.
-    vote_token: str | None = None
-    models: dict[Side, str] = field(default_factory=dict)
-    turns: list[TurnRecord] = field(default_factory=list)
-    turn_id: int | None = None
-    status: Status = "idle"
-    winner: str | None = None
-
-    def conversation(self, side: Side) -> list[Message]:
-        """The conversation as the model on ``side`` saw it: its own earlier answers only."""
-        messages: list[Message] = []
-        for turn in self.turns:
-            messages.append(Message.user(turn.prompt, turn.images))
-            if turn.answers[side] and turn is not self.turns[-1]:
-                messages.append(Message.assistant(turn.answers[side]))
-        return messages
-
-    @property
-    def image_count(self) -> int:
-        return sum(len(t.images) for t in self.turns)
-
-
-@dataclass(frozen=True)
-class StreamUpdate:
-    """The answers so far. ``done`` on the last update; ``failed`` when the battle became invalid."""
-
-    text_a: str
-    text_b: str
-    done: bool = False
-    failed: bool = False
-
-
-@dataclass(frozen=True)
-class Reveal:
-    winner: str
-    name_a: str
-    name_b: str
-    display_a: str
-    display_b: str
 
 
 @dataclass
@@ -167,14 +106,6 @@ class ModelSampling:
         return self.enabled and not self.deprecated and self.sampling_weight > 0
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_images: int = 4
-    max_prompt_chars: int = 4000
-    max_turns: int = 8
-    response_timeout_s: float = 300.0
-
-
 class BattleService:
     """Runs anonymous battles between the roster's models and records them.
 
@@ -198,8 +129,11 @@ class BattleService:
         health: HealthMonitor | None = None,
         model_refresh_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        guards: GuardPolicy | None = None,
     ) -> None:
         self.specs = {s.name: s for s in specs if s.name in backends}
+        #: Leak terms come from the whole roster (a model not loaded here may still be named).
+        self.guards = guards or GuardPolicy.for_roster(specs)
         self.health = health
         # Every request goes through the wrapper: the model's time limits, retries and accounting.
         self.backends = {
@@ -212,7 +146,8 @@ class BattleService:
         self.now = now
         self.limits = limits or Limits()
         self.ip_salt = ip_salt
-        self._vote_target = repo.vote_target(sessions.kw["bind"])
+        # A vote is checked (ban, daily limit) and written in one transaction, under the voter's lock.
+        self._vote_engine = sessions.kw["bind"]
         with self.sessions.begin() as db:
             self.model_ids = repo.sync_models(db, [model_seed(s) for s in self.specs.values()], self.now())
         self.model_refresh_s = model_refresh_s
@@ -233,7 +168,21 @@ class BattleService:
         """Start a new round for the same voter."""
         if state.status == "generating":
             raise ArenaError("Please wait until both answers are complete.")
-        return BattleSession(session_id=state.session_id, user_agent=state.user_agent, ip_hash=state.ip_hash)
+        return BattleSession(
+            session_id=state.session_id,
+            user_agent=state.user_agent,
+            ip_hash=state.ip_hash,
+            terms_version=state.terms_version,
+        )
+
+    def accept_terms(self, state: BattleSession) -> None:
+        """Record that this voter accepted the current terms of use (stored with the voter session)."""
+        terms = self.guards.terms
+        if terms is None:
+            return
+        with self.sessions.begin() as db:
+            voter_guards.accept_terms(db, state.voter, state.user_agent, terms.version, self.now())
+        state.terms_version = terms.version
 
     def refresh_models(self) -> dict[str, ModelSampling]:
         """Read the loaded models' sampling settings from the database now.
@@ -293,62 +242,65 @@ class BattleService:
 
     # -- a turn ----------------------------------------------------------------------------------
 
-    def start_turn(self, state: BattleSession, prompt: str, uploads: Sequence[bytes] = ()) -> None:
-        """Validate and record a user turn; starts a battle on the first turn of a round."""
-        if state.status == "generating":
-            raise ArenaError("Please wait until both answers are complete.")
-        if state.status in ("voted", "invalid"):
-            raise ArenaError("This battle is over. Press New round to start another.")
-        prompt = (prompt or "").strip()
-        if not prompt:
-            raise ArenaError("Please write a prompt.")
-        if len(prompt) > self.limits.max_prompt_chars:
-            raise ArenaError(f"The prompt is longer than {self.limits.max_prompt_chars} characters.")
-        if len(uploads) > self.limits.max_images:
-            raise ArenaError(f"Please upload at most {self.limits.max_images} images per turn.")
-        if len(state.turns) >= self.limits.max_turns:
-            raise ArenaError(f"A battle has at most {self.limits.max_turns} turns. Please vote.")
+    def start_turn(
+        self,
+        state: BattleSession,
+        prompt: str,
+        uploads: Sequence[bytes] = (),
+        names: Sequence[str] = (),
+    ) -> None:
+        """Validate and record a user turn; starts a battle on the first turn of a round.
 
-        stored: list[StoredImage] = []
-        for position, data in enumerate(uploads, start=1):
-            try:
-                stored.append(self.images.put(data))
-            except ImageRejected as exc:
-                raise ArenaError(f"Image {position}: {exc}.") from exc
-        pictures = [img.open() for img in stored]
+        Every check of the whole turn (prompt, each image, moderation, ban, rate limit) passes before
+        anything is written: a refused turn leaves no file and no row, except the moderation flag
+        that records a refusal for operators. ``names`` are the uploads' file names, for messages.
+        """
+        prompt = self._check_prompt(state, prompt, len(uploads))
+        prepared = self._prepare_images(uploads, names)
+        pictures = [image.open() for image in prepared]
+        self._moderate(state, check_turn(self.guards.moderator, prompt, pictures))
 
-        now = self.now()
         battle_id = state.battle_id
         new_battle = battle_id is None
         if battle_id is None:
-            model_a, model_b = self.sample_pair(len(stored))
+            model_a, model_b = self.sample_pair(len(prepared))
             battle_id = secrets.token_hex(16)
         else:
             model_a, model_b = state.models["a"], state.models["b"]
-            total = state.image_count + len(stored)
+            total = state.image_count + len(prepared)
             if total > min(self.specs[model_a].max_images, self.specs[model_b].max_images):
                 raise ArenaError("This battle cannot take more images. Press New round to start another.")
 
-        with self.sessions.begin() as db:
-            if new_battle:
-                repo.ensure_voter_session(db, state.session_id, state.user_agent, now, state.ip_hash)
-                repo.create_battle(
+        now = self.now()
+        written: list[StoredImage] = []
+        try:
+            with self.sessions.begin() as db:
+                self._admit(db, state, new_battle, now)
+                if new_battle:
+                    repo.ensure_voter_session(db, state.session_id, state.user_agent, now, state.ip_hash)
+                    repo.create_battle(
+                        db,
+                        battle_id=battle_id,
+                        model_a_id=self.model_ids[model_a],
+                        model_b_id=self.model_ids[model_b],
+                        session_id=state.session_id,
+                        now=now,
+                    )
+                written = [self.images.write(image) for image in prepared]
+                repo.add_images(db, written, now)
+                turn = repo.add_turn(
                     db,
                     battle_id=battle_id,
-                    model_a_id=self.model_ids[model_a],
-                    model_b_id=self.model_ids[model_b],
-                    session_id=state.session_id,
+                    index=len(state.turns),
+                    prompt=prompt,
+                    image_hashes=[img.sha256 for img in written],
                     now=now,
                 )
-            repo.add_images(db, stored, now)
-            turn = repo.add_turn(
-                db,
-                battle_id=battle_id,
-                index=len(state.turns),
-                prompt=prompt,
-                image_hashes=[img.sha256 for img in stored],
-                now=now,
-            )
+                if is_identity_question(prompt):
+                    voter_guards.add_tag(db, battle_id, IDENTITY_QUESTION_TAG)
+        except BaseException:
+            self._discard_unreferenced(written)
+            raise
         if new_battle:
             state.vote_token = secrets.token_hex(16)
         state.battle_id = battle_id
@@ -356,6 +308,90 @@ class BattleService:
         state.turns.append(TurnRecord(prompt=prompt, images=pictures))
         state.turn_id = turn.id
         state.status = "generating"
+
+    def _discard_unreferenced(self, written: Sequence[StoredImage]) -> None:
+        """After a failed turn, remove the files it created that no committed image row refers to.
+
+        Another turn may have committed the same picture meanwhile; its row keeps the file. If the
+        database cannot be asked, the files stay (an unreferenced file is harmless).
+        """
+        created = [image for image in written if image.created]
+        if not created:
+            return
+        try:
+            with self.sessions() as db:
+                known = set(
+                    db.scalars(
+                        select(ImageRow.sha256).where(ImageRow.sha256.in_([i.sha256 for i in created]))
+                    )
+                )
+        except Exception:
+            log.warning("could not check the images of a failed turn; leaving %d file(s)", len(created))
+            return
+        for image in created:
+            if image.sha256 not in known:
+                self.images.discard(image)
+
+    def _check_prompt(self, state: BattleSession, prompt: str, n_uploads: int) -> str:
+        """The stripped prompt, if this voter may send it now; otherwise an ArenaError saying why."""
+        if state.status == "generating":
+            raise ArenaError("Please wait until both answers are complete.")
+        if state.status in ("voted", "invalid"):
+            raise ArenaError("This battle is over. Press New round to start another.")
+        terms = self.guards.terms
+        if terms is not None and state.terms_version != terms.version:
+            raise ArenaError("Please read and accept the terms of use before your first battle.")
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise ArenaError("Please write a prompt.")
+        if len(prompt) > self.limits.max_prompt_chars:
+            raise ArenaError(f"The prompt is longer than {self.limits.max_prompt_chars} characters.")
+        if n_uploads > self.limits.max_images:
+            raise ArenaError(f"Please upload at most {self.limits.max_images} images per turn.")
+        if len(state.turns) >= self.limits.max_turns:
+            raise ArenaError(f"A battle has at most {self.limits.max_turns} turns. Please vote.")
+        return prompt
+
+    def _prepare_images(self, uploads: Sequence[bytes], names: Sequence[str]) -> list[PreparedImage]:
+        """Check and clean every upload in memory; the first bad one refuses the turn, naming it."""
+        prepared: list[PreparedImage] = []
+        for position, data in enumerate(uploads, start=1):
+            label = f"Image {position}"
+            if position <= len(names) and names[position - 1]:
+                label += f" ({names[position - 1]})"
+            try:
+                prepared.append(self.images.prepare(data))
+            except ImageRejected as exc:
+                raise ArenaError(f"{label}: {exc}.") from exc
+        return prepared
+
+    def _moderate(self, state: BattleSession, result: ModerationResult) -> None:
+        """Refuse a flagged turn with a neutral message, recording the flag for operators."""
+        if not result.flagged:
+            return
+        now = self.now()
+        with self.sessions.begin() as db:
+            repo.ensure_voter_session(db, state.session_id, state.user_agent, now, state.ip_hash)
+            voter_guards.flag(
+                db,
+                reason=f"{result.provider}: {result.category or 'flagged'} (prompt)",
+                detail=result.detail,
+                session_id=state.session_id,
+                battle_id=state.battle_id,
+                now=now,
+            )
+        log.info("session %s: turn refused by %s moderation", state.session_id, result.provider)
+        raise ArenaError(NEUTRAL_REFUSAL)
+
+    def _admit(self, db: Session, state: BattleSession, new_battle: bool, now: datetime) -> None:
+        """Refuse a banned voter, or a new battle past the voter's hourly limit (inside the write)."""
+        voter_guards.lock_voter(db, state.voter)
+        if voter_guards.is_banned(db, state.voter):
+            raise ArenaError(BANNED_MESSAGE)
+        if new_battle:
+            reached = voter_guards.battle_limit(db, state.voter, self.guards.limits.battles_per_hour, now)
+            if reached is not None:
+                raise ArenaError(limit_message("new battles", reached, now))
 
     async def stream(self, state: BattleSession) -> AsyncIterator[StreamUpdate]:
         """Stream both answers to the current turn at the same time, then record them.
@@ -437,16 +473,32 @@ class BattleService:
             reason = "model failure"
         if not abandoned and not errors and not all(a.text.strip() for a in answers.values()):
             reason = "empty answer"
+        # Abandoned turns are not checked: the battle is void, and this runs on the event loop.
+        flags = {} if abandoned else self._moderate_answers(answers)
+        if flags:
+            reason = "answer flagged by moderation"
+        leak = None if reason or abandoned else self._find_leak(state, answers)
         now = self.now()
         with self.sessions.begin() as db:
             for side in SIDES:
                 answer = answers[side]
+                flagged = flags.get(side)
+                if flagged is not None:
+                    voter_guards.flag(
+                        db,
+                        reason=f"{flagged.provider}: {flagged.category or 'flagged'} (answer {side})",
+                        detail=flagged.detail,
+                        session_id=state.session_id,
+                        battle_id=battle_id,
+                        now=now,
+                    )
                 repo.save_response(
                     db,
                     turn_id=turn_id,
                     side=side,
                     model_id=self.model_ids[state.models[side]],
-                    text=answer.text,
+                    # A flagged answer is not kept; the flag says why.
+                    text="" if flagged is not None else answer.text,
                     started_at=answer.started_at,
                     first_token_at=answer.first_token_at,
                     finished_at=answer.finished_at or now,
@@ -456,8 +508,27 @@ class BattleService:
                     error=answer.error,
                 )
             repo.set_battle_state(db, battle_id, "invalid" if reason else "ready", now, reason)
+            if leak is not None and state.leak is None:
+                voter_guards.mark_identity_leak(db, battle_id, *leak)
+        if leak is not None and state.leak is None:
+            state.leak = leak
         state.status = "invalid" if reason else "ready"
         return reason is not None
+
+    def _moderate_answers(self, answers: dict[Side, _Answer]) -> dict[Side, ModerationResult]:
+        """The answers the moderation provider flags, by side."""
+        results = {side: self.guards.moderator.check_text(a.text) for side, a in answers.items() if a.text}
+        return {side: result for side, result in results.items() if result.flagged}
+
+    def _find_leak(self, state: BattleSession, answers: dict[Side, _Answer]) -> tuple[str, Side] | None:
+        """The first identity term an answer of this turn names that none of the voter's prompts did."""
+        prompts = [turn.prompt for turn in state.turns]
+        for side in SIDES:
+            term = self.guards.identity.find(answers[side].text, prompts)
+            if term is not None:
+                log.info("battle %s: side %s named %r; its vote will not count", state.battle_id, side, term)
+                return term, side
+        return None
 
     # -- voting ----------------------------------------------------------------------------------
 
@@ -473,27 +544,51 @@ class BattleService:
         battle_id = state.battle_id
 
         def record(db: Connection) -> repo.RecordedVote:
+            now = self.now()
+            ready_at = repo.ready_since(db, battle_id)
+            if ready_at is not None:  # not a retry of a vote already recorded: check the voter
+                self._admit_vote(db, state, now)
             return repo.record_vote(
                 db,
                 battle_id=battle_id,
                 winner=winner,
                 session_id=state.session_id,
-                now=self.now(),
+                now=now,
                 reason=reason,
                 client_token=state.vote_token,
+                decision_s=None if ready_at is None else max(0.0, (now - ready_at).total_seconds()),
             )
 
         try:
             # A dropped connection or a lock timeout is retried; the vote token makes that safe.
-            winner = run_in_transaction(self._vote_target, record).winner
+            winner = run_in_transaction(self._vote_engine, record).winner
         except repo.VoteRejected as exc:
-            raise ArenaError(f"Vote not recorded: {exc}.") from exc
+            message = str(exc)
+            raise ArenaError(message if message == BANNED_MESSAGE else f"Vote not recorded: {exc}.") from exc
         state.status = "voted"
         state.winner = winner
         return self.reveal(state)
+
+    def _admit_vote(self, db: Connection, state: BattleSession, now: datetime) -> None:
+        """Refuse a banned voter's vote, or one past the voter's daily limit (inside the vote's write)."""
+        voter_guards.lock_voter(db, state.voter)
+        if voter_guards.is_banned(db, state.voter):
+            raise repo.VoteRejected(BANNED_MESSAGE)
+        reached = voter_guards.vote_limit(db, state.voter, self.guards.limits.votes_per_day, now)
+        if reached is not None:
+            raise ArenaError(limit_message("votes", reached, now))
 
     def reveal(self, state: BattleSession) -> Reveal:
         if state.status != "voted" or state.winner is None:
             raise ArenaError("Model names are shown after the vote.")
         a, b = self.specs[state.models["a"]], self.specs[state.models["b"]]
-        return Reveal(state.winner, a.name, b.name, a.display_name or a.name, b.display_name or b.name)
+        notice = None
+        if state.leak is not None:
+            term, side = state.leak
+            notice = (
+                f"Model {side.upper()}'s answer named “{term}”, which gives away who made it, "
+                "so this vote will not count towards the leaderboard."
+            )
+        return Reveal(
+            state.winner, a.name, b.name, a.display_name or a.name, b.display_name or b.name, notice=notice
+        )

@@ -63,7 +63,9 @@ class ArenaSettings(BaseSettings):
     )
     admin_session_s: int = Field(8 * 3600, ge=60, description="how long an admin sign-in lasts, seconds")
     max_battles_per_hour: int = Field(
-        60, ge=0, description="new battles a voter may start per hour, by session and by IP hash (0: no limit)"
+        60,
+        ge=0,
+        description="new battles a voter may start per hour, by session and by IP hash (0: no limit)",
     )
     max_votes_per_day: int = Field(
         500, ge=0, description="votes a voter may cast per 24 hours, by session and by IP hash (0: no limit)"

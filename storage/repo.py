@@ -181,6 +181,14 @@ def save_response(
     return response
 
 
+def ready_since(session: Session | Connection, battle_id: str) -> datetime | None:
+    """When a battle that is ready for its vote became ready (None if it is not ready)."""
+    row = session.execute(
+        select(Battle.updated_at).where(Battle.id == battle_id, Battle.state == READY)
+    ).scalar()
+    return None if row is None else as_utc(row)
+
+
 def set_battle_state(
     session: Session, battle_id: str, state: BattleState, now: datetime, reason: str | None = None
 ) -> None:
@@ -212,6 +220,7 @@ def record_vote(
     now: datetime,
     reason: str | None = None,
     client_token: str | None = None,
+    decision_s: float | None = None,
 ) -> RecordedVote:
     """Record the battle's one vote and mark it voted, in the caller's transaction.
 
@@ -223,6 +232,7 @@ def record_vote(
     transaction. Retrying with the same ``client_token`` and winner returns the stored vote, so a
     client whose acknowledgement was lost can safely send again.
 
+    ``decision_s`` is how long the voter took, from both answers complete to the vote.
     ``session`` may also be a Core connection; see :func:`vote_target` for the fastest one to use.
     """
     if winner not in WINNERS:
@@ -237,6 +247,7 @@ def record_vote(
         "p_session_id": session_id,
         "p_reason": reason,
         "p_client_token": client_token,
+        "p_decision_s": decision_s,
         "p_now": now,
     }
     if dialect_name(session) == "postgresql":
@@ -280,6 +291,7 @@ class _VoteStatements:
             "session_id": "p_session_id",
             "reason": "p_reason",
             "client_token": "p_client_token",
+            "decision_s": "p_decision_s",
             "created_at": "p_now",
         }
         #: SQLite: the vote, after the claim in the same transaction.

@@ -64,8 +64,8 @@ def battle_summary(detail: BattleDetail) -> str:
         + f" · source: {detail.source} · created {when(detail.created_at)} UTC",
         f"- Vote: {vote}",
         f"- Voter session: `{detail.session_id or '—'}`",
-        f"- Excluded from ratings: **{'yes' if detail.excluded else 'no'}** · identity leak: "
-        f"{'yes' if detail.identity_leak else 'no'}",
+        f"- Excluded from ratings: **{'yes' if detail.excluded else 'no'}** · "
+        + (detail.leak or "identity leak: no"),
     ]
     if detail.moderation:
         lines.append(f"- Moderation flags: {'; '.join(detail.moderation)}")

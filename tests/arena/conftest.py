@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 
-from arena.service import BattleService, Limits
+from arena.battle_session import Limits
+from arena.guards.policy import GuardPolicy
+from arena.service import BattleService
 from models.health import HealthMonitor
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec
@@ -30,6 +34,8 @@ def make_service(sessions, tmp_path):
         specs: list[ModelSpec] | None = None,
         seed: int = 0,
         health_failures: int | None = None,
+        guards: GuardPolicy | None = None,
+        now: Callable[[], datetime] | None = None,
         **limits: object,
     ) -> BattleService:
         specs = specs or [scripted("alpha"), scripted("bravo"), scripted("charlie")]
@@ -46,6 +52,8 @@ def make_service(sessions, tmp_path):
             rng=random.Random(seed),
             limits=Limits(**limits),
             health=health,
+            guards=guards,
+            **({} if now is None else {"now": now}),
         )
 
     return make

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pytest
 
 from arena.admin import AdminService
-from arena.service import ArenaError, BattleService, seed_roster
+from arena.errors import ArenaError
+from arena.service import BattleService, seed_roster
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec
 from storage.images import ImageStore

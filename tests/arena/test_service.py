@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from arena.service import NEUTRAL_FAILURE, ArenaError
+from arena.errors import ArenaError
+from arena.service import NEUTRAL_FAILURE
 from models.base import BackendError
 from models.roster import ModelSpec
 from storage.schema import Battle, ModelRow, Response, Turn, TurnImage, Vote, VoterSession

@@ -1,0 +1,1 @@
+"""Guards that keep bad votes out: identity leaks, rate limits, moderation."""
