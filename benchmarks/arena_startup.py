@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image, ImageDraw  # noqa: E402
 
-from tests.e2e.harness import CHROMIUM, CHROMIUM_ARGS, ask, start_arena, stop_arena, vote  # noqa: E402
+from tests.e2e.harness import CHROMIUM, CHROMIUM_ARGS, accept_terms, ask, start_arena, stop_arena, vote  # noqa: E402
 
 
 def proc_memory_mib(pid: int) -> dict[str, float]:
@@ -67,7 +67,7 @@ def main() -> None:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page()
                 page.goto(server.url)
-                page.wait_for_selector("#battle-send")
+                accept_terms(page)
                 for i in range(args.battles):
                     started = time.perf_counter()
                     ask(page, picture, f"Battle {i}: what is in this picture?")

@@ -21,6 +21,7 @@ from arena.admin import AdminService, JudgeResultRow
 from arena.ui.admin_battles import build_battles_tab
 from arena.ui.admin_leaderboards import build_leaderboards_tab
 from arena.ui.admin_models import TabLoader, build_models_tab, when
+from arena.ui.errors import guard_callbacks
 
 if TYPE_CHECKING:
     from arena.app import Services
@@ -112,5 +113,6 @@ def build_admin_app(services: Services) -> gr.Blocks:
             (judges, judge_loader),
         ):
             tab.select(loader.load, loader.inputs, loader.outputs, **private)
+    guard_callbacks(app)
     app.queue(default_concurrency_limit=4)
     return app

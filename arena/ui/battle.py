@@ -13,7 +13,9 @@ from typing import Any
 
 import gradio as gr
 
-from arena.service import NEUTRAL_FAILURE, ArenaError, BattleService, BattleSession
+from arena.battle_session import BattleSession
+from arena.errors import ArenaError
+from arena.service import NEUTRAL_FAILURE, BattleService
 from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
 #: The vote buttons: element id, label, and the winner a click records.
@@ -45,13 +47,43 @@ def _vote_buttons(enabled: bool) -> list[Any]:
     return [gr.update(interactive=enabled) for _ in VOTES]
 
 
+def _voter(service: BattleService, request: gr.Request | None) -> BattleSession:
+    """A new voter session for this browser tab (the IP address is kept only as a salted hash)."""
+    agent = request.headers.get("user-agent") if request else None
+    ip = request.client.host if request and request.client else None
+    return service.new_session(agent, ip)
+
+
 def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) -> None:
     """Lay out the Battle tab inside the current Blocks context and wire its events."""
     # Per-browser state, server side only; dropped after two idle hours so memory stays bounded.
     state = gr.State(None, time_to_live=2 * 3600)
+    terms = service.guards.terms
     gr.Markdown(INTRO)
     if demo:
         gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
+    with gr.Column(visible=terms is not None, elem_id="terms-panel") as terms_panel:
+        gr.Markdown(terms.text if terms else "", elem_id="terms-text")
+        accept = gr.Button("✅ I accept these terms", variant="primary", elem_id="terms-accept")
+    with gr.Column(visible=terms is None, elem_id="battle-area") as battle_area:
+        _battle_area(service, state, concurrency)
+
+    def on_accept(current: BattleSession | None, request: gr.Request) -> tuple[Any, ...]:
+        current = current or _voter(service, request)
+        service.accept_terms(current)
+        return current, gr.update(visible=False), gr.update(visible=True)
+
+    accept.click(
+        on_accept,
+        [state],
+        [state, terms_panel, battle_area],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+
+
+def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> None:
+    """The chat windows, vote buttons, uploads and prompt of the Battle tab, with their events."""
     with gr.Row(equal_height=True):
         chat_a = gr.Chatbot(label="Model A", elem_id="battle-answer-a", height=420, buttons=["copy"])
         chat_b = gr.Chatbot(label="Model B", elem_id="battle-answer-b", height=420, buttons=["copy"])
@@ -88,15 +120,13 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
         history_b: list[dict[str, Any]] | None,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
-        if current is None:
-            agent = request.headers.get("user-agent") if request else None
-            ip = request.client.host if request and request.client else None
-            current = service.new_session(agent, ip)
+        current = current or _voter(service, request)
         paths = [str(f) for f in files or []]
         try:
-            # Image decoding and the database write run off the event loop.
+            # Image decoding, moderation and the database write run off the event loop.
             uploads = await asyncio.to_thread(lambda: [Path(p).read_bytes() for p in paths])
-            await asyncio.to_thread(service.start_turn, current, text, uploads)
+            names = [Path(p).name for p in paths]
+            await asyncio.to_thread(service.start_turn, current, text, uploads, names)
         except ArenaError as exc:
             gr.Warning(str(exc))
             yield (
@@ -107,7 +137,7 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
                 gr.update(),
                 *_vote_buttons(False),
                 gr.update(),
-                "",
+                f"⚠️ {exc}",
             )
             return
         user = _chat_message("user", text.strip(), paths)
@@ -156,14 +186,15 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
             reveal = service.vote(current, winner)
         except ArenaError as exc:
             gr.Warning(str(exc))
-            return current, gr.update(), gr.update(), *_vote_buttons(False), gr.update(), gr.update()
+            return current, gr.update(), gr.update(), *_vote_buttons(False), gr.update(), f"⚠️ {exc}"
+        thanks = "Thanks for voting! Press New round for another battle."
         return (
             current,
             f"Model A: **{reveal.display_a}**",
             f"Model B: **{reveal.display_b}**",
             *_vote_buttons(False),
             gr.update(interactive=False),
-            "Thanks for voting! Press New round for another battle.",
+            f"⚠️ {reveal.notice} {thanks}" if reveal.notice else thanks,
         )
 
     for button, (_, _, winner) in zip(vote_buttons, VOTES, strict=True):

@@ -38,13 +38,19 @@ class ArenaServer:
         self.url, self.db_path, self.process, self.log = url, db_path, process, log
 
 
-def start_arena(tmp: Path, *args: str, timeout: float = 240.0) -> ArenaServer:
-    """Run ``python launch.py`` as a user would and wait until it serves its page."""
+def start_arena(
+    tmp: Path, *args: str, timeout: float = 240.0, env: dict[str, str] | None = None
+) -> ArenaServer:
+    """Run ``python launch.py`` as a user would and wait until it serves its page.
+
+    ``env`` adds environment variables (``ARENA_*`` settings) to the arena's environment.
+    """
     port = free_port()
     db_path = tmp / "arena.db"
     log = tmp / "server.log"
     env = {
         **os.environ,
+        **(env or {}),
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -87,6 +93,14 @@ def stop_arena(server: ArenaServer) -> None:
         server.process.wait()
 
 
+def accept_terms(page) -> None:
+    """Accept the terms of use if the Battle tab asks for them (it does before a tab's first battle)."""
+    page.wait_for_selector("#terms-accept, #battle-prompt textarea", state="visible", timeout=60_000)
+    if page.is_visible("#terms-accept"):
+        page.click("#terms-accept")
+        page.wait_for_selector("#battle-prompt textarea", state="visible", timeout=30_000)
+
+
 def upload(page, image: Path, attempts: int = 3) -> None:
     """Put ``image`` into the Battle tab's image input and wait until the page lists it.
 
@@ -96,6 +110,7 @@ def upload(page, image: Path, attempts: int = 3) -> None:
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    accept_terms(page)
     for attempt in range(1, attempts + 1):
         page.set_input_files("#battle-images input[type=file]", str(image))
         try:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from models.roster import load_roster
-from tests.e2e.harness import ROOT, ArenaServer, ask, start_arena, stop_arena, vote
+from tests.e2e.harness import ROOT, ArenaServer, accept_terms, ask, start_arena, stop_arena, vote
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +63,7 @@ def test_a_model_disabled_on_the_admin_page_leaves_battles(arena, browser, tmp_p
     picture = _picture(tmp_path / "orange.png")
     public = browser.new_context().new_page()
     public.goto(arena.url)
+    accept_terms(public)
     public.wait_for_selector("#battle-send")
     first = _play(public, picture, "What colour is this?")
     target = display[first[0]]  # a model that was just drawn

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from models.roster import load_roster
-from tests.e2e.harness import ROOT, ask, start_arena, stop_arena, vote
+from tests.e2e.harness import ROOT, accept_terms, ask, start_arena, stop_arena, vote
 
 pytestmark = pytest.mark.e2e
 
@@ -102,6 +102,7 @@ def test_anonymous_battle_vote_and_reveal(arena, browser, tmp_path: Path) -> Non
 
     page.on("response", keep_document)
     page.goto(arena.url)
+    accept_terms(page)
     page.wait_for_selector("#battle-send")
     assert page.is_disabled("#vote-a") and page.is_disabled("#vote-bothbad"), "no vote before a battle"
 

@@ -24,7 +24,7 @@ import pytest
 from models.roster import load_roster
 from storage import repo
 from storage.db import make_engine, session_factory, upgrade
-from tests.e2e.harness import ROOT, ArenaServer, start_arena, stop_arena
+from tests.e2e.harness import ROOT, ArenaServer, accept_terms, start_arena, stop_arena
 
 pytestmark = pytest.mark.e2e
 
@@ -135,6 +135,7 @@ def test_leaderboard_tab_table_category_style_and_csv(arena: ArenaServer, browse
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
     page.goto(arena.url)
+    accept_terms(page)
     page.wait_for_selector("#battle-send")
     assert "Alpha Board Display" not in page.content(), "no model name at page load"
 
