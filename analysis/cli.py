@@ -2,8 +2,8 @@
 
 Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence intervals), ``report``
 (one self-contained HTML file with leaderboards, heatmaps and ratings over time), ``judge`` (an LLM
-judge over stored battles), ``agreement`` (judge vs people) and ``compare`` (leaderboard vs
-leaderboard). Each command lives in its own module of ``analysis.commands`` (named after it, with
+judge over stored battles), ``agreement`` (judge vs people), ``compare`` (leaderboard vs
+leaderboard) and ``voters`` (anomalous voters, position bias). Each command lives in its own module of ``analysis.commands`` (named after it, with
 ``HELP``, ``DESCRIPTION``, ``EPILOG``, ``add_arguments`` and ``run``); this module assembles the parser
 and runs the chosen command.
 Errors in the input (unreadable or malformed file, unknown winner, bad anchor, ...) print one line
@@ -16,12 +16,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.commands import agreement, compare, judge, ratings, report
+from analysis.commands import agreement, compare, judge, ratings, report, voters
 from analysis.commands.options import CliError
 
 EXIT_USAGE = 2
 #: The command modules, in the order ``--help`` lists them.
-COMMANDS = (ratings, report, judge, agreement, compare)
+COMMANDS = (ratings, report, judge, agreement, compare, voters)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -391,6 +391,90 @@ def load_battles_db(
     return frame
 
 
+def load_voter_votes_db(url: str, **filters: Unpack[VoteFilterKeywords]) -> pd.DataFrame:
+    """Counted votes of the arena database with their voter, for ``analysis.voters``: one row per vote
+    with ``voter`` (the imported judge label, else the voter session id; None when neither),
+    ``model_a, model_b, winner, tstamp`` and ``decision_s`` (seconds from both answers complete to
+    the vote; NaN when unknown), in vote order. The filters are those of ``load_battles_db``."""
+    from sqlalchemy import and_, select
+
+    from storage.counts import model_names, vote_columns, vote_conditions
+    from storage.schema import Battle, Vote
+
+    flt = _vote_filter(**filters)
+    parts: list[tuple[np.ndarray, ...]] = []
+    with db_sessions(url) as sessions, sessions() as session:
+        names = model_names(session)
+        for chunk in vote_columns(session, flt):
+            parts.append(
+                (
+                    np.array(chunk[0], dtype=np.int64),
+                    np.array(chunk[2], dtype=np.int64),
+                    np.array(chunk[3], dtype=np.int64),
+                    np.array(chunk[4], dtype=object),
+                    np.array(chunk[5], dtype=object),
+                    np.array(chunk[7], dtype=np.float64),
+                )
+            )
+        timed = select(Vote.id, Vote.decision_s).join(Battle, Battle.id == Vote.battle_id)
+        timed = timed.where(and_(*vote_conditions(flt)), Vote.decision_s.is_not(None))
+        decisions = {int(i): float(d) for i, d in session.execute(timed) if d is not None}
+    if not parts:
+        parts.append((np.zeros(0, np.int64),) * 3 + (np.zeros(0, object),) * 2 + (np.zeros(0),))
+    vote_id, a, b, winner, voter, tstamp = (np.concatenate(c) for c in zip(*parts, strict=True))
+    order = np.lexsort((vote_id, tstamp))
+    name_of = np.empty(max(names, default=0) + 1, dtype=object)
+    name_of[list(names)] = list(names.values())
+    timing = pd.Series(decisions, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "voter": voter[order],
+            "model_a": name_of[a[order]],
+            "model_b": name_of[b[order]],
+            "winner": winner[order],
+            "tstamp": tstamp[order],
+            "decision_s": timing.reindex(vote_id[order]).to_numpy(dtype=np.float64),
+        }
+    )
+
+
+def flag_anomalous_voters(url: str, voters: Iterable[str], *, actor: str, now: datetime) -> list[str]:
+    """Set ``voter_sessions.anomalous`` for those of ``voters`` that are voter sessions not yet flagged,
+    with one ``audit_log`` row each (action "flag-anomalous"); return the ids changed, sorted.
+    Never clears a flag; names that are no voter session (imported judge labels) are skipped."""
+    from sqlalchemy import select, update
+
+    from storage.schema import AuditEntry, VoterSession
+
+    wanted = sorted({str(v) for v in voters})
+    changed: list[str] = []
+    with db_sessions(url) as sessions, sessions.begin() as db:
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start : start + 500]
+            found = db.scalars(
+                select(VoterSession.id).where(VoterSession.id.in_(batch), VoterSession.anomalous.is_(False))
+            ).all()
+            changed.extend(found)
+        for start in range(0, len(changed), 500):
+            db.execute(
+                update(VoterSession)
+                .where(VoterSession.id.in_(changed[start : start + 500]))
+                .values(anomalous=True)
+            )
+        db.add_all(
+            AuditEntry(
+                actor=actor,
+                action="flag-anomalous",
+                target=voter,
+                old={"anomalous": False},
+                new={"anomalous": True},
+                created_at=now,
+            )
+            for voter in changed
+        )
+    return sorted(changed)
+
+
 def _as_datetime(value: datetime | str | None, name: str) -> datetime | None:
     """A datetime bound from a datetime or an ISO 8601 string ('2026-03-01', '2026-03-01T12:00Z')."""
     if value is None or isinstance(value, datetime):
@@ -459,10 +543,12 @@ __all__ = [
     "PROJECTABLE_FIELDS",
     "battles_frame",
     "db_sessions",
+    "flag_anomalous_voters",
     "image_loader",
     "load_battles_db",
     "load_battles_file",
     "load_pair_counts_db",
     "load_judge_verdicts_db",
+    "load_voter_votes_db",
     "save_result",
 ]

@@ -29,6 +29,7 @@ from analysis.tables import (
     ratings_over_time,
     vote_counts,
 )
+from analysis.voters import position_bias_of_votes
 from storage.vocabulary import TIE_BOTHBAD, TIE_WINNERS
 
 #: An extra report section: a heading and a table or a figure.
@@ -196,7 +197,8 @@ def write_report(
     The page shows a summary (battles, models, tie share, date range when ``tstamp`` exists), the
     Bradley–Terry leaderboard with ``bootstrap`` rounds of 95% intervals, the online-Elo leaderboard
     (``elo_bootstrap`` rounds; default ``min(bootstrap, 100)`` because each round replays every
-    battle), predicted and observed win-rate heatmaps, battle counts per pair, vote counts per model
+    battle), the share of decisive votes that went to the left answer (position bias, with a 95% Wilson
+    interval), predicted and observed win-rate heatmaps, battle counts per pair, vote counts per model
     and, when battles carry timestamps, the BT rating over time (``history_freq``: a pandas offset
     alias or a number of periods; chosen from the time span when None). ``extra_sections`` are
     ``(title, DataFrame or Figure)`` pairs shown after the two leaderboards. The bootstraps use
@@ -269,6 +271,16 @@ def write_report(
         + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
         + "</dl>"
     )
+    bias = position_bias_of_votes(clean["winner"])
+    page.heading("Position bias")
+    if bias.share is None:
+        page.note("No decisive votes: position bias is unknown.")
+    else:
+        page.note(
+            f"{bias.share:.1%} of the {bias.decisive:,} decisive votes (model_a or model_b won) went to the "
+            f"left answer (A); 95% Wilson interval {bias.ci_lower:.1%} to {bias.ci_upper:.1%}. Models are "
+            "placed left or right at random, so a share away from 50% is the voters' position bias."
+        )
     centre = "the anchor model's rating" if anchor is not None else "a mean rating of 1000"
     page.heading("Leaderboard (Bradley–Terry)")
     page.note(

@@ -28,7 +28,9 @@ ci_lower, ci_upper, rank_ub, num_battles, organization, license, link, deprecate
 ``not_enough_votes`` (list of {model, display_name, votes}), ``total_votes``, ``method``, ``ci``
 ("sandwich", "bootstrap" for style control, "none" for Elo), ``min_votes``, ``pair_counts``
 ({"models", "battles", "wins"}: wins[i][j] = wins of i over j, ties as half), ``votes_per_day``
-(list of {"day", "votes"}), ``extras`` (tie parameter, style coefficients, ``unavailable``, ...).
+(list of {"day", "votes"}), ``extras`` (tie parameter, style coefficients, ``unavailable``, ...),
+``position_bias`` ({left_wins, decisive, share, ci_lower, ci_upper}: the share of the view's decisive
+votes that went to the left answer, with a 95% Wilson interval; None fields without decisive votes).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from analysis.voters import position_bias_from_counts
 from arena.service import utc_now
 from arena.views import (
     CATEGORY_PREFIX,
@@ -262,6 +265,9 @@ class SnapshotService:
                     rng=np.random.default_rng(self.seed),
                     counts=counts,
                 )
+                # the counts query compute_view ran (remembered): the share of decisive votes for A
+                pairs = counts.pairs(db, spec.vote_filter(now))
+                payload["position_bias"] = position_bias_from_counts(pairs).as_dict()
             duration = time.perf_counter() - started
             run_in_transaction(
                 self.sessions,

@@ -1,6 +1,7 @@
 """The admin page's Leaderboards tab: every snapshot view (public and admin-only), when and how long
-it took to compute, a stale warning with the refresh error, a Recompute button, and plotly figures
-(rating intervals, win rates, battle counts, votes per day) built from the snapshot's payload.
+it took to compute, the voters' position bias, a stale warning with the refresh error, a Recompute
+button, and plotly figures (rating intervals, win rates, battle counts, votes per day) built from the
+snapshot's payload.
 
 Nothing here computes ratings: a snapshot is read from :class:`arena.snapshots.SnapshotService`'s
 in-memory copy, and the Recompute button only asks its background task to refresh every view.
@@ -70,7 +71,8 @@ def pending_frame(snapshot: Snapshot | None) -> pd.DataFrame:
 
 
 def status_text(snapshot: Snapshot | None) -> str:
-    """ "Computed at … (took … s)", what it counts, and a stale warning with the error when there is one."""
+    """ "Computed at … (took … s)", what it counts, the position bias (share of decisive votes for the
+    left answer), and a stale warning with the error when there is one."""
     if snapshot is None:
         return (
             "⏳ Not computed yet. The background task computes every view at start-up and then whenever "
@@ -84,6 +86,12 @@ def status_text(snapshot: Snapshot | None) -> str:
         f"intervals {payload.get('ci', '?')} · a model needs {payload.get('min_votes', '?')} votes "
         "for a rating"
     )
+    bias = payload.get("position_bias") or {}
+    if bias.get("share") is not None:
+        text += (
+            f"\n\nPosition bias: {bias['share']:.1%} of {bias['decisive']:,} decisive votes went to the "
+            f"left answer (A); 95% CI {bias['ci_lower']:.1%} to {bias['ci_upper']:.1%}"
+        )
     if snapshot.stale:
         text += (
             f"\n\n⚠️ **Stale**: the last refresh of this view failed, so this is the last good snapshot. "
