@@ -309,6 +309,7 @@ class VoteFilterKeywords(TypedDict, total=False):
     since: datetime | str | None
     until: datetime | str | None
     category: str | None
+    exclude_category: str | None
     include_flagged: bool
 
 
@@ -318,6 +319,7 @@ def _vote_filter(
     until: datetime | str | None = None,
     category: str | None = None,
     include_flagged: bool = False,
+    exclude_category: str | None = None,
 ) -> VoteFilter:
     """The ``storage.counts.VoteFilter`` of the loaders' keyword arguments (ISO strings accepted)."""
     from storage.counts import VoteFilter
@@ -328,6 +330,7 @@ def _vote_filter(
         since=_as_datetime(since, "since"),
         until=_as_datetime(until, "until"),
         category=category,
+        exclude_category=exclude_category,
     )
 
 
@@ -355,8 +358,8 @@ def load_battles_db(
     need only ``load_pair_counts_db``. The filters run in SQL (``storage.counts.vote_conditions``):
     with ``anony_only`` only anonymous battles are kept (the leaderboard convention: named battles can
     bias votes); ``since``/``until`` keep votes cast at or after / before those moments (a datetime
-    or an ISO 8601 string; without a zone, UTC); ``category`` keeps battles tagged with it;
-    ``include_flagged`` also counts votes from voter sessions flagged as banned or anomalous.
+    or an ISO 8601 string; without a zone, UTC); ``category`` keeps battles tagged with it and
+    ``exclude_category`` leaves out those tagged with it; ``include_flagged`` also counts votes from voter sessions flagged as banned or anomalous.
     Battles marked invalid, whose answers leaked a model's identity, or excluded by an operator are
     never counted. ``answers`` adds each side's whole answer text as ``answer_a``/``answer_b`` (for
     style control); ``categories`` adds ``category``: the battle's tags joined with '+', or "untagged".

@@ -40,6 +40,8 @@ class VoteFilter:
     until: datetime | None = None
     #: only battles carrying this tag in ``battle_tags``
     category: str | None = None
+    #: leave out battles carrying this tag (e.g. "identity-question")
+    exclude_category: str | None = None
 
 
 def utc_bound(moment: datetime | None, name: str) -> datetime | None:
@@ -81,6 +83,11 @@ def vote_conditions(flt: VoteFilter, *, include_invalid: bool = False) -> list[C
             BattleTag.battle_id == Battle.id, BattleTag.tag == flt.category
         )
         conditions.append(tagged.exists())
+    if flt.exclude_category is not None:
+        excluded = select(BattleTag.battle_id).where(
+            BattleTag.battle_id == Battle.id, BattleTag.tag == flt.exclude_category
+        )
+        conditions.append(~excluded.exists())
     return conditions
 
 

@@ -44,6 +44,11 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--category", metavar="TAG", help="only battles with this category tag")
     p.add_argument(
+        "--exclude-category",
+        metavar="TAG",
+        help="leave out battles with this tag (e.g. identity-question: the voter asked a model who it is)",
+    )
+    p.add_argument(
         "--include-flagged",
         action="store_true",
         help="with --db: also votes from voters flagged as anomalous",
@@ -83,6 +88,8 @@ def load_battles(
             if "category" not in df.columns:
                 raise CliError("--category needs a 'category' field in the battle records")
             keep &= df["category"].astype(str) == args.category
+        if args.exclude_category is not None and "category" in df.columns:
+            keep &= df["category"].astype(str) != args.exclude_category
         return df.loc[keep.to_numpy()].reset_index(drop=True)
     return from_db(args.db, load_battles_db, **db_filters(args), answers=answers)
 
@@ -94,6 +101,7 @@ def db_filters(args: argparse.Namespace) -> dict[str, Any]:
         "since": args.since,
         "until": args.until,
         "category": args.category,
+        "exclude_category": args.exclude_category,
         "include_flagged": args.include_flagged,
     }
 

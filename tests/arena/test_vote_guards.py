@@ -114,6 +114,20 @@ def test_a_who_are_you_prompt_tags_the_battle(make_service, sessions):
     assert tags == {state.battle_id: "identity-question"}
 
 
+def test_analysis_can_leave_out_identity_questions(make_service, db_url):
+    from analysis.io import load_battles_db
+
+    service = make_service()
+    for prompt in ("What model are you?", "Describe the scene."):
+        state = service.new_session("agent")
+        _play(service, state, prompt=prompt)
+        service.vote(state, "model_a")
+    assert len(load_battles_db(db_url)) == 2
+    assert len(load_battles_db(db_url, category="identity-question")) == 1
+    kept = load_battles_db(db_url, exclude_category="identity-question")
+    assert len(kept) == 1
+
+
 # -- rate limits and bans ---------------------------------------------------------------------------------
 
 
