@@ -14,10 +14,10 @@ import base64
 import io
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from PIL import Image
@@ -65,8 +65,22 @@ class Moderator(Protocol):
         ...
 
 
+@runtime_checkable
+class TurnModerator(Protocol):
+    """A provider that judges a whole turn (text and images) in one request, e.g. a remote endpoint."""
+
+    def check_turn(self, text: str, images: Sequence[Image.Image]) -> ModerationResult:
+        """The verdict on the turn as a whole."""
+        ...
+
+
 def check_turn(moderator: Moderator, text: str, images: Iterable[Image.Image]) -> ModerationResult:
-    """The verdict on a whole user turn: the text first, then each image; the first flag wins."""
+    """The verdict on a whole user turn: the text first, then each image; the first flag wins.
+
+    A provider that can judge the whole turn at once (:class:`TurnModerator`) is asked once.
+    """
+    if isinstance(moderator, TurnModerator):
+        return moderator.check_turn(text, list(images))
     result = moderator.check_text(text)
     if result.flagged:
         return result
@@ -174,6 +188,14 @@ class OpenAIModerator:
     def check_image(self, image: Image.Image) -> ModerationResult:
         """The endpoint's verdict on an image, sent as a PNG data URI (shrunk to fit 1024×1024)."""
         return self._ask([{"type": "image_url", "image_url": {"url": png_data_uri(image)}}])
+
+    def check_turn(self, text: str, images: Sequence[Image.Image]) -> ModerationResult:
+        """The endpoint's verdict on a turn's text and images, in one request (one round trip)."""
+        inputs: list[dict[str, Any]] = [{"type": "text", "text": text}] if text.strip() else []
+        inputs += [{"type": "image_url", "image_url": {"url": png_data_uri(image)}} for image in images]
+        if not inputs:
+            return ModerationResult(flagged=False, provider=self.name)
+        return self._ask(inputs)
 
     def _ask(self, inputs: list[dict[str, Any]]) -> ModerationResult:
         try:

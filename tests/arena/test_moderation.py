@@ -158,15 +158,43 @@ def test_openai_flags_a_red_image_and_passes_a_clean_one(
     assert not moderator.check_image(nearly_red).flagged  # the server decodes the real pixels
 
 
-def test_openai_check_turn_stops_at_the_first_flag(
+def test_openai_check_turn_sends_the_whole_turn_in_one_request(
     server: FakeOpenAIServer, moderator: OpenAIModerator
 ) -> None:
-    assert check_turn(moderator, "forbidden-word", [RED]).category == "violence"
-    assert len(server.moderation_requests) == 1  # the image was never sent
+    assert check_turn(moderator, "forbidden-word", [BLUE]).category == "violence"
     assert check_turn(moderator, "clean", [BLUE, RED, BLUE]).category == "sexual"
-    assert len(server.moderation_requests) == 4  # text, blue, red; the last image was not needed
-    assert not check_turn(moderator, "  ", [BLUE]).flagged
-    assert len(server.moderation_requests) == 5  # blank text is not sent
+    assert not check_turn(moderator, "clean", [BLUE, BLUE]).flagged
+    assert not check_turn(moderator, "  ", [BLUE]).flagged  # blank text is not sent, the image is
+    assert not check_turn(moderator, "  ", []).flagged  # nothing to send: no request
+    sent = [[part["type"] for part in r["body"]["input"]] for r in server.moderation_requests]
+    assert sent == [
+        ["text", "image_url"],
+        ["text", "image_url", "image_url", "image_url"],
+        ["text", "image_url", "image_url"],
+        ["image_url"],
+    ]
+
+
+def test_check_turn_asks_a_per_item_provider_text_first_and_stops_at_the_first_flag(tmp_path) -> None:
+    class Counting:
+        name = "counting"
+
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def check_text(self, text: str) -> ModerationResult:
+            self.asked.append("text")
+            return ModerationResult("bad" in text, self.name)
+
+        def check_image(self, image) -> ModerationResult:
+            self.asked.append(image.getpixel((0, 0)) == (255, 0, 0) and "red" or "other")
+            return ModerationResult(image.getpixel((0, 0)) == (255, 0, 0), self.name)
+
+    counting = Counting()
+    assert check_turn(counting, "bad", [RED]).flagged and counting.asked == ["text"]
+    counting.asked.clear()
+    assert check_turn(counting, "fine", [BLUE, RED, BLUE]).flagged
+    assert counting.asked == ["text", "other", "red"]
 
 
 def test_openai_large_images_are_shrunk_before_sending() -> None:

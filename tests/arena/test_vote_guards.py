@@ -324,3 +324,26 @@ def test_a_hostile_upload_is_refused_by_name_and_no_file_is_written(
     message = str(refused.value)
     assert message.startswith("Image 2 (evil.png): ") and expected in message and "\n" not in message
     assert _stored_files(tmp_path) == [] and _count(sessions, Battle) == 0
+
+
+def test_an_image_flagged_by_an_openai_compatible_endpoint_is_never_written(make_service, sessions, tmp_path):
+    from arena.guards.moderation import OpenAIModerator
+    from tests.models.openai_server import Behaviour, FakeOpenAIServer
+
+    with FakeOpenAIServer(Behaviour(moderation_flag_colour=(255, 0, 0))) as server:
+        moderator = OpenAIModerator(server.base_url, timeout_s=5)
+        service = make_service(guards=_policy([], moderator=moderator))
+        state = service.new_session("agent")
+        clean = image_bytes(Image.new("RGB", (16, 16), "green"))
+        red = image_bytes(Image.new("RGB", (16, 16), (255, 0, 0)))
+        with pytest.raises(ArenaError, match=NEUTRAL_REFUSAL[:30]):
+            service.start_turn(state, "Describe both.", [clean, red], ["clean.png", "red.png"])
+        [request] = server.moderation_requests  # the whole turn in one request
+        kinds = [part["type"] for part in request["body"]["input"]]
+        assert kinds == ["text", "image_url", "image_url"]
+        assert _stored_files(tmp_path) == [] and _count(sessions, Battle) == 0
+        with sessions() as db:
+            flag = db.scalars(sa.select(ModerationFlag)).one()
+        assert flag.reason.startswith("openai") and flag.image_sha256 is None
+        _play(service, state, prompt="Describe it.", images=[clean])  # a clean turn goes through
+        assert len(_stored_files(tmp_path)) == 1
