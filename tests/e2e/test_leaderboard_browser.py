@@ -148,6 +148,7 @@ def test_leaderboard_tab_table_category_style_and_csv(arena: ArenaServer, browse
         page.wait_for_timeout(2000)
         page.click("#leaderboard-refresh")
     table = _text(page, "#leaderboard-table")
+    assert "Alpha Board Display" in table, arena.log.read_text()[-4000:]
     lines = [line for line in table.splitlines() if "Board Display" in line]
     assert [line.split("Board Display")[0].split()[-1] for line in lines][:1] == ["Alpha"], table
     for licence in ("Apache-2.0", "MIT", "CC-BY-4.0"):
