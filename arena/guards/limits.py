@@ -29,6 +29,8 @@ def _wait(seconds: float) -> str:
 
 def limit_message(what: str, reached: LimitReached, now: datetime) -> str:
     """A voter-facing explanation of a reached limit that says when they can go on."""
+    if reached.limit == 1 and what.endswith("s"):
+        what = what[:-1]  # "the limit of 1 new battle"
     period = "hour" if reached.window.total_seconds() <= 3600 else "24 hours"
     when = reached.retry_at.strftime("%H:%M UTC")
     wait = _wait((reached.retry_at - now).total_seconds())
