@@ -47,7 +47,7 @@ from storage.schema import (
     VoterSession,
 )
 from storage.sql import as_utc
-from storage.vocabulary import INVALID, VOTED
+from storage.vocabulary import ANONY, INVALID, VOTED
 
 #: The audit log's action names (the ``audit_log.action`` vocabulary).
 ACTION_SET_MODEL = "set-model"
@@ -133,8 +133,9 @@ class AdminService:
     # -- models ----------------------------------------------------------------------------------
 
     def models_overview(self) -> list[ModelOverview]:
-        """One row per model, by name: its settings, votes in total and in the last 24 hours, health,
-        and time to first token, tokens/s and error rate from recent responses.
+        """One row per model, by name: its settings, votes in total and in the last 24 hours, its share
+        of the anonymous battles started in the last 24 hours, health, and time to first token,
+        tokens/s and error rate from recent responses.
 
         See :mod:`arena.admin_stats` for how these are read: votes through one GROUP BY over model
         pairs (after the first call only for the new votes), speed and errors from the arena's last
@@ -152,7 +153,9 @@ class AdminService:
                     ModelRow.deprecated,
                 ).order_by(ModelRow.name)
             ).all()
-            totals, recent = self.tally.counts(db, self.now() - timedelta(hours=24))
+            since = self.now() - timedelta(hours=24)
+            totals, recent = self.tally.counts(db, since)
+            shares = battle_shares(db, since)
             timing = response_timing(db, [row.id for row in models], **self.timing_limits)
         health = self.health.snapshot() if self.health is not None else None
         out = []
@@ -175,6 +178,7 @@ class AdminService:
                     votes_24h=recent.get(row.id, 0),
                     health=label,
                     **timing[row.id],
+                    battle_share_24h=shares.get(row.id, 0.0) if shares else None,
                 )
             )
         return out
@@ -495,6 +499,25 @@ class AdminService:
         db.add(AuditEntry(actor=actor, action=action, target=target, old=old, new=new, created_at=self.now()))
 
 
+def battle_shares(db: Session, since: datetime) -> dict[int, float]:
+    """Per model id: the share of the anonymous battles started since ``since`` that it was in (the
+    sampling policy's fairness floor is about this share); empty when there were none."""
+    rows = db.execute(
+        select(Battle.model_a_id, Battle.model_b_id, func.count())
+        .where(Battle.created_at >= since, Battle.mode == ANONY)
+        .group_by(Battle.model_a_id, Battle.model_b_id)
+    ).all()
+    total = sum(int(n) for _, _, n in rows)
+    if not total:
+        return {}
+    per_model: dict[int, int] = {}
+    for model_a, model_b, n in rows:
+        for model in {model_a, model_b}:
+            if model is not None:
+                per_model[model] = per_model.get(model, 0) + int(n)
+    return {model: n / total for model, n in per_model.items()}
+
+
 def overview_records(rows: Sequence[ModelOverview]) -> list[dict[str, Any]]:
     """Model overviews as JSON-ready dicts (the CLI's ``--format json``)."""
     return [asdict(r) for r in rows]
@@ -512,6 +535,7 @@ __all__ = [
     "AnswerDetail",
     "AuditRow",
     "BattleDetail",
+    "battle_shares",
     "FlaggedVoter",
     "ImageRef",
     "JudgeResultRow",

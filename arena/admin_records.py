@@ -27,6 +27,8 @@ class ModelOverview:
     ttft_p95_s: float | None
     tokens_per_s: float | None
     error_rate: float | None
+    #: Share of the anonymous battles started in the last 24 h that had this model (None: no battles).
+    battle_share_24h: float | None = None
 
     @property
     def sampled(self) -> bool:

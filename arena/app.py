@@ -24,6 +24,7 @@ from arena.guards.limits import RateLimits
 from arena.guards.moderation import build_moderator
 from arena.guards.policy import GuardPolicy
 from arena.guards.terms import Terms
+from arena.sampling import INPUT_VIEW, PairSampler, SamplingPolicy, SnapshotInputs, targets_of
 from arena.service import BattleService, seed_roster
 from arena.settings import ArenaSettings
 from arena.snapshot_worker import SnapshotWorker, WorkerConfig, worker_holder
@@ -120,6 +121,7 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         backends = load_backends(enabled, BackendContext(cache_dir=settings.cache_dir))
     health = HealthMonitor(backends, failure_threshold=settings.health_failures)
     startup_check(health)
+    snapshots = build_snapshots(settings, sessions)
     battle = BattleService(
         specs=enabled,
         backends=backends,
@@ -143,10 +145,24 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         ),
         model_refresh_s=settings.model_refresh_s,
         guards=guards,
+        sampler=build_sampler(settings, roster, snapshots),
     )
-    snapshots = build_snapshots(settings, sessions)
     admin = AdminService(sessions, health=health, images=battle.images)
     return Services(settings, roster, engine, battle, snapshots, health, admin=admin)
+
+
+def build_sampler(settings: ArenaSettings, roster: Roster, snapshots: SnapshotService) -> PairSampler:
+    """The pair-sampling policy of the settings, with the roster's battle targets and live inputs read
+    from the current ``bt`` leaderboard snapshot (held in memory: no query per draw)."""
+    policy = SamplingPolicy(
+        policy=settings.sampling_policy,
+        boost=settings.sampling_boost,
+        boost_until_votes=settings.sampling_boost_until_votes,
+        target_boost=settings.sampling_target_boost,
+        min_share=settings.sampling_min_share,
+    )
+    inputs = SnapshotInputs(lambda: snapshots.current(INPUT_VIEW))
+    return PairSampler(policy, targets=targets_of(roster.models), sampling_inputs=inputs)
 
 
 def build_snapshots(settings: ArenaSettings, sessions: sessionmaker[Session]) -> SnapshotService:

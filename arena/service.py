@@ -29,6 +29,7 @@ from arena.guards.identity import IDENTITY_QUESTION_TAG, is_identity_question
 from arena.guards.limits import BANNED_MESSAGE, limit_message
 from arena.guards.moderation import NEUTRAL_REFUSAL, ModerationResult, check_turn
 from arena.guards.policy import GuardPolicy
+from arena.sampling import PairSampler, targets_of
 from models.base import BackendError, GenerationParams, ModelBackend
 from models.health import HealthMonitor
 from models.roster import ModelSpec
@@ -130,8 +131,10 @@ class BattleService:
         model_refresh_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         guards: GuardPolicy | None = None,
+        sampler: PairSampler | None = None,
     ) -> None:
         self.specs = {s.name: s for s in specs if s.name in backends}
+        self.sampler = sampler or PairSampler(targets=targets_of(specs))
         #: Leak terms come from the whole roster (a model not loaded here may still be named).
         self.guards = guards or GuardPolicy.for_roster(specs)
         self.health = health
@@ -228,17 +231,17 @@ class BattleService:
         return stored is not None and stored.drawable and spec.max_images >= n_images and healthy
 
     def sample_pair(self, n_images: int = 0) -> tuple[str, str]:
-        """Two distinct available models, drawn by their sampling weights in the database, in random
-        sides."""
+        """Two distinct available models, drawn by the sampling policy (arena.sampling) over their
+        weights in the database, in random sides."""
         settings = self.sampling()
-        pool = [s for s in self.specs.values() if self.available(s, n_images, settings)]
+        pool = {
+            s.name: settings[s.name].sampling_weight
+            for s in self.specs.values()
+            if self.available(s, n_images, settings)
+        }
         if len(pool) < 2:
             raise ArenaError("Not enough models are available for a battle right now. Please try later.")
-        first = self.rng.choices(pool, weights=[settings[s.name].sampling_weight for s in pool])[0]
-        rest = [s for s in pool if s.name != first.name]
-        second = self.rng.choices(rest, weights=[settings[s.name].sampling_weight for s in rest])[0]
-        pair = (first.name, second.name)
-        return pair if self.rng.random() < 0.5 else (pair[1], pair[0])
+        return self.sampler.draw(pool, self.rng)
 
     # -- a turn ----------------------------------------------------------------------------------
 

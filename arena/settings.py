@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from arena.sampling import PolicyName
+
 DEFAULT_ROSTER = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
@@ -93,4 +95,32 @@ class ArenaSettings(BaseSettings):
     )
     terms_version: str | None = Field(
         None, description="version recorded with each acceptance (default: a hash of the terms' text)"
+    )
+    sampling_policy: PolicyName = Field(
+        "weighted",
+        description=(
+            "how battles choose their pair: weighted (by the models' sampling weights), uniform (every "
+            "pair alike), or active (pairs whose rating intervals one more vote would shrink most, read "
+            "from the leaderboard snapshot)"
+        ),
+    )
+    sampling_boost: float = Field(
+        5.0, gt=0, description="a new model's weight is multiplied by this until it has enough votes"
+    )
+    sampling_boost_until_votes: int = Field(
+        3000, ge=0, description="counted votes after which a model's new-model boost ends"
+    )
+    sampling_target_boost: float = Field(
+        3.0,
+        gt=0,
+        description="how much more likely a pair is when one model lists the other in battle_targets",
+    )
+    sampling_min_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "fairness floor: no drawable model is in fewer battles than this fraction of its uniform share "
+            "(2/n of battles with n models); 0.5 = at least half"
+        ),
     )

@@ -89,6 +89,9 @@ class ModelSpec(BaseModel):
     #: Extra identity terms for this model (e.g. ``[GPT-4o, OpenAI, ChatGPT]``): an answer that names one
     #: of them when the voter did not is an identity leak, and its vote does not count.
     aliases: list[str] = Field(default_factory=list)
+    #: Other roster models this one should be compared with most: a battle pairing it with one of them
+    #: is ``ARENA_SAMPLING_TARGET_BOOST`` times more likely (see ``arena.sampling``).
+    battle_targets: list[str] = Field(default_factory=list)
 
     @field_validator("aliases")
     @classmethod
@@ -134,6 +137,20 @@ class Roster(BaseModel):
                     f"duplicate model name {spec.name!r} (entries #{seen[spec.name] + 1} and #{index + 1})"
                 )
             seen[spec.name] = index
+        return self
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> Roster:
+        """Each battle target names another model of this roster."""
+        names = {spec.name for spec in self.models}
+        for spec in self.models:
+            for target in spec.battle_targets:
+                if target == spec.name:
+                    raise ValueError(f"model {spec.name!r} lists itself in battle_targets")
+                if target not in names:
+                    raise ValueError(
+                        f"model {spec.name!r}: battle target {target!r} is not a model of this roster"
+                    )
         return self
 
     def enabled(self) -> list[ModelSpec]:

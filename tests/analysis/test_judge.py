@@ -176,7 +176,10 @@ class LongerAnswerJudge(ModelBackend):
 
 
 def play_battles(sessions, tmp_path: Path, prompts: list[str]) -> BattleService:
-    specs = [scripted("alpha", reply="short"), scripted("bravo", reply="a much longer answer than the other one")]
+    specs = [
+        scripted("alpha", reply="short"),
+        scripted("bravo", reply="a much longer answer than the other one"),
+    ]
     context = BackendContext(cache_dir=tmp_path / "cache")
     service = BattleService(
         specs=specs,

@@ -1,4 +1,5 @@
-"""votes worth counting: identity-leak evidence, vote decision time, accepted terms of use
+"""votes worth counting: identity-leak evidence, vote decision time, accepted terms of use; an index
+on battles.created_at for time windows
 
 Revision ID: 0005
 Revises: 0004
@@ -20,6 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table("battles", schema=None) as batch_op:
         batch_op.add_column(sa.Column("identity_leak_term", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("identity_leak_side", sa.String(length=1), nullable=True))
+        batch_op.create_index(batch_op.f("ix_battles_created_at"), ["created_at"], unique=False)
     with op.batch_alter_table("votes", schema=None) as batch_op:
         batch_op.add_column(sa.Column("decision_s", sa.Float(), nullable=True))
     with op.batch_alter_table("voter_sessions", schema=None) as batch_op:
@@ -34,5 +36,6 @@ def downgrade() -> None:
     with op.batch_alter_table("votes", schema=None) as batch_op:
         batch_op.drop_column("decision_s")
     with op.batch_alter_table("battles", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_battles_created_at"))
         batch_op.drop_column("identity_leak_side")
         batch_op.drop_column("identity_leak_term")
