@@ -58,6 +58,7 @@ def format_models(rows: Sequence[ModelOverview]) -> str:
         "deprecated",
         "votes",
         "votes_24h",
+        "share_24h",
         "health",
         "ttft_p50_s",
         "ttft_p95_s",
@@ -72,6 +73,8 @@ def format_models(rows: Sequence[ModelOverview]) -> str:
             "yes" if r.deprecated else "no",
             str(r.votes_total),
             str(r.votes_24h),
+            _fmt(None if r.battle_share_24h is None else 100 * r.battle_share_24h, ".1f")
+            + ("%" if r.battle_share_24h is not None else ""),
             r.health if len(r.health) <= 40 else r.health[:39] + "…",
             _fmt(r.ttft_median_s, ".2f"),
             _fmt(r.ttft_p95_s, ".2f"),
