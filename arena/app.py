@@ -24,12 +24,13 @@ from arena.guards.limits import RateLimits
 from arena.guards.moderation import build_moderator
 from arena.guards.policy import GuardPolicy
 from arena.guards.terms import Terms
+from arena.model_settings import seed_roster
 from arena.sampling import INPUT_VIEW, PairSampler, SamplingPolicy, SnapshotInputs, targets_of
-from arena.service import BattleService, seed_roster
+from arena.service import BattleService
 from arena.settings import ArenaSettings
 from arena.snapshot_worker import SnapshotWorker, WorkerConfig, worker_holder
 from arena.snapshots import SnapshotService, default_holder
-from arena.ui.battle import build_battle_tab
+from arena.ui.battle import KEYBOARD_JS, build_battle_tab
 from arena.ui.errors import guard_callbacks
 from arena.ui.leaderboard import build_leaderboard_tab
 from models.base import ModelBackend
@@ -201,6 +202,7 @@ def build_app(services: Services) -> gr.Blocks:
                 )
             with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
                 build_leaderboard_tab(services.snapshots, tab)
+        app.load(None, None, None, js=KEYBOARD_JS)  # keys 1-4 vote
     guard_callbacks(app)
     app.queue(default_concurrency_limit=services.settings.concurrency)
     return app

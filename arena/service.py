@@ -29,6 +29,7 @@ from arena.guards.identity import IDENTITY_QUESTION_TAG, is_identity_question
 from arena.guards.limits import BANNED_MESSAGE, limit_message
 from arena.guards.moderation import NEUTRAL_REFUSAL, ModerationResult, check_turn
 from arena.guards.policy import GuardPolicy
+from arena.model_settings import ModelSampling, model_seed
 from arena.sampling import PairSampler, targets_of
 from models.base import BackendError, GenerationParams, ModelBackend
 from models.health import HealthMonitor
@@ -49,6 +50,10 @@ NEUTRAL_FAILURE = (
 )
 
 
+#: The longest reason a voter may give for a vote (WildVision-Arena asks for one too).
+MAX_VOTE_REASON_CHARS = 500
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -63,48 +68,6 @@ class _Answer:
     finish_reason: str | None = None
     output_tokens: int | None = None
     error: str | None = None
-
-
-def model_seed(spec: ModelSpec) -> repo.ModelSeed:
-    """What the roster says about a model, for registering it in the database the first time."""
-    return repo.ModelSeed(
-        name=spec.name,
-        display_name=spec.display_name or spec.name,
-        organization=spec.organization,
-        backend=spec.backend,
-        enabled=spec.enabled,
-        sampling_weight=spec.sampling_weight,
-        license=spec.license,
-        link=spec.link,
-    )
-
-
-def seed_roster(
-    sessions: sessionmaker[Session], specs: Sequence[ModelSpec], now: datetime
-) -> list[ModelSpec]:
-    """Register every roster model the database does not know yet; return those it says are enabled.
-
-    The database is the source of truth for a model's settings once it is registered (operators
-    change them on the admin page or with ``python -m arena admin``), so a model disabled in the
-    roster but enabled by an operator is loaded, and the other way round.
-    """
-    with sessions.begin() as db:
-        repo.sync_models(db, [model_seed(s) for s in specs], now)
-        enabled = dict(db.execute(select(ModelRow.name, ModelRow.enabled)).all())
-    return [s for s in specs if enabled.get(s.name, s.enabled)]
-
-
-@dataclass(frozen=True)
-class ModelSampling:
-    """A model's sampling settings as stored in the database (operators change them; see arena.admin)."""
-
-    enabled: bool
-    sampling_weight: float
-    deprecated: bool
-
-    @property
-    def drawable(self) -> bool:
-        return self.enabled and not self.deprecated and self.sampling_weight > 0
 
 
 class BattleService:
@@ -571,6 +534,17 @@ class BattleService:
         state.status = "voted"
         state.winner = winner
         return self.reveal(state)
+
+    def add_reason(self, state: BattleSession, reason: str) -> None:
+        """Store the voter's optional reason with the vote just cast (at most MAX_VOTE_REASON_CHARS)."""
+        reason = (reason or "").strip()
+        if state.status != "voted" or state.battle_id is None:
+            raise ArenaError("A reason can be added after the vote.")
+        if len(reason) > MAX_VOTE_REASON_CHARS:
+            raise ArenaError(f"Please keep the reason under {MAX_VOTE_REASON_CHARS} characters.")
+        with self.sessions.begin() as db:
+            if not repo.set_vote_reason(db, state.battle_id, state.session_id, reason):
+                raise ArenaError("There is no vote of yours to add a reason to.")
 
     def _admit_vote(self, db: Connection, state: BattleSession, now: datetime) -> None:
         """Refuse a banned voter's vote, or one past the voter's daily limit (inside the vote's write)."""

@@ -51,7 +51,8 @@ from arena.battle_session import BattleSession  # noqa: E402
 from arena.guards.identity import IdentityTerms, is_identity_question  # noqa: E402
 from arena.guards.limits import RateLimits  # noqa: E402
 from arena.guards.policy import GuardPolicy  # noqa: E402
-from arena.service import BattleService, seed_roster  # noqa: E402
+from arena.model_settings import seed_roster  # noqa: E402
+from arena.service import BattleService  # noqa: E402
 from models.registry import BackendContext, create_backend  # noqa: E402
 from models.roster import ModelSpec  # noqa: E402
 from models.scripted import WORDS  # noqa: E402

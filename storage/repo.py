@@ -318,6 +318,21 @@ class _VoteStatements:
 _VOTE_STATEMENTS = _VoteStatements()
 
 
+def set_vote_reason(session: Session, battle_id: str, session_id: str | None, reason: str) -> bool:
+    """Store the voter's reason for a vote already recorded; only the session that voted may.
+
+    Returns False when there is no such vote by that session.
+    """
+    if len(reason) > MAX_REASON_CHARS:
+        raise VoteRejected(f"the reason is longer than {MAX_REASON_CHARS} characters")
+    result = session.execute(
+        update(Vote)
+        .where(Vote.battle_id == battle_id, Vote.session_id == session_id)
+        .values(reason=reason or None)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def vote_target(engine: Engine) -> Engine:
     """The engine to run :func:`record_vote` on, each call its own transaction, via
     ``storage.db.run_in_transaction(vote_target(engine), lambda conn: record_vote(conn, ...))``.

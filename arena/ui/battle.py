@@ -15,7 +15,7 @@ import gradio as gr
 
 from arena.battle_session import BattleSession
 from arena.errors import ArenaError
-from arena.service import NEUTRAL_FAILURE, BattleService
+from arena.service import MAX_VOTE_REASON_CHARS, NEUTRAL_FAILURE, BattleService
 from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
 #: The vote buttons: element id, label, and the winner a click records.
@@ -35,6 +35,27 @@ DEMO_NOTICE = """> **Demo roster.** The models in this arena are tiny, *untraine
 > built on this machine so the arena runs offline: their answers are gibberish by design. To compare
 > real models, write a roster YAML (see `configs/` and the README) and start the arena with
 > `python launch.py --config your-roster.yaml`."""
+
+
+#: Keys 1-4 vote A, B, tie and both-bad once the vote is open, unless the focus is in a text field.
+#: Run once on page load (``build_app``); it only clicks the page's own, enabled vote buttons.
+KEYBOARD_JS = """
+() => {
+  if (window.__arenaVoteKeys) return;
+  window.__arenaVoteKeys = true;
+  const buttons = {"1": "vote-a", "2": "vote-b", "3": "vote-tie", "4": "vote-bothbad"};
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const id = buttons[event.key];
+    const target = event.target;
+    if (!id || (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)))) return;
+    const button = document.getElementById(id);
+    if (!button || button.disabled || button.offsetParent === null) return;
+    event.preventDefault();
+    button.click();
+  });
+}
+"""
 
 
 def _chat_message(role: str, text: str, image_paths: list[str] | None = None) -> dict[str, Any]:
@@ -93,6 +114,15 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
     with gr.Row():
         vote_buttons = [gr.Button(label, elem_id=eid, interactive=False) for eid, label, _ in VOTES]
     status = gr.Markdown("", elem_id="battle-status")
+    with gr.Row(visible=False, elem_id="vote-reason-row") as reason_row:
+        reason = gr.Textbox(
+            label=f"Why? (optional, up to {MAX_VOTE_REASON_CHARS} characters)",
+            placeholder="What made one answer better?",
+            max_length=MAX_VOTE_REASON_CHARS,
+            elem_id="vote-reason",
+            scale=4,
+        )
+        reason_send = gr.Button("Save reason", elem_id="vote-reason-send", scale=1, size="sm")
     with gr.Row():
         images = gr.File(
             label="Images",
@@ -181,12 +211,28 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
     def on_vote(winner: str, current: BattleSession | None) -> tuple[Any, ...]:
         if current is None:
             gr.Warning("There is no battle to vote on yet.")
-            return current, gr.update(), gr.update(), *_vote_buttons(False), gr.update(), gr.update()
+            return (
+                current,
+                gr.update(),
+                gr.update(),
+                *_vote_buttons(False),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+            )
         try:
             reveal = service.vote(current, winner)
         except ArenaError as exc:
             gr.Warning(str(exc))
-            return current, gr.update(), gr.update(), *_vote_buttons(False), gr.update(), f"⚠️ {exc}"
+            return (
+                current,
+                gr.update(),
+                gr.update(),
+                *_vote_buttons(False),
+                gr.update(),
+                f"⚠️ {exc}",
+                gr.update(),
+            )
         thanks = "Thanks for voting! Press New round for another battle."
         return (
             current,
@@ -195,15 +241,31 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
             *_vote_buttons(False),
             gr.update(interactive=False),
             f"⚠️ {reveal.notice} {thanks}" if reveal.notice else thanks,
+            gr.update(visible=True),
         )
 
     for button, (_, _, winner) in zip(vote_buttons, VOTES, strict=True):
         button.click(
             partial(on_vote, winner),
             [state],
-            [state, name_a, name_b, *vote_buttons, send, status],
+            [state, name_a, name_b, *vote_buttons, send, status, reason_row],
             api_visibility="private",
             show_progress="hidden",
+        )
+
+    def on_reason(text: str, current: BattleSession | None) -> tuple[Any, ...]:
+        if current is None:
+            return gr.update(), gr.update()
+        try:
+            service.add_reason(current, text)
+        except ArenaError as exc:
+            gr.Warning(str(exc))
+            return gr.update(), f"⚠️ {exc}"
+        return gr.update(visible=False), "Thanks, your reason was saved. Press New round for another battle."
+
+    for trigger in (reason_send.click, reason.submit):
+        trigger(
+            on_reason, [reason, state], [reason_row, status], api_visibility="private", show_progress="hidden"
         )
 
     def on_new_round(current: BattleSession | None) -> tuple[Any, ...]:
@@ -221,13 +283,26 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
                     *_vote_buttons(False),
                     gr.update(),
                     gr.update(),
+                    gr.update(),
+                    gr.update(),
                 )
-        return current, [], [], "", "", *_vote_buttons(False), gr.update(interactive=True), ""
+        return (
+            current,
+            [],
+            [],
+            "",
+            "",
+            *_vote_buttons(False),
+            gr.update(interactive=True),
+            "",
+            gr.update(visible=False),
+            "",
+        )
 
     new_round.click(
         on_new_round,
         [state],
-        [state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, status],
+        [state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, status, reason_row, reason],
         api_visibility="private",
         show_progress="hidden",
     )

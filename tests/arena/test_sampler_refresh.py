@@ -14,7 +14,8 @@ import pytest
 
 from arena.admin import AdminService
 from arena.errors import ArenaError
-from arena.service import BattleService, seed_roster
+from arena.model_settings import seed_roster
+from arena.service import BattleService
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec
 from storage.images import ImageStore

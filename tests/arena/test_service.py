@@ -321,3 +321,19 @@ def test_models_with_too_few_image_slots_are_not_sampled(make_service) -> None:
         service.start_turn(state, "what is it?", [_png()])
         assert "textonly" not in state.models.values()
         asyncio.run(_drain(service, state))
+
+
+def test_a_reason_is_stored_with_the_vote_after_it_and_only_by_its_voter(make_service, sessions) -> None:
+    service = make_service()
+    state, _ = _play(service)
+    with pytest.raises(ArenaError, match="after the vote"):
+        service.add_reason(state, "too early")
+    service.vote(state, "model_a")
+    with pytest.raises(ArenaError, match="under 500"):
+        service.add_reason(state, "x" * 501)
+    impostor = dataclasses.replace(state, session_id="someone-else")
+    with pytest.raises(ArenaError, match="no vote of yours"):
+        service.add_reason(impostor, "not mine")
+    service.add_reason(state, "  A counted the objects right.  ")
+    with sessions() as db:
+        assert db.scalar(sa.select(Vote.reason)) == "A counted the objects right."
