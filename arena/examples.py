@@ -173,7 +173,11 @@ def box(draw: ImageDraw.ImageDraw, centre: tuple[int, int], text: str, width: in
     """A rounded flow-chart box with centred (possibly two-line) text."""
     x, y = centre
     draw.rounded_rectangle(
-        [x - width // 2, y - 32, x + width // 2, y + 32], radius=10, fill=(225, 236, 250), outline=INK, width=2
+        [x - width // 2, y - 32, x + width // 2, y + 32],
+        radius=10,
+        fill=(225, 236, 250),
+        outline=INK,
+        width=2,
     )
     draw.multiline_text((x, y), text, font=font(19), fill=INK, anchor="mm", align="center", spacing=4)
 
@@ -185,7 +189,9 @@ def flow_diagram() -> bytes:
     box(draw, (130, 110), "Upload photo")
     box(draw, (390, 110), "Check the file")
     cx, cy = 640, 110
-    draw.polygon([(cx, cy - 55), (cx + 85, cy), (cx, cy + 55), (cx - 85, cy)], fill=(252, 240, 205), outline=INK)
+    draw.polygon(
+        [(cx, cy - 55), (cx + 85, cy), (cx, cy + 55), (cx - 85, cy)], fill=(252, 240, 205), outline=INK
+    )
     draw.text((cx, cy), "Valid?", font=font(20), fill=INK, anchor="mm")
     box(draw, (640, 270), "Store the image")
     box(draw, (390, 270), "Ask two models")
@@ -214,15 +220,24 @@ def clock() -> bytes:
         a = math.radians(minute * 6)
         inner = r - (22 if minute % 5 == 0 else 10)
         draw.line(
-            [(c + inner * math.sin(a), c - inner * math.cos(a)), (c + (r - 4) * math.sin(a), c - (r - 4) * math.cos(a))],
+            [
+                (c + inner * math.sin(a), c - inner * math.cos(a)),
+                (c + (r - 4) * math.sin(a), c - (r - 4) * math.cos(a)),
+            ],
             fill=INK,
             width=4 if minute % 5 == 0 else 2,
         )
     for hour in range(1, 13):
         a = math.radians(hour * 30)
-        draw.text((c + (r - 50) * math.sin(a), c - (r - 50) * math.cos(a)), str(hour), font=font(34), fill=INK, anchor="mm")
+        draw.text(
+            (c + (r - 50) * math.sin(a), c - (r - 50) * math.cos(a)),
+            str(hour),
+            font=font(34),
+            fill=INK,
+            anchor="mm",
+        )
     hours, minutes = 4, 40
-    for angle, length, width in ((hours * 30 + minutes * 0.5, r * 0.5, 10), (minutes * 6, r * 0.8, 6)):
+    for angle, length, width in ((hours * 30 + minutes * 0.5, r * 0.5, 10), (minutes * 6, r * 0.68, 6)):
         a = math.radians(angle)
         draw.line([(c, c), (c + length * math.sin(a), c - length * math.cos(a))], fill=INK, width=width)
     draw.ellipse([c - 10, c - 10, c + 10, c + 10], fill=INK)
@@ -239,7 +254,9 @@ def house_scene(variant: bool) -> bytes:
     draw.ellipse([80, 50, 200, 100], fill=WHITE)
     draw.rectangle([170, 200, 370, 330], fill=(230, 200, 160), outline=INK, width=2)
     draw.polygon([(150, 200), (270, 120), (390, 200)], fill=(170, 60, 50), outline=INK)
-    draw.rectangle([245, 260, 295, 330], fill=(40, 90, 200) if variant else (200, 40, 40), outline=INK, width=2)
+    draw.rectangle(
+        [245, 260, 295, 330], fill=(40, 90, 200) if variant else (200, 40, 40), outline=INK, width=2
+    )
     draw.rectangle([190, 225, 230, 260], fill=(170, 210, 240), outline=INK, width=2)
     if not variant:
         draw.rectangle([310, 225, 350, 260], fill=(170, 210, 240), outline=INK, width=2)
@@ -268,8 +285,14 @@ def examples() -> tuple[Example, ...]:
             "What was bought on this receipt, and what is the total? Does the total match the items?",
             (receipt(),),
         ),
-        Example("count-circles", "There are seven circles in this picture. How many of them are red?", (count_scene(),)),
-        Example("flow-diagram", "Explain the process shown in this diagram, step by step.", (flow_diagram(),)),
+        Example(
+            "count-circles",
+            "There are seven circles in this picture. How many of them are red?",
+            (count_scene(),),
+        ),
+        Example(
+            "flow-diagram", "Explain the process shown in this diagram, step by step.", (flow_diagram(),)
+        ),
         Example(
             "spot-the-difference",
             "Compare the two pictures. List every difference you can find in the second one.",

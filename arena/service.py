@@ -214,12 +214,14 @@ class BattleService:
         prompt: str,
         uploads: Sequence[bytes] = (),
         names: Sequence[str] = (),
+        tags: Sequence[str] = (),
     ) -> None:
         """Validate and record a user turn; starts a battle on the first turn of a round.
 
         Every check of the whole turn (prompt, each image, moderation, ban, rate limit) passes before
         anything is written: a refused turn leaves no file and no row, except the moderation flag
-        that records a refusal for operators. ``names`` are the uploads' file names, for messages.
+        that records a refusal for operators. ``names`` are the uploads' file names, for messages;
+        ``tags`` label a battle this turn starts (e.g. ``example``: started from a bundled example).
         """
         prompt = self._check_prompt(state, prompt, len(uploads))
         prepared = self._prepare_images(uploads, names)
@@ -264,6 +266,8 @@ class BattleService:
                 )
                 if is_identity_question(prompt):
                     voter_guards.add_tag(db, battle_id, IDENTITY_QUESTION_TAG)
+                for tag in tags if new_battle else ():
+                    voter_guards.add_tag(db, battle_id, tag)
         except BaseException:
             self._discard_unreferenced(written)
             raise

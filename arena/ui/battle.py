@@ -6,6 +6,8 @@ Callbacks only translate between Gradio values and :class:`arena.service.BattleS
 from __future__ import annotations
 
 import asyncio
+import random
+import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -15,6 +17,7 @@ import gradio as gr
 
 from arena.battle_session import BattleSession
 from arena.errors import ArenaError
+from arena.examples import examples, pick
 from arena.service import MAX_VOTE_REASON_CHARS, NEUTRAL_FAILURE, BattleService
 from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
@@ -73,6 +76,23 @@ def _voter(service: BattleService, request: gr.Request | None) -> BattleSession:
     agent = request.headers.get("user-agent") if request else None
     ip = request.client.host if request and request.client else None
     return service.new_session(agent, ip)
+
+
+#: The tag of a battle started from a bundled example (``ratings --exclude-category example``).
+EXAMPLE_TAG = "example"
+
+
+def _example_files() -> dict[str, list[str]]:
+    """The bundled examples' images as files (Gradio's file input takes paths), written once per app."""
+    folder = Path(tempfile.mkdtemp(prefix="arena-examples-"))
+    files: dict[str, list[str]] = {}
+    for item in examples():
+        files[item.key] = []
+        for index, data in enumerate(item.images, start=1):
+            path = folder / f"{item.key}-{index}.png"
+            path.write_bytes(data)
+            files[item.key].append(str(path))
+    return files
 
 
 def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) -> None:
@@ -140,7 +160,20 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
         )
     with gr.Row():
         send = gr.Button("Send", variant="primary", elem_id="battle-send")
+        example = gr.Button("🖼️ Example", elem_id="battle-example")
         new_round = gr.Button("🎲 New round", elem_id="battle-new-round")
+    # The key of the bundled example that filled the inputs, until the next round (tags the battle).
+    example_key = gr.State(None)
+    example_files = _example_files()
+    picker = random.Random()
+
+    def on_example() -> tuple[Any, ...]:
+        chosen = pick(picker)
+        return example_files[chosen.key], chosen.prompt, chosen.key
+
+    example.click(
+        on_example, None, [images, prompt, example_key], api_visibility="private", show_progress="hidden"
+    )
 
     async def on_send(
         files: list[str] | None,
@@ -148,6 +181,7 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
         current: BattleSession | None,
         history_a: list[dict[str, Any]] | None,
         history_b: list[dict[str, Any]] | None,
+        from_example: str | None,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
         current = current or _voter(service, request)
@@ -156,7 +190,8 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
             # Image decoding, moderation and the database write run off the event loop.
             uploads = await asyncio.to_thread(lambda: [Path(p).read_bytes() for p in paths])
             names = [Path(p).name for p in paths]
-            await asyncio.to_thread(service.start_turn, current, text, uploads, names)
+            tags = (EXAMPLE_TAG,) if from_example else ()
+            await asyncio.to_thread(service.start_turn, current, text, uploads, names, tags)
         except ArenaError as exc:
             gr.Warning(str(exc))
             yield (
@@ -195,7 +230,7 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
                 note,
             )
 
-    send_inputs = [images, prompt, state, chat_a, chat_b]
+    send_inputs = [images, prompt, state, chat_a, chat_b, example_key]
     send_outputs = [state, chat_a, chat_b, prompt, images, *vote_buttons, send, status]
     for trigger in (send.click, prompt.submit):
         trigger(
@@ -285,6 +320,7 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
                     gr.update(),
                     gr.update(),
                     gr.update(),
+                    gr.update(),
                 )
         return (
             current,
@@ -297,12 +333,13 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
             "",
             gr.update(visible=False),
             "",
+            None,
         )
 
     new_round.click(
         on_new_round,
         [state],
-        [state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, status, reason_row, reason],
+        [state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, status, reason_row, reason, example_key],
         api_visibility="private",
         show_progress="hidden",
     )

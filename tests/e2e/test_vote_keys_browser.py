@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.e2e.harness import ArenaServer, ask, start_arena, stop_arena
+from tests.e2e.harness import ArenaServer, accept_terms, ask, start_arena, stop_arena
 
 pytestmark = pytest.mark.e2e
 
@@ -74,3 +74,38 @@ def test_keys_vote_once_outside_the_prompt_and_a_reason_is_stored(
     page.click("#battle-new-round")
     page.wait_for_function("() => document.querySelector('#battle-name-a').innerText === ''")
     assert not page.is_visible("#vote-reason textarea")
+
+
+def test_an_example_fills_the_inputs_and_tags_its_battle(arena: ArenaServer, browser) -> None:
+    from arena.examples import examples
+
+    prompts = {e.prompt: e for e in examples()}
+    page = browser.new_context().new_page()
+    page.goto(arena.url)
+    accept_terms(page)
+    page.click("#battle-example")
+    page.wait_for_function("() => document.querySelector('#battle-prompt textarea').value.length > 0")
+    chosen = prompts[page.input_value("#battle-prompt textarea")]
+    for index in range(1, len(chosen.images) + 1):
+        page.wait_for_selector(f"#battle-images >> text={chosen.key}-{index}", timeout=15_000)
+    page.click("#battle-send")
+    page.wait_for_function("() => !document.querySelector('#vote-a').disabled", timeout=60_000, polling=200)
+    page.click("#vote-tie")
+    page.wait_for_function(
+        "() => document.querySelector('#battle-name-a').innerText.includes('Model A:')", timeout=30_000
+    )
+    with sqlite3.connect(arena.db_path) as db:
+        tagged = db.execute(
+            "SELECT t.tag, (SELECT count(*) FROM turn_images ti JOIN turns u ON u.id = ti.turn_id "
+            "WHERE u.battle_id = b.id) FROM battles b JOIN battle_tags t ON t.battle_id = b.id "
+            "JOIN votes v ON v.battle_id = b.id WHERE v.winner = 'tie'"
+        ).fetchall()
+    assert tagged == [("example", len(chosen.images))]
+    # The next round is not an example unless the button is pressed again.
+    page.click("#battle-new-round")
+    page.wait_for_function("() => document.querySelector('#battle-name-a').innerText === ''")
+    page.fill("#battle-prompt textarea", "Just text this time.")
+    page.click("#battle-send")
+    page.wait_for_function("() => !document.querySelector('#vote-a').disabled", timeout=60_000, polling=200)
+    with sqlite3.connect(arena.db_path) as db:
+        assert db.execute("SELECT count(*) FROM battle_tags WHERE tag = 'example'").fetchone() == (1,)
