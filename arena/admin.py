@@ -387,7 +387,9 @@ class AdminService:
             images = repo.turn_image_hashes(db, turn_ids)
             answers: dict[tuple[int, str], AnswerDetail] = {}
             if turn_ids:
-                for resp in db.execute(select(Response).where(Response.turn_id.in_(turn_ids))).scalars():
+                for resp in db.execute(
+                    select(Response).where(Response.turn_id.in_(turn_ids), Response.superseded.is_(False))
+                ).scalars():
                     started, first = as_utc(resp.started_at), as_utc(resp.first_token_at)
                     answers[(resp.turn_id, resp.side)] = AnswerDetail(
                         model=names.get(resp.model_id, "?"),

@@ -12,7 +12,7 @@ from typing import Literal
 from PIL import Image
 
 from models.base import Message
-from storage.vocabulary import BattleState
+from storage.vocabulary import ANONY, BattleMode, BattleState
 from storage.voter_guards import Voter
 
 Side = Literal["a", "b"]
@@ -47,6 +47,10 @@ class BattleSession:
     terms_version: str | None = None
     #: The first identity leak found in this battle's answers: (term, side).
     leak: tuple[str, Side] | None = None
+    #: ``anony`` (drawn models, names secret until the vote) or ``named`` (the voter chose them).
+    mode: BattleMode = ANONY
+    #: How many times the last turn's answers were regenerated (a new sampling seed each time).
+    attempt: int = 0
 
     @property
     def voter(self) -> Voter:

@@ -158,7 +158,9 @@ def load_for_judging(session: Session, battle_ids: Sequence[str]) -> list[JudgeB
     answers: dict[tuple[int, str], str] = {}
     for turn_chunk in chunked(turn_ids, session):
         for turn_id, side, text in session.execute(
-            select(Response.turn_id, Response.side, Response.text).where(Response.turn_id.in_(turn_chunk))
+            select(Response.turn_id, Response.side, Response.text).where(
+                Response.turn_id.in_(turn_chunk), Response.superseded.is_(False)
+            )
         ):
             answers[(turn_id, side)] = text
     out = []

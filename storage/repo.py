@@ -29,7 +29,7 @@ from storage.schema import (
     Vote,
     VoterSession,
 )
-from storage.sql import as_utc, chunked, dialect_insert, dialect_name
+from storage.sql import as_utc, chunked, dialect_insert, dialect_name, rowcount
 from storage.vocabulary import ANONY, BATTLE_MODES, DIRECT, GENERATING, READY, VOTED, WINNERS, BattleState
 
 
@@ -179,6 +179,28 @@ def save_response(
     session.add(response)
     session.flush()
     return response
+
+
+def supersede_answers(session: Session, battle_id: str, turn_id: int, now: datetime) -> bool:
+    """Mark a ready battle's current answers to ``turn_id`` superseded and put it back to generating.
+
+    For regenerate: the old answers stay stored (``superseded``) and the new ones the caller saves
+    become the current ones. Returns False, changing nothing, unless the battle is ready (answered and
+    not yet voted on); the check and the change are one statement, so a racing vote wins cleanly.
+    """
+    claimed = session.execute(
+        update(Battle)
+        .where(Battle.id == battle_id, Battle.state == READY)
+        .values(state=GENERATING, updated_at=now, invalid_reason=None)
+    )
+    if not rowcount(claimed):
+        return False
+    session.execute(
+        update(Response)
+        .where(Response.turn_id == turn_id, Response.superseded.is_(False))
+        .values(superseded=True)
+    )
+    return True
 
 
 def ready_since(session: Session | Connection, battle_id: str) -> datetime | None:
@@ -398,7 +420,7 @@ def answer_texts(session: Session, battle_ids: Sequence[str]) -> dict[str, tuple
         rows = session.execute(
             select(Turn.battle_id, Response.side, Response.text)
             .join(Response, Response.turn_id == Turn.id)
-            .where(Turn.battle_id.in_(chunk))
+            .where(Turn.battle_id.in_(chunk), Response.superseded.is_(False))
             .order_by(Turn.battle_id, Turn.index)
         )
         for battle_id, side, text in rows:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import False_
 
@@ -164,7 +166,12 @@ class Turn(Base):
 
     battle: Mapped[Battle] = relationship(back_populates="turns")
     images: Mapped[list[TurnImage]] = relationship(order_by="TurnImage.position")
-    responses: Mapped[list[Response]] = relationship(order_by="Response.side")
+    #: The answers shown now (a regenerated turn keeps its superseded answers apart, see Response).
+    responses: Mapped[list[Response]] = relationship(
+        primaryjoin="and_(Turn.id == Response.turn_id, Response.superseded == false())",
+        order_by="Response.side",
+        viewonly=True,
+    )
 
 
 class Image(Base):
@@ -190,12 +197,27 @@ class TurnImage(Base):
     image_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"), index=True)
 
 
+#: The one current (not superseded) answer per turn and side; superseded answers may repeat.
+CURRENT_RESPONSE_WHERE = "superseded = false"
+
+
 class Response(Base):
-    """One model's answer to one turn, with its timing."""
+    """One model's answer to one turn, with its timing.
+
+    Regenerating a turn marks its answers ``superseded`` and adds new ones: every reader of answers
+    (export, judging, analysis) takes only the rows with ``superseded`` false, the answers shown.
+    """
 
     __tablename__ = "responses"
     __table_args__ = (
-        UniqueConstraint("turn_id", "side", name="uq_responses_turn_side"),
+        Index(
+            "uq_responses_turn_side_current",
+            "turn_id",
+            "side",
+            unique=True,
+            sqlite_where=sql_text(CURRENT_RESPONSE_WHERE),
+            postgresql_where=sql_text(CURRENT_RESPONSE_WHERE),
+        ),
         CheckConstraint(_in("side", SIDES), name="side"),
     )
 
@@ -211,6 +233,8 @@ class Response(Base):
     output_tokens: Mapped[int | None] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
+    #: Replaced by a regenerated answer before the vote: kept, but never shown, exported or judged.
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class Vote(Base):

@@ -241,7 +241,7 @@ def battle_arrays(
                 func.sum(case((Response.side == "a", size), else_=0)).label("len_a"),
                 func.sum(case((Response.side == "b", size), else_=0)).label("len_b"),
             )
-            .join(Response, Response.turn_id == Turn.id)
+            .join(Response, (Response.turn_id == Turn.id) & Response.superseded.is_(False))
             .group_by(Turn.battle_id)
             .subquery()
         )

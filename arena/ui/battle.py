@@ -1,4 +1,5 @@
-"""The Battle tab: upload images, ask, watch two anonymous models answer, vote, see who they were.
+"""The battle tabs: upload images, ask, watch two models answer, vote. One component serves both the
+anonymous Battle tab (names revealed after the vote) and the Side-by-side tab (models chosen, named).
 
 Callbacks only translate between Gradio values and :class:`arena.service.BattleService` calls.
 """
@@ -95,19 +96,66 @@ def _example_files() -> dict[str, list[str]]:
     return files
 
 
+SBS_INTRO = """## 👀 Side-by-side: two models of your choice
+Choose two models, upload one or more images, ask a question and compare their answers. The names
+are shown from the start; these votes are kept apart from the anonymous leaderboard."""
+
+
+def element_id(name: str, named: bool) -> str:
+    """A battle element's id in its mode: the Battle tab keeps ``battle-*``/``vote-*``, the
+    side-by-side tab gets ``sbs-*`` (``battle-send`` → ``sbs-send``, ``vote-a`` → ``sbs-vote-a``)."""
+    if not named:
+        return name
+    return "sbs-" + name.removeprefix("battle-")
+
+
+def model_choices(service: BattleService) -> list[tuple[str, str]]:
+    """The enabled models a voter may choose for a side-by-side battle: (display name, name)."""
+    settings = service.sampling()
+    return [
+        (spec.display_name or spec.name, spec.name)
+        for spec in service.specs.values()
+        if spec.name in settings and settings[spec.name].enabled and not settings[spec.name].deprecated
+    ]
+
+
 def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) -> None:
-    """Lay out the Battle tab inside the current Blocks context and wire its events."""
+    """Lay out the Battle tab (anonymous battles) inside the current Blocks context."""
+    _build_tab(service, named=False, demo=demo, concurrency=concurrency)
+
+
+def build_side_by_side_tab(service: BattleService, tab: gr.Tab, *, concurrency: int) -> None:
+    """Lay out the Side-by-side tab (named battles between chosen models) inside ``tab``.
+
+    The model lists reach the browser only when the tab is opened, so nothing in the page names a
+    model before an anonymous vote.
+    """
+    dropdowns = _build_tab(service, named=True, demo=False, concurrency=concurrency)
+
+    def on_open() -> tuple[Any, ...]:
+        choices = model_choices(service)
+        return tuple(gr.update(choices=choices) for _ in dropdowns)
+
+    tab.select(on_open, None, list(dropdowns), api_visibility="private", show_progress="hidden")
+
+
+def _build_tab(
+    service: BattleService, *, named: bool, demo: bool, concurrency: int
+) -> tuple[gr.Dropdown, ...]:
+    """One battle tab in either mode, behind the terms of use; returns the model dropdowns (named)."""
     # Per-browser state, server side only; dropped after two idle hours so memory stays bounded.
     state = gr.State(None, time_to_live=2 * 3600)
     terms = service.guards.terms
-    gr.Markdown(INTRO)
+    gr.Markdown(SBS_INTRO if named else INTRO)
     if demo:
         gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
-    with gr.Column(visible=terms is not None, elem_id="terms-panel") as terms_panel:
-        gr.Markdown(terms.text if terms else "", elem_id="terms-text")
-        accept = gr.Button("✅ I accept these terms", variant="primary", elem_id="terms-accept")
-    with gr.Column(visible=terms is None, elem_id="battle-area") as battle_area:
-        _battle_area(service, state, concurrency)
+    with gr.Column(visible=terms is not None, elem_id=element_id("terms-panel", named)) as terms_panel:
+        gr.Markdown(terms.text if terms else "", elem_id=element_id("terms-text", named))
+        accept = gr.Button(
+            "✅ I accept these terms", variant="primary", elem_id=element_id("terms-accept", named)
+        )
+    with gr.Column(visible=terms is None, elem_id=element_id("battle-area", named)) as battle_area:
+        dropdowns = _battle_area(service, state, concurrency, named=named)
 
     def on_accept(current: BattleSession | None, request: gr.Request) -> tuple[Any, ...]:
         current = current or _voter(service, request)
@@ -121,98 +169,113 @@ def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) ->
         api_visibility="private",
         show_progress="hidden",
     )
+    return dropdowns
 
 
-def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> None:
-    """The chat windows, vote buttons, uploads and prompt of the Battle tab, with their events."""
+def _shown_names(service: BattleService, current: BattleSession) -> tuple[str, str]:
+    """The names a named battle shows from its first turn (display names, as after a vote)."""
+    a, b = (service.specs[current.models[side]] for side in ("a", "b"))
+    return f"Model A: **{a.display_name or a.name}**", f"Model B: **{b.display_name or b.name}**"
+
+
+def _without_last_answer(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A chat without its last assistant message (the answer being regenerated)."""
+    history = list(history or [])
+    if history and history[-1].get("role") == "assistant":
+        history.pop()
+    return history
+
+
+def _battle_area(
+    service: BattleService, state: gr.State, concurrency: int, *, named: bool
+) -> tuple[gr.Dropdown, ...]:
+    """The chat windows, vote buttons, uploads and prompt of a battle tab, with their events.
+
+    ``named``: the voter chooses the two models (``sbs-model-a/b``) and sees their names at once; the
+    battle is stored with mode ``named``. Otherwise the models are drawn and stay secret until the vote.
+    """
+
+    def eid(name: str) -> str:
+        return element_id(name, named)
+
+    dropdowns: tuple[gr.Dropdown, ...] = ()
+    if named:
+        with gr.Row():
+            dropdowns = (
+                gr.Dropdown([], label="Model A", elem_id="sbs-model-a", interactive=True),
+                gr.Dropdown([], label="Model B", elem_id="sbs-model-b", interactive=True),
+            )
+    chosen: tuple[Any, Any] = (dropdowns[0], dropdowns[1]) if named else (gr.State(None), gr.State(None))
     with gr.Row(equal_height=True):
-        chat_a = gr.Chatbot(label="Model A", elem_id="battle-answer-a", height=420, buttons=["copy"])
-        chat_b = gr.Chatbot(label="Model B", elem_id="battle-answer-b", height=420, buttons=["copy"])
+        chat_a = gr.Chatbot(label="Model A", elem_id=eid("battle-answer-a"), height=420, buttons=["copy"])
+        chat_b = gr.Chatbot(label="Model B", elem_id=eid("battle-answer-b"), height=420, buttons=["copy"])
     with gr.Row():
-        name_a = gr.Markdown("", elem_id="battle-name-a")
-        name_b = gr.Markdown("", elem_id="battle-name-b")
+        name_a = gr.Markdown("", elem_id=eid("battle-name-a"))
+        name_b = gr.Markdown("", elem_id=eid("battle-name-b"))
     with gr.Row():
-        vote_buttons = [gr.Button(label, elem_id=eid, interactive=False) for eid, label, _ in VOTES]
-    status = gr.Markdown("", elem_id="battle-status")
-    with gr.Row(visible=False, elem_id="vote-reason-row") as reason_row:
+        vote_buttons = [gr.Button(label, elem_id=eid(vid), interactive=False) for vid, label, _ in VOTES]
+    status = gr.Markdown("", elem_id=eid("battle-status"))
+    with gr.Row(visible=False, elem_id=eid("vote-reason-row")) as reason_row:
         reason = gr.Textbox(
             label=f"Why? (optional, up to {MAX_VOTE_REASON_CHARS} characters)",
             placeholder="What made one answer better?",
             max_length=MAX_VOTE_REASON_CHARS,
-            elem_id="vote-reason",
+            elem_id=eid("vote-reason"),
             scale=4,
         )
-        reason_send = gr.Button("Save reason", elem_id="vote-reason-send", scale=1, size="sm")
+        reason_send = gr.Button("Save reason", elem_id=eid("vote-reason-send"), scale=1, size="sm")
     with gr.Row():
         images = gr.File(
             label="Images",
             file_count="multiple",
             file_types=["image"],
-            elem_id="battle-images",
+            elem_id=eid("battle-images"),
             scale=1,
         )
         prompt = gr.Textbox(
             label="Prompt",
             placeholder="Ask something about the images and press Send",
             lines=3,
-            elem_id="battle-prompt",
+            elem_id=eid("battle-prompt"),
             scale=3,
         )
     with gr.Row():
-        send = gr.Button("Send", variant="primary", elem_id="battle-send")
-        example = gr.Button("🖼️ Example", elem_id="battle-example")
-        new_round = gr.Button("🎲 New round", elem_id="battle-new-round")
+        send = gr.Button("Send", variant="primary", elem_id=eid("battle-send"))
+        regenerate = gr.Button("🔄 Regenerate", elem_id=eid("battle-regenerate"), interactive=False)
+        example = gr.Button("🖼️ Example", elem_id=eid("battle-example"))
+        new_round = gr.Button("🎲 New round", elem_id=eid("battle-new-round"))
     # The key of the bundled example that filled the inputs, until the next round (tags the battle).
     example_key = gr.State(None)
     example_files = _example_files()
     picker = random.Random()
 
     def on_example() -> tuple[Any, ...]:
-        chosen = pick(picker)
-        return example_files[chosen.key], chosen.prompt, chosen.key
+        chosen_example = pick(picker)
+        return example_files[chosen_example.key], chosen_example.prompt, chosen_example.key
 
     example.click(
         on_example, None, [images, prompt, example_key], api_visibility="private", show_progress="hidden"
     )
 
-    async def on_send(
-        files: list[str] | None,
-        text: str,
-        current: BattleSession | None,
-        history_a: list[dict[str, Any]] | None,
-        history_b: list[dict[str, Any]] | None,
-        from_example: str | None,
-        request: gr.Request,
+    def unchanged(current: BattleSession | None, message: str) -> tuple[Any, ...]:
+        """The outputs of a refused send or regenerate: only the state and the status change."""
+        keep = gr.update()
+        return (current, keep, keep, keep, keep, keep, keep, *_vote_buttons(False), keep, keep, message)
+
+    async def answers(
+        current: BattleSession,
+        history_a: list[dict[str, Any]],
+        history_b: list[dict[str, Any]],
+        clear_inputs: bool,
     ) -> AsyncIterator[tuple[Any, ...]]:
-        current = current or _voter(service, request)
-        paths = [str(f) for f in files or []]
-        try:
-            # Image decoding, moderation and the database write run off the event loop.
-            uploads = await asyncio.to_thread(lambda: [Path(p).read_bytes() for p in paths])
-            names = [Path(p).name for p in paths]
-            tags = (EXAMPLE_TAG,) if from_example else ()
-            await asyncio.to_thread(service.start_turn, current, text, uploads, names, tags)
-        except ArenaError as exc:
-            gr.Warning(str(exc))
-            yield (
-                current,
-                history_a,
-                history_b,
-                gr.update(),
-                gr.update(),
-                *_vote_buttons(False),
-                gr.update(),
-                f"⚠️ {exc}",
-            )
-            return
-        user = _chat_message("user", text.strip(), paths)
-        history_a = [*(history_a or []), user]
-        history_b = [*(history_b or []), user]
+        """Stream the current turn's two answers into the chats; unlock vote and regenerate at the end."""
         lock = gr.update(interactive=False)
+        shown = _shown_names(service, current) if current.mode == "named" else ("", "")
         async for update in service.stream(current):
             answer_a = {"role": "assistant", "content": update.text_a or "…"}
             answer_b = {"role": "assistant", "content": update.text_b or "…"}
             note = ""
+            ok = update.done and not update.failed
             if update.done:
                 note = (
                     "⚠️ " + NEUTRAL_FAILURE
@@ -223,57 +286,113 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
                 current,
                 [*history_a, answer_a],
                 [*history_b, answer_b],
-                "" if update.done else gr.update(),
-                None if update.done else gr.update(),
-                *_vote_buttons(update.done and not update.failed),
-                gr.update(interactive=update.done and not update.failed) if update.done else lock,
+                "" if update.done and clear_inputs else gr.update(),
+                None if update.done and clear_inputs else gr.update(),
+                *shown,
+                *_vote_buttons(ok),
+                gr.update(interactive=ok) if update.done else lock,
+                gr.update(interactive=ok) if update.done else lock,
                 note,
             )
 
-    send_inputs = [images, prompt, state, chat_a, chat_b, example_key]
-    send_outputs = [state, chat_a, chat_b, prompt, images, *vote_buttons, send, status]
+    async def on_send(
+        files: list[str] | None,
+        text: str,
+        current: BattleSession | None,
+        history_a: list[dict[str, Any]] | None,
+        history_b: list[dict[str, Any]] | None,
+        from_example: str | None,
+        model_a: str | None,
+        model_b: str | None,
+        request: gr.Request,
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        current = current or _voter(service, request)
+        paths = [str(f) for f in files or []]
+        try:
+            if named and not (model_a and model_b):
+                raise ArenaError("Please choose two models first.")
+            models = (model_a, model_b) if named and model_a and model_b else None
+            # Image decoding, moderation and the database write run off the event loop.
+            uploads = await asyncio.to_thread(lambda: [Path(p).read_bytes() for p in paths])
+            names = [Path(p).name for p in paths]
+            tags = (EXAMPLE_TAG,) if from_example else ()
+            await asyncio.to_thread(service.start_turn, current, text, uploads, names, tags, models)
+        except ArenaError as exc:
+            gr.Warning(str(exc))
+            yield unchanged(current, f"⚠️ {exc}")
+            return
+        user = _chat_message("user", text.strip(), paths)
+        async for outputs in answers(current, [*(history_a or []), user], [*(history_b or []), user], True):
+            yield outputs
+
+    async def on_regenerate(
+        current: BattleSession | None,
+        history_a: list[dict[str, Any]] | None,
+        history_b: list[dict[str, Any]] | None,
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        try:
+            if current is None:
+                raise ArenaError("There is nothing to regenerate yet.")
+            await asyncio.to_thread(service.regenerate, current)
+        except ArenaError as exc:
+            gr.Warning(str(exc))
+            yield unchanged(current, f"⚠️ {exc}")
+            return
+        async for outputs in answers(
+            current, _without_last_answer(history_a), _without_last_answer(history_b), False
+        ):
+            yield outputs
+
+    stream_outputs = [
+        state, chat_a, chat_b, prompt, images, name_a, name_b, *vote_buttons, send, regenerate, status
+    ]  # fmt: skip
     for trigger in (send.click, prompt.submit):
-        trigger(
+        event = trigger(
             on_send,
-            send_inputs,
-            send_outputs,
+            [images, prompt, state, chat_a, chat_b, example_key, *chosen],
+            stream_outputs,
             concurrency_limit=concurrency,
             concurrency_id="battle",
             api_visibility="private",
             show_progress="hidden",
         )
+        if named:  # the chosen models are fixed for the battle, until New round
+            event.then(
+                lambda current: tuple(
+                    gr.update(interactive=current is None or current.battle_id is None) for _ in dropdowns
+                ),
+                [state],
+                list(dropdowns),
+                api_visibility="private",
+                show_progress="hidden",
+            )
+    regenerate.click(
+        on_regenerate,
+        [state, chat_a, chat_b],
+        stream_outputs,
+        concurrency_limit=concurrency,
+        concurrency_id="battle",
+        api_visibility="private",
+        show_progress="hidden",
+    )
 
     def on_vote(winner: str, current: BattleSession | None) -> tuple[Any, ...]:
+        keep = gr.update()
         if current is None:
             gr.Warning("There is no battle to vote on yet.")
-            return (
-                current,
-                gr.update(),
-                gr.update(),
-                *_vote_buttons(False),
-                gr.update(),
-                gr.update(),
-                gr.update(),
-            )
+            return (current, keep, keep, *_vote_buttons(False), keep, keep, keep, keep)
         try:
             reveal = service.vote(current, winner)
         except ArenaError as exc:
             gr.Warning(str(exc))
-            return (
-                current,
-                gr.update(),
-                gr.update(),
-                *_vote_buttons(False),
-                gr.update(),
-                f"⚠️ {exc}",
-                gr.update(),
-            )
+            return (current, keep, keep, *_vote_buttons(False), keep, keep, f"⚠️ {exc}", keep)
         thanks = "Thanks for voting! Press New round for another battle."
         return (
             current,
             f"Model A: **{reveal.display_a}**",
             f"Model B: **{reveal.display_b}**",
             *_vote_buttons(False),
+            gr.update(interactive=False),
             gr.update(interactive=False),
             f"⚠️ {reveal.notice} {thanks}" if reveal.notice else thanks,
             gr.update(visible=True),
@@ -283,7 +402,7 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
         button.click(
             partial(on_vote, winner),
             [state],
-            [state, name_a, name_b, *vote_buttons, send, status, reason_row],
+            [state, name_a, name_b, *vote_buttons, send, regenerate, status, reason_row],
             api_visibility="private",
             show_progress="hidden",
         )
@@ -303,43 +422,23 @@ def _battle_area(service: BattleService, state: gr.State, concurrency: int) -> N
             on_reason, [reason, state], [reason_row, status], api_visibility="private", show_progress="hidden"
         )
 
+    new_round_outputs = [
+        state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, regenerate, status, reason_row, reason,
+        example_key, *dropdowns,
+    ]  # fmt: skip
+
     def on_new_round(current: BattleSession | None) -> tuple[Any, ...]:
         if current is not None:
             try:
                 current = service.reset(current)
             except ArenaError as exc:
                 gr.Warning(str(exc))
-                return (
-                    current,
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                    *_vote_buttons(False),
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                )
-        return (
-            current,
-            [],
-            [],
-            "",
-            "",
-            *_vote_buttons(False),
-            gr.update(interactive=True),
-            "",
-            gr.update(visible=False),
-            "",
-            None,
-        )
+                return (current, *(gr.update() for _ in new_round_outputs[1:]))
+        unlock = gr.update(interactive=True)
+        cleared = (current, [], [], "", "", *_vote_buttons(False), unlock, gr.update(interactive=False))
+        return (*cleared, "", gr.update(visible=False), "", None, *(unlock for _ in dropdowns))
 
     new_round.click(
-        on_new_round,
-        [state],
-        [state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, status, reason_row, reason, example_key],
-        api_visibility="private",
-        show_progress="hidden",
+        on_new_round, [state], new_round_outputs, api_visibility="private", show_progress="hidden"
     )
+    return dropdowns

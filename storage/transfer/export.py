@@ -121,7 +121,7 @@ def _turns_of(conn: Connection | Session, battle_ids: list[str]) -> dict[str, li
     responses = conn.execute(
         select(Response.turn_id, Response.side, Response.text)
         .join(Turn, Turn.id == Response.turn_id)
-        .where(wanted)
+        .where(wanted, Response.superseded.is_(False))  # the answers the vote was on, not regenerated ones
     )
     for turn_id, side, answer in responses:
         by_id[turn_id].answers[side] = answer
