@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arena.admin import AdminService
 from arena.battle_session import Limits
+from arena.direct import DirectChatService
 from arena.guards.identity import IdentityTerms
 from arena.guards.limits import RateLimits
 from arena.guards.moderation import build_moderator
@@ -30,7 +31,8 @@ from arena.service import BattleService
 from arena.settings import ArenaSettings
 from arena.snapshot_worker import SnapshotWorker, WorkerConfig, worker_holder
 from arena.snapshots import SnapshotService, default_holder
-from arena.ui.battle import KEYBOARD_JS, build_battle_tab
+from arena.ui.battle import KEYBOARD_JS, build_battle_tab, build_side_by_side_tab
+from arena.ui.direct import build_direct_tab
 from arena.ui.errors import guard_callbacks
 from arena.ui.leaderboard import build_leaderboard_tab
 from models.base import ModelBackend
@@ -192,13 +194,19 @@ def build_snapshots(settings: ArenaSettings, sessions: sessionmaker[Session]) ->
 
 
 def build_app(services: Services) -> gr.Blocks:
-    """The Gradio app: a Battle tab and a Leaderboard tab over the given services."""
+    """The Gradio app: Battle, Side-by-side, Direct chat and Leaderboard tabs over the given services."""
     with gr.Blocks(title="VLM Arena", analytics_enabled=False) as app:
         gr.Markdown("# 🏟️ VLM Arena", elem_id="arena-title")
         with gr.Tabs():
             with gr.Tab("⚔️ Battle", id="battle", elem_id="tab-battle"):
                 build_battle_tab(
                     services.battle, demo=services.demo, concurrency=services.settings.concurrency
+                )
+            with gr.Tab("👀 Side-by-side", id="side-by-side", elem_id="tab-side-by-side") as sbs_tab:
+                build_side_by_side_tab(services.battle, sbs_tab, concurrency=services.settings.concurrency)
+            with gr.Tab("💬 Direct chat", id="direct", elem_id="tab-direct") as direct_tab:
+                build_direct_tab(
+                    DirectChatService(services.battle), direct_tab, concurrency=services.settings.concurrency
                 )
             with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
                 build_leaderboard_tab(services.snapshots, tab)

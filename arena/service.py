@@ -17,12 +17,12 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from arena.answers import Answer, run_side
 from arena.battle_session import SIDES, BattleSession, Limits, Reveal, Side, StreamUpdate, TurnRecord
 from arena.errors import ArenaError
 from arena.guards.identity import IDENTITY_QUESTION_TAG, is_identity_question
@@ -31,7 +31,7 @@ from arena.guards.moderation import NEUTRAL_REFUSAL, ModerationResult, check_tur
 from arena.guards.policy import GuardPolicy
 from arena.model_settings import ModelSampling, model_seed
 from arena.sampling import PairSampler, targets_of
-from models.base import BackendError, GenerationParams, ModelBackend
+from models.base import ModelBackend
 from models.health import HealthMonitor
 from models.roster import ModelSpec
 from models.wrapper import ManagedBackend
@@ -40,6 +40,7 @@ from storage.db import run_in_transaction
 from storage.images import ImageRejected, ImageStore, PreparedImage, StoredImage
 from storage.schema import Image as ImageRow
 from storage.schema import ModelRow
+from storage.vocabulary import ANONY, NAMED
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,6 @@ MAX_VOTE_REASON_CHARS = 500
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class _Answer:
-    started_at: datetime
-    text: str = ""
-    chunks: int = 0
-    first_token_at: datetime | None = None
-    finished_at: datetime | None = None
-    finish_reason: str | None = None
-    output_tokens: int | None = None
-    error: str | None = None
 
 
 class BattleService:
@@ -206,6 +195,17 @@ class BattleService:
             raise ArenaError("Not enough models are available for a battle right now. Please try later.")
         return self.sampler.draw(pool, self.rng)
 
+    def _chosen_pair(self, models: tuple[str, str], n_images: int) -> tuple[str, str]:
+        """The voter's two chosen models for a named battle, if both may battle now."""
+        model_a, model_b = models
+        if model_a == model_b:
+            raise ArenaError("Please choose two different models.")
+        for name in models:
+            spec = self.specs.get(name)
+            if spec is None or not self.available(spec, n_images):
+                raise ArenaError(f"{name} is not available for a battle right now. Please choose another.")
+        return model_a, model_b
+
     # -- a turn ----------------------------------------------------------------------------------
 
     def start_turn(
@@ -215,26 +215,35 @@ class BattleService:
         uploads: Sequence[bytes] = (),
         names: Sequence[str] = (),
         tags: Sequence[str] = (),
+        models: tuple[str, str] | None = None,
     ) -> None:
         """Validate and record a user turn; starts a battle on the first turn of a round.
+
+        With ``models`` (side A, side B) the battle this turn starts is a ``named`` one between the
+        voter's chosen models, under the same checks; otherwise an anonymous one between drawn models.
 
         Every check of the whole turn (prompt, each image, moderation, ban, rate limit) passes before
         anything is written: a refused turn leaves no file and no row, except the moderation flag
         that records a refusal for operators. ``names`` are the uploads' file names, for messages;
         ``tags`` label a battle this turn starts (e.g. ``example``: started from a bundled example).
         """
-        prompt = self._check_prompt(state, prompt, len(uploads))
-        prepared = self._prepare_images(uploads, names)
+        prompt = self.check_prompt(state, prompt, len(uploads))
+        prepared = self.prepare_images(uploads, names)
         pictures = [image.open() for image in prepared]
-        self._moderate(state, check_turn(self.guards.moderator, prompt, pictures))
+        self.refuse_if_flagged(state, check_turn(self.guards.moderator, prompt, pictures))
 
         battle_id = state.battle_id
         new_battle = battle_id is None
         if battle_id is None:
-            model_a, model_b = self.sample_pair(len(prepared))
+            mode = ANONY if models is None else NAMED
+            model_a, model_b = (
+                self.sample_pair(len(prepared))
+                if models is None
+                else self._chosen_pair(models, len(prepared))
+            )
             battle_id = secrets.token_hex(16)
         else:
-            model_a, model_b = state.models["a"], state.models["b"]
+            mode, model_a, model_b = state.mode, state.models["a"], state.models["b"]
             total = state.image_count + len(prepared)
             if total > min(self.specs[model_a].max_images, self.specs[model_b].max_images):
                 raise ArenaError("This battle cannot take more images. Press New round to start another.")
@@ -243,7 +252,7 @@ class BattleService:
         written: list[StoredImage] = []
         try:
             with self.sessions.begin() as db:
-                self._admit(db, state, new_battle, now)
+                self.admit(db, state, new_battle, now)
                 if new_battle:
                     repo.ensure_voter_session(db, state.session_id, state.user_agent, now, state.ip_hash)
                     repo.create_battle(
@@ -253,6 +262,7 @@ class BattleService:
                         model_b_id=self.model_ids[model_b],
                         session_id=state.session_id,
                         now=now,
+                        mode=mode,
                     )
                 written = [self.images.write(image) for image in prepared]
                 repo.add_images(db, written, now)
@@ -269,17 +279,34 @@ class BattleService:
                 for tag in tags if new_battle else ():
                     voter_guards.add_tag(db, battle_id, tag)
         except BaseException:
-            self._discard_unreferenced(written)
+            self.discard_unreferenced(written)
             raise
         if new_battle:
             state.vote_token = secrets.token_hex(16)
         state.battle_id = battle_id
+        state.mode = mode
         state.models = {"a": model_a, "b": model_b}
         state.turns.append(TurnRecord(prompt=prompt, images=pictures))
         state.turn_id = turn.id
+        state.attempt = 0
         state.status = "generating"
 
-    def _discard_unreferenced(self, written: Sequence[StoredImage]) -> None:
+    def regenerate(self, state: BattleSession) -> None:
+        """Ask both models again for the last turn's answers, before the vote; :meth:`stream` then
+        streams the new ones. The answers replaced stay stored, marked superseded; the vote applies
+        to the answers shown."""
+        if state.status != "ready" or state.battle_id is None or state.turn_id is None:
+            raise ArenaError("Answers can be regenerated once both are complete, before the vote.")
+        now = self.now()
+        with self.sessions.begin() as db:
+            self.admit(db, state, False, now)
+            if not repo.supersede_answers(db, state.battle_id, state.turn_id, now):
+                raise ArenaError("This battle can no longer be regenerated. Press New round.")
+        state.turns[-1].answers = {side: "" for side in SIDES}
+        state.attempt += 1
+        state.status = "generating"
+
+    def discard_unreferenced(self, written: Sequence[StoredImage]) -> None:
         """After a failed turn, remove the files it created that no committed image row refers to.
 
         Another turn may have committed the same picture meanwhile; its row keeps the file. If the
@@ -302,7 +329,7 @@ class BattleService:
             if image.sha256 not in known:
                 self.images.discard(image)
 
-    def _check_prompt(self, state: BattleSession, prompt: str, n_uploads: int) -> str:
+    def check_prompt(self, state: BattleSession, prompt: str, n_uploads: int) -> str:
         """The stripped prompt, if this voter may send it now; otherwise an ArenaError saying why."""
         if state.status == "generating":
             raise ArenaError("Please wait until both answers are complete.")
@@ -322,7 +349,7 @@ class BattleService:
             raise ArenaError(f"A battle has at most {self.limits.max_turns} turns. Please vote.")
         return prompt
 
-    def _prepare_images(self, uploads: Sequence[bytes], names: Sequence[str]) -> list[PreparedImage]:
+    def prepare_images(self, uploads: Sequence[bytes], names: Sequence[str]) -> list[PreparedImage]:
         """Check and clean every upload in memory; the first bad one refuses the turn, naming it."""
         prepared: list[PreparedImage] = []
         for position, data in enumerate(uploads, start=1):
@@ -335,7 +362,7 @@ class BattleService:
                 raise ArenaError(f"{label}: {exc}.") from exc
         return prepared
 
-    def _moderate(self, state: BattleSession, result: ModerationResult) -> None:
+    def refuse_if_flagged(self, state: BattleSession, result: ModerationResult) -> None:
         """Refuse a flagged turn with a neutral message, recording the flag for operators."""
         if not result.flagged:
             return
@@ -353,7 +380,7 @@ class BattleService:
         log.info("session %s: turn refused by %s moderation", state.session_id, result.provider)
         raise ArenaError(NEUTRAL_REFUSAL)
 
-    def _admit(self, db: Session, state: BattleSession, new_battle: bool, now: datetime) -> None:
+    def admit(self, db: Session, state: BattleSession, new_battle: bool, now: datetime) -> None:
         """Refuse a banned voter, or a new battle past the voter's hourly limit (inside the write)."""
         voter_guards.lock_voter(db, state.voter)
         if voter_guards.is_banned(db, state.voter):
@@ -373,7 +400,7 @@ class BattleService:
         if state.status != "generating" or state.turn_id is None:
             raise ArenaError("There is no answer to wait for. Send a prompt first.")
         turn = state.turns[-1]
-        answers = {side: _Answer(started_at=self.now()) for side in SIDES}
+        answers = {side: Answer(started_at=self.now()) for side in SIDES}
         changed: asyncio.Queue[Side | None] = asyncio.Queue()
         tasks = [asyncio.create_task(self._run_side(state, side, answers[side], changed)) for side in SIDES]
         try:
@@ -395,45 +422,23 @@ class BattleService:
         yield StreamUpdate(answers["a"].text, answers["b"].text, done=True, failed=failed)
 
     async def _run_side(
-        self, state: BattleSession, side: Side, answer: _Answer, changed: asyncio.Queue[Side | None]
+        self, state: BattleSession, side: Side, answer: Answer, changed: asyncio.Queue[Side | None]
     ) -> None:
         name = state.models[side]
-        params: GenerationParams = self.specs[name].generation.to_params()
-        generation = self.backends[name].generate(state.conversation(side), params)
-        try:
-            async with asyncio.timeout(self.limits.response_timeout_s):
-                async for delta in generation:
-                    if answer.first_token_at is None:
-                        answer.first_token_at = self.now()
-                    answer.text += delta
-                    answer.chunks += 1
-                    changed.put_nowait(side)
-            answer.finish_reason = generation.stats.finish_reason
-            answer.output_tokens = generation.stats.output_tokens
-        except asyncio.CancelledError:
-            answer.finish_reason = "cancelled"
-            raise
-        except TimeoutError:
-            answer.error = f"timed out after {self.limits.response_timeout_s:g}s (the arena's limit)"
-            log.warning("battle %s side %s: model %s hit the arena's time limit", state.battle_id, side, name)
-        except BackendError as exc:  # invalidates the battle, never the page; details for operators only
-            answer.error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "battle %s side %s: model %s failed after %d attempt(s): %s",
-                state.battle_id,
-                side,
-                name,
-                generation.stats.attempts,
-                answer.error,
-            )
-        except Exception as exc:  # a bug outside the backends: same outcome for the voter
-            answer.error = f"{type(exc).__name__}: {exc}"
-            log.exception("battle %s side %s: model %s failed", state.battle_id, side, name)
-        finally:
-            answer.finished_at = self.now()
-            changed.put_nowait(None)
+        await run_side(
+            self.backends[name],
+            state.conversation(side),
+            # A regenerated answer is drawn with another seed (a seeded backend would repeat itself).
+            self.specs[name].generation.to_params(seed=state.attempt or None),
+            answer,
+            changed,
+            side=side,
+            timeout_s=self.limits.response_timeout_s,
+            now=self.now,
+            label=f"battle {state.battle_id} side {side}: model {name}",
+        )
 
-    def _finish_turn(self, state: BattleSession, answers: dict[Side, _Answer], *, abandoned: bool) -> bool:
+    def _finish_turn(self, state: BattleSession, answers: dict[Side, Answer], *, abandoned: bool) -> bool:
         """Record both responses and move the battle to ready or invalid; return True if invalid."""
         turn_id, battle_id = state.turn_id, state.battle_id
         assert turn_id is not None and battle_id is not None, "only a started turn is finished"
@@ -485,12 +490,12 @@ class BattleService:
         state.status = "invalid" if reason else "ready"
         return reason is not None
 
-    def _moderate_answers(self, answers: dict[Side, _Answer]) -> dict[Side, ModerationResult]:
+    def _moderate_answers(self, answers: dict[Side, Answer]) -> dict[Side, ModerationResult]:
         """The answers the moderation provider flags, by side."""
         results = {side: self.guards.moderator.check_text(a.text) for side, a in answers.items() if a.text}
         return {side: result for side, result in results.items() if result.flagged}
 
-    def _find_leak(self, state: BattleSession, answers: dict[Side, _Answer]) -> tuple[str, Side] | None:
+    def _find_leak(self, state: BattleSession, answers: dict[Side, Answer]) -> tuple[str, Side] | None:
         """The first identity term an answer of this turn names that none of the voter's prompts did."""
         prompts = [turn.prompt for turn in state.turns]
         for side in SIDES:

@@ -1,0 +1,227 @@
+"""The Direct chat tab: pick one model, talk to it with images, and rate its answers (👍 / 👎 / 🚩).
+
+Callbacks only translate between Gradio values and :class:`arena.direct.DirectChatService` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from arena.battle_session import BattleSession
+from arena.direct import DIRECT_FAILURE, MAX_FEEDBACK_COMMENT_CHARS, DirectChatService
+from arena.errors import ArenaError
+
+#: The feedback buttons: element id, label, the kind a click stores, and the thanks it shows.
+FEEDBACK = (
+    ("direct-up", "👍 Good answer", "up", "👍"),
+    ("direct-down", "👎 Bad answer", "down", "👎"),
+    ("direct-flag", "🚩 Flag", "flag", "🚩"),
+)
+
+INTRO = """## 💬 Direct chat with one model
+Pick a model, upload images if you like, and ask. Rate its answers with 👍, 👎 or 🚩 and an optional
+comment. Direct chats never count towards the leaderboard. Do not upload private or personal images:
+uploads and feedback are stored and may be used for research."""
+
+
+def _chat_message(role: str, text: str, image_paths: list[str] | None = None) -> dict[str, Any]:
+    content: list[Any] = [{"path": p} for p in image_paths or []]
+    content.append(text)
+    return {"role": role, "content": content if len(content) > 1 else text}
+
+
+def _feedback_buttons(enabled: bool) -> list[Any]:
+    return [gr.update(interactive=enabled) for _ in FEEDBACK]
+
+
+def _person(service: DirectChatService, request: gr.Request | None) -> BattleSession:
+    """A new session for this browser tab (the IP address is kept only as a salted hash)."""
+    agent = request.headers.get("user-agent") if request else None
+    ip = request.client.host if request and request.client else None
+    return service.new_session(agent, ip)
+
+
+def _model_choices(service: DirectChatService) -> list[tuple[str, str]]:
+    return list(service.models().items())
+
+
+def build_direct_tab(service: DirectChatService, tab: gr.Tab, *, concurrency: int = 1) -> None:
+    """Lay out the Direct chat tab inside the current Blocks context and wire its events.
+
+    The model list is read each time ``tab`` is selected (models an operator disables, or that fail
+    their health checks, leave it), never sent with the page.
+    """
+    state = gr.State(None, time_to_live=2 * 3600)  # server side only; dropped after two idle hours
+    terms = service.battle.guards.terms
+    gr.Markdown(INTRO)
+    with gr.Column(visible=terms is not None, elem_id="direct-terms-panel") as terms_panel:
+        gr.Markdown(terms.text if terms else "", elem_id="direct-terms-text")
+        accept = gr.Button("✅ I accept these terms", variant="primary", elem_id="direct-terms-accept")
+    with gr.Column(visible=terms is None, elem_id="direct-area") as area:
+        model = _chat_area(service, state, concurrency)
+
+    def on_accept(current: BattleSession | None, request: gr.Request) -> tuple[Any, ...]:
+        current = current or _person(service, request)
+        service.accept_terms(current)
+        return current, gr.update(visible=False), gr.update(visible=True)
+
+    accept.click(
+        on_accept, [state], [state, terms_panel, area], api_visibility="private", show_progress="hidden"
+    )
+
+    def on_select(current: BattleSession | None, chosen: str | None) -> Any:
+        if current is not None and current.battle_id is not None:
+            return gr.update()  # the model of a running chat stays as it is
+        choices = _model_choices(service)
+        names = [name for _, name in choices]
+        return gr.update(choices=choices, value=chosen if chosen in names else next(iter(names), None))
+
+    tab.select(on_select, [state, model], [model], api_visibility="private", show_progress="hidden")
+
+
+def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) -> gr.Dropdown:
+    """The model picker, chat window, feedback row, uploads and prompt, with their events."""
+    # No names in the page before the tab is opened: the anonymous Battle tab shares the page, and a
+    # model list there would tell a voter which models are in the arena. Filled on tab select.
+    model = gr.Dropdown(
+        choices=[],
+        value=None,
+        label="Model",
+        elem_id="direct-model",
+        interactive=True,
+    )
+    chat = gr.Chatbot(label="Chat", elem_id="direct-chat", height=420, buttons=["copy"])
+    with gr.Row():
+        buttons = [
+            gr.Button(label, elem_id=eid, interactive=False, size="sm") for eid, label, _, _ in FEEDBACK
+        ]
+    comment = gr.Textbox(
+        label=f"Comment on the answers (optional, up to {MAX_FEEDBACK_COMMENT_CHARS} characters)",
+        placeholder="What was good or wrong? Sent with 👍, 👎 or 🚩",
+        max_length=MAX_FEEDBACK_COMMENT_CHARS,
+        elem_id="direct-comment",
+    )
+    status = gr.Markdown("", elem_id="direct-status")
+    with gr.Row():
+        images = gr.File(
+            label="Images", file_count="multiple", file_types=["image"], elem_id="direct-images", scale=1
+        )
+        prompt = gr.Textbox(
+            label="Prompt",
+            placeholder="Ask something about the images and press Send",
+            lines=3,
+            elem_id="direct-prompt",
+            scale=3,
+        )
+    with gr.Row():
+        send = gr.Button("Send", variant="primary", elem_id="direct-send")
+        new_chat = gr.Button("🆕 New chat", elem_id="direct-new")
+
+    async def on_send(
+        files: list[str] | None,
+        text: str,
+        chosen: str | None,
+        current: BattleSession | None,
+        history: list[dict[str, Any]] | None,
+        request: gr.Request,
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        current = current or _person(service, request)
+        paths = [str(f) for f in files or []]
+        try:
+            if not chosen:
+                raise ArenaError("Please pick a model first.")
+            # Image decoding, moderation and the database write run off the event loop.
+            uploads = await asyncio.to_thread(lambda: [Path(p).read_bytes() for p in paths])
+            names = [Path(p).name for p in paths]
+            await asyncio.to_thread(service.start_turn, current, chosen, text, uploads, names)
+        except ArenaError as exc:
+            gr.Warning(str(exc))
+            keep = gr.update()
+            yield current, history, keep, keep, *[keep for _ in FEEDBACK], keep, keep, f"⚠️ {exc}"
+            return
+        history = [*(history or []), _chat_message("user", text.strip(), paths)]
+        locked = gr.update(interactive=False)
+        async for update in service.stream(current):
+            shown = update.text or "…"
+            note = ""
+            if update.done:
+                shown = update.text if not update.failed else f"⚠️ {DIRECT_FAILURE}"
+                note = "⚠️ " + DIRECT_FAILURE if update.failed else "Rate the answer, or ask a follow-up."
+            yield (
+                current,
+                [*history, {"role": "assistant", "content": shown}],
+                "" if update.done else gr.update(),
+                None if update.done else gr.update(),
+                *_feedback_buttons(update.done),
+                gr.update(interactive=not update.failed) if update.done else locked,
+                locked,  # the model of a running chat stays; New chat frees the picker
+                note,
+            )
+
+    send_inputs = [images, prompt, model, state, chat]
+    send_outputs = [state, chat, prompt, images, *buttons, send, model, status]
+    for trigger in (send.click, prompt.submit):
+        trigger(
+            on_send,
+            send_inputs,
+            send_outputs,
+            concurrency_limit=concurrency,
+            concurrency_id="direct",
+            api_visibility="private",
+            show_progress="hidden",
+        )
+
+    def on_feedback(kind: str, thanks: str, text: str, current: BattleSession | None) -> tuple[Any, ...]:
+        if current is None:
+            gr.Warning("There is no answer to rate yet.")
+            return gr.update(), "⚠️ There is no answer to rate yet."
+        try:
+            service.feedback(current, kind, text)
+        except ArenaError as exc:
+            gr.Warning(str(exc))
+            return gr.update(), f"⚠️ {exc}"
+        return "", f"Thanks, your {thanks} was saved."
+
+    for button, (_, _, kind, thanks) in zip(buttons, FEEDBACK, strict=True):
+        button.click(
+            partial(on_feedback, kind, thanks),
+            [comment, state],
+            [comment, status],
+            api_visibility="private",
+            show_progress="hidden",
+        )
+
+    def on_new_chat(current: BattleSession | None) -> tuple[Any, ...]:
+        if current is not None:
+            try:
+                current = service.reset(current)
+            except ArenaError as exc:
+                gr.Warning(str(exc))
+                keep = gr.update()
+                return current, keep, keep, keep, keep, *[keep for _ in FEEDBACK], keep, keep, f"⚠️ {exc}"
+        return (
+            current,
+            [],
+            "",
+            None,
+            "",
+            *_feedback_buttons(False),
+            gr.update(interactive=True),
+            gr.update(interactive=True, choices=_model_choices(service)),
+            "",
+        )
+
+    new_chat.click(
+        on_new_chat,
+        [state],
+        [state, chat, prompt, images, comment, *buttons, send, model, status],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    return model

@@ -1,0 +1,132 @@
+"""Direct chat end to end: a real ``python launch.py``, headless Chromium, feedback stored in SQLite.
+
+Pick a model by its display name, ask about an uploaded image, ask a follow-up, give 👍 with a
+comment, change the comment: one ``direct`` battle (no second model), its turns and image, and one
+``feedback`` row, whose comment the second click replaced.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.e2e.harness import ArenaServer, start_arena, stop_arena
+
+pytestmark = pytest.mark.e2e
+
+# The scripted models echo the prompt and how many images they saw in the whole conversation (a
+# scripted answer never contains its model's name).
+ROSTER = """
+models:
+  - {name: kilo, display_name: Kilo Display, backend: scripted,
+     params: {reply: "first model saw {n_images} image(s) for: {prompt}"}}
+  - {name: lima, display_name: Lima Display, backend: scripted,
+     params: {reply: "second model saw {n_images} image(s) for: {prompt}"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
+    tmp = tmp_path_factory.mktemp("direct")
+    (tmp / "roster.yaml").write_text(ROSTER)
+    server = start_arena(tmp, "--config", str(tmp / "roster.yaml"), env={"ARENA_LEADERBOARD_WORKER": "false"})
+    try:
+        yield server
+    finally:
+        stop_arena(server)
+
+
+def _query(arena: ArenaServer, sql: str, params: tuple = ()) -> list[tuple]:
+    with sqlite3.connect(arena.db_path) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def _wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> None:
+    page.wait_for_function(
+        "([selector, text]) => (document.querySelector(selector)?.innerText || '').includes(text)",
+        arg=[selector, text],
+        timeout=timeout_ms,
+        polling=200,
+    )
+
+
+def _send(page, prompt: str, image: Path | None = None) -> None:
+    """Send a turn in the Direct chat tab and wait until the answer is complete (👍 unlocks)."""
+    if image is not None:
+        page.set_input_files("#direct-images input[type=file]", str(image))
+        page.wait_for_selector(f"#direct-images >> text={image.name}", timeout=30_000)
+    page.fill("#direct-prompt textarea", prompt)
+    page.click("#direct-send")
+    page.wait_for_function(
+        "() => document.querySelector('#direct-prompt textarea').value === ''"
+        " && !document.querySelector('#direct-up').disabled",
+        timeout=120_000,
+        polling=200,
+    )
+
+
+def test_direct_chat_with_an_image_and_a_thumbs_up(arena: ArenaServer, browser, tmp_path: Path) -> None:
+    picture = tmp_path / "boat.png"
+    Image.new("RGB", (48, 32), "teal").save(picture)
+    page = browser.new_context().new_page()
+    page.goto(arena.url)
+    page.click("#tab-direct-button")
+    page.wait_for_selector("#direct-terms-accept, #direct-prompt textarea", state="visible", timeout=60_000)
+    if page.is_visible("#direct-terms-accept"):
+        page.click("#direct-terms-accept")
+    page.wait_for_selector("#direct-prompt textarea", state="visible", timeout=30_000)
+    assert page.is_disabled("#direct-up"), "nothing to rate before an answer"
+
+    # The picker lists display names; pick Lima.
+    page.click("#direct-model input")
+    page.get_by_role("option", name="Lima Display", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelector('#direct-model input').value === 'Lima Display'", timeout=30_000
+    )
+
+    _send(page, "What colour is the boat?", picture)
+    _wait_text(page, "#direct-chat", "second model saw 1 image(s) for: What colour is the boat?")
+    assert page.is_disabled("#direct-model input"), "a chat stays with its model"
+    _send(page, "Is it big?")  # a follow-up without a new image: the model still has the first one
+    _wait_text(page, "#direct-chat", "second model saw 1 image(s) for: Is it big?")
+
+    page.fill("#direct-comment textarea", "Right colour, short and clear.")
+    page.click("#direct-up")
+    _wait_text(page, "#direct-status", "Thanks, your 👍 was saved.")
+    page.fill("#direct-comment textarea", "Right colour; could say more.")
+    page.click("#direct-up")
+    page.wait_for_function(
+        "() => document.querySelector('#direct-comment textarea').value === ''", timeout=30_000
+    )
+    page.wait_for_timeout(500)
+
+    battles = _query(
+        arena,
+        "SELECT b.id, b.mode, b.model_b_id, b.state, m.display_name FROM battles b "
+        "JOIN models m ON m.id = b.model_a_id",
+    )
+    assert len(battles) == 1
+    battle_id, mode, model_b, state, shown = battles[0]
+    assert (mode, model_b, state, shown) == ("direct", None, "ready", "Lima Display")
+    turns = _query(
+        arena,
+        "SELECT t.prompt, (SELECT count(*) FROM turn_images ti WHERE ti.turn_id = t.id), r.side, r.text "
+        'FROM turns t JOIN responses r ON r.turn_id = t.id WHERE t.battle_id = ? ORDER BY t."index"',
+        (battle_id,),
+    )
+    assert turns == [
+        ("What colour is the boat?", 1, "a", "second model saw 1 image(s) for: What colour is the boat?"),
+        ("Is it big?", 0, "a", "second model saw 1 image(s) for: Is it big?"),
+    ]
+    feedback = _query(arena, "SELECT battle_id, kind, comment, session_id IS NOT NULL FROM feedback")
+    assert feedback == [(battle_id, "up", "Right colour; could say more.", 1)]
+    assert _query(arena, "SELECT count(*) FROM votes") == [(0,)]
+
+    # A new chat frees the picker and starts a second direct battle.
+    page.click("#direct-new")
+    page.wait_for_function("() => !document.querySelector('#direct-model input').disabled", timeout=30_000)
+    assert page.is_disabled("#direct-up")
