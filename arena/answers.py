@@ -12,9 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from arena.battle_session import Side
+from arena.guards.moderation import ModerationResult
 from models.base import BackendError, GenerationParams, Message
 from models.wrapper import ManagedBackend
+from storage import repo, voter_guards
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +77,46 @@ async def run_side(
     finally:
         answer.finished_at = now()
         changed.put_nowait(None)
+
+
+def store_answer(
+    db: Session,
+    answer: Answer,
+    *,
+    turn_id: int,
+    side: Side,
+    model_id: int,
+    session_id: str,
+    battle_id: str,
+    flagged: ModerationResult | None,
+    abandoned: bool,
+    now: datetime,
+    label: str,
+) -> None:
+    """Record one answer in the caller's transaction; a flagged answer is not kept, its flag says why.
+
+    ``label`` names the answer in the flag for operators (e.g. "answer a", "direct answer").
+    """
+    if flagged is not None:
+        voter_guards.flag(
+            db,
+            reason=f"{flagged.provider}: {flagged.category or 'flagged'} ({label})",
+            detail=flagged.detail,
+            session_id=session_id,
+            battle_id=battle_id,
+            now=now,
+        )
+    repo.save_response(
+        db,
+        turn_id=turn_id,
+        side=side,
+        model_id=model_id,
+        text="" if flagged is not None else answer.text,
+        started_at=answer.started_at,
+        first_token_at=answer.first_token_at,
+        finished_at=answer.finished_at or now,
+        output_chunks=answer.chunks,
+        output_tokens=answer.output_tokens,
+        finish_reason=answer.finish_reason or ("cancelled" if abandoned else None),
+        error=answer.error,
+    )

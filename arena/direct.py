@@ -19,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from arena.answers import Answer, run_side
+from arena.answers import Answer, run_side, store_answer
 from arena.battle_session import BattleSession, Side, TurnRecord
 from arena.errors import ArenaError
 from arena.guards.limits import BANNED_MESSAGE
@@ -244,28 +244,18 @@ class DirectChatService:
         kept = "" if flagged is not None else answer.text  # a flagged answer is not kept; the flag says why
         now = battle.now()
         with battle.sessions.begin() as db:
-            if flagged is not None:
-                voter_guards.flag(
-                    db,
-                    reason=f"{flagged.provider}: {flagged.category or 'flagged'} (direct answer)",
-                    detail=flagged.detail,
-                    session_id=state.session_id,
-                    battle_id=battle_id,
-                    now=now,
-                )
-            repo.save_response(
+            store_answer(
                 db,
+                answer,
                 turn_id=turn_id,
                 side=SIDE,
                 model_id=battle.model_ids[state.models[SIDE]],
-                text=kept,
-                started_at=answer.started_at,
-                first_token_at=answer.first_token_at,
-                finished_at=answer.finished_at or now,
-                output_chunks=answer.chunks,
-                output_tokens=answer.output_tokens,
-                finish_reason=answer.finish_reason or ("cancelled" if abandoned else None),
-                error=answer.error,
+                session_id=state.session_id,
+                battle_id=battle_id,
+                flagged=flagged,
+                abandoned=abandoned,
+                now=now,
+                label="direct answer",
             )
             repo.set_battle_state(db, battle_id, "invalid" if reason else "ready", now, reason)
         state.status = "invalid" if reason else "ready"

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from arena.answers import Answer, run_side
+from arena.answers import Answer, run_side, store_answer
 from arena.battle_session import SIDES, BattleSession, Limits, Reveal, Side, StreamUpdate, TurnRecord
 from arena.errors import ArenaError
 from arena.guards.identity import IDENTITY_QUESTION_TAG, is_identity_question
@@ -456,31 +456,18 @@ class BattleService:
         now = self.now()
         with self.sessions.begin() as db:
             for side in SIDES:
-                answer = answers[side]
-                flagged = flags.get(side)
-                if flagged is not None:
-                    voter_guards.flag(
-                        db,
-                        reason=f"{flagged.provider}: {flagged.category or 'flagged'} (answer {side})",
-                        detail=flagged.detail,
-                        session_id=state.session_id,
-                        battle_id=battle_id,
-                        now=now,
-                    )
-                repo.save_response(
+                store_answer(
                     db,
+                    answers[side],
                     turn_id=turn_id,
                     side=side,
                     model_id=self.model_ids[state.models[side]],
-                    # A flagged answer is not kept; the flag says why.
-                    text="" if flagged is not None else answer.text,
-                    started_at=answer.started_at,
-                    first_token_at=answer.first_token_at,
-                    finished_at=answer.finished_at or now,
-                    output_chunks=answer.chunks,
-                    output_tokens=answer.output_tokens,
-                    finish_reason=answer.finish_reason or ("cancelled" if abandoned else None),
-                    error=answer.error,
+                    session_id=state.session_id,
+                    battle_id=battle_id,
+                    flagged=flags.get(side),
+                    abandoned=abandoned,
+                    now=now,
+                    label=f"answer {side}",
                 )
             repo.set_battle_state(db, battle_id, "invalid" if reason else "ready", now, reason)
             if leak is not None and state.leak is None:
