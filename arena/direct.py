@@ -28,7 +28,6 @@ from arena.service import BattleService
 from models.roster import ModelSpec
 from storage import repo, voter_guards
 from storage.feedback import MAX_FEEDBACK_COMMENT_CHARS, remove_feedback, set_feedback
-from storage.images import StoredImage
 from storage.schema import FEEDBACK_KINDS
 from storage.vocabulary import DIRECT
 
@@ -150,39 +149,19 @@ class DirectChatService:
 
         new_chat = state.battle_id is None
         battle_id = state.battle_id or secrets.token_hex(16)
-        now = battle.now()
-        written: list[StoredImage] = []
-        try:
-            with battle.sessions.begin() as db:
-                battle.admit(db, state, new_chat, now)
-                if new_chat:
-                    repo.ensure_voter_session(db, state.session_id, state.user_agent, now, state.ip_hash)
-                    repo.create_battle(
-                        db,
-                        battle_id=battle_id,
-                        model_a_id=battle.model_ids[spec.name],
-                        model_b_id=None,
-                        session_id=state.session_id,
-                        now=now,
-                        mode=DIRECT,
-                    )
-                written = [battle.images.write(image) for image in prepared]
-                repo.add_images(db, written, now)
-                turn = repo.add_turn(
-                    db,
-                    battle_id=battle_id,
-                    index=len(state.turns),
-                    prompt=prompt,
-                    image_hashes=[img.sha256 for img in written],
-                    now=now,
-                )
-        except BaseException:
-            battle.discard_unreferenced(written)
-            raise
+        turn_id = battle.record_turn(
+            state,
+            battle_id=battle_id,
+            new_battle=new_chat,
+            prompt=prompt,
+            prepared=prepared,
+            models=(spec.name, None),
+            mode=DIRECT,
+        )
         state.battle_id = battle_id
         state.models = {SIDE: spec.name}
         state.turns.append(TurnRecord(prompt=prompt, images=pictures))
-        state.turn_id = turn.id
+        state.turn_id = turn_id
         state.status = "generating"
 
     async def stream(self, state: BattleSession) -> AsyncIterator[DirectUpdate]:

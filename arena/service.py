@@ -248,18 +248,56 @@ class BattleService:
             if total > min(self.specs[model_a].max_images, self.specs[model_b].max_images):
                 raise ArenaError("This battle cannot take more images. Press New round to start another.")
 
+        turn_id = self.record_turn(
+            state,
+            battle_id=battle_id,
+            new_battle=new_battle,
+            prompt=prompt,
+            prepared=prepared,
+            models=(model_a, model_b),
+            mode=mode,
+            tags=tags,
+        )
+        if new_battle:
+            state.vote_token = secrets.token_hex(16)
+        state.battle_id = battle_id
+        state.mode = mode
+        state.models = {"a": model_a, "b": model_b}
+        state.turns.append(TurnRecord(prompt=prompt, images=pictures))
+        state.turn_id = turn_id
+        state.attempt = 0
+        state.status = "generating"
+
+    def record_turn(
+        self,
+        state: BattleSession,
+        *,
+        battle_id: str,
+        new_battle: bool,
+        prompt: str,
+        prepared: Sequence[PreparedImage],
+        models: tuple[str, str | None],
+        mode: str,
+        tags: Sequence[str] = (),
+    ) -> int:
+        """Write a turn whose every check passed, in one transaction; return its id.
+
+        The voter is admitted first (ban, and the hourly limit for a new battle); a new battle is
+        created with ``models`` (B is None for a direct chat) in ``mode``; the images are written
+        only then. If anything fails, the files this turn created are removed again.
+        """
         now = self.now()
         written: list[StoredImage] = []
         try:
             with self.sessions.begin() as db:
-                self.admit(db, state, new_battle, now)
+                self._admit(db, state, new_battle, now)
                 if new_battle:
                     repo.ensure_voter_session(db, state.session_id, state.user_agent, now, state.ip_hash)
                     repo.create_battle(
                         db,
                         battle_id=battle_id,
-                        model_a_id=self.model_ids[model_a],
-                        model_b_id=self.model_ids[model_b],
+                        model_a_id=self.model_ids[models[0]],
+                        model_b_id=None if models[1] is None else self.model_ids[models[1]],
                         session_id=state.session_id,
                         now=now,
                         mode=mode,
@@ -279,17 +317,9 @@ class BattleService:
                 for tag in tags if new_battle else ():
                     voter_guards.add_tag(db, battle_id, tag)
         except BaseException:
-            self.discard_unreferenced(written)
+            self._discard_unreferenced(written)
             raise
-        if new_battle:
-            state.vote_token = secrets.token_hex(16)
-        state.battle_id = battle_id
-        state.mode = mode
-        state.models = {"a": model_a, "b": model_b}
-        state.turns.append(TurnRecord(prompt=prompt, images=pictures))
-        state.turn_id = turn.id
-        state.attempt = 0
-        state.status = "generating"
+        return turn.id
 
     def regenerate(self, state: BattleSession) -> None:
         """Ask both models again for the last turn's answers, before the vote; :meth:`stream` then
@@ -299,14 +329,14 @@ class BattleService:
             raise ArenaError("Answers can be regenerated once both are complete, before the vote.")
         now = self.now()
         with self.sessions.begin() as db:
-            self.admit(db, state, False, now)
+            self._admit(db, state, False, now)
             if not repo.supersede_answers(db, state.battle_id, state.turn_id, now):
                 raise ArenaError("This battle can no longer be regenerated. Press New round.")
         state.turns[-1].answers = {side: "" for side in SIDES}
         state.attempt += 1
         state.status = "generating"
 
-    def discard_unreferenced(self, written: Sequence[StoredImage]) -> None:
+    def _discard_unreferenced(self, written: Sequence[StoredImage]) -> None:
         """After a failed turn, remove the files it created that no committed image row refers to.
 
         Another turn may have committed the same picture meanwhile; its row keeps the file. If the
@@ -380,7 +410,7 @@ class BattleService:
         log.info("session %s: turn refused by %s moderation", state.session_id, result.provider)
         raise ArenaError(NEUTRAL_REFUSAL)
 
-    def admit(self, db: Session, state: BattleSession, new_battle: bool, now: datetime) -> None:
+    def _admit(self, db: Session, state: BattleSession, new_battle: bool, now: datetime) -> None:
         """Refuse a banned voter, or a new battle past the voter's hourly limit (inside the write)."""
         voter_guards.lock_voter(db, state.voter)
         if voter_guards.is_banned(db, state.voter):
