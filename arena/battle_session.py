@@ -52,6 +52,15 @@ class BattleSession:
     #: How many times the last turn's answers were regenerated (a new sampling seed each time).
     attempt: int = 0
 
+    def next_round(self) -> BattleSession:
+        """A fresh battle for the same voter (same session, IP hash and accepted terms)."""
+        return BattleSession(
+            session_id=self.session_id,
+            user_agent=self.user_agent,
+            ip_hash=self.ip_hash,
+            terms_version=self.terms_version,
+        )
+
     @property
     def voter(self) -> Voter:
         return Voter(self.session_id, self.ip_hash)

@@ -77,12 +77,7 @@ class DirectChatService:
         """Start a new conversation for the same person."""
         if state.status == "generating":
             raise ArenaError("Please wait until the answer is complete.")
-        return BattleSession(
-            session_id=state.session_id,
-            user_agent=state.user_agent,
-            ip_hash=state.ip_hash,
-            terms_version=state.terms_version,
-        )
+        return state.next_round()
 
     def models(self) -> dict[str, str]:
         """The models one can chat with now (enabled in the database and healthy): display name → name.

@@ -123,12 +123,7 @@ class BattleService:
         """Start a new round for the same voter."""
         if state.status == "generating":
             raise ArenaError("Please wait until both answers are complete.")
-        return BattleSession(
-            session_id=state.session_id,
-            user_agent=state.user_agent,
-            ip_hash=state.ip_hash,
-            terms_version=state.terms_version,
-        )
+        return state.next_round()
 
     def accept_terms(self, state: BattleSession) -> None:
         """Record that this voter accepted the current terms of use (stored with the voter session)."""
