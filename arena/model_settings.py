@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,3 +54,15 @@ class ModelSampling:
     @property
     def drawable(self) -> bool:
         return self.enabled and not self.deprecated and self.sampling_weight > 0
+
+
+def choosable_models(
+    specs: Mapping[str, ModelSpec], settings: Mapping[str, ModelSampling]
+) -> list[tuple[str, str]]:
+    """The loaded models a voter may pick for a side-by-side battle (enabled, not deprecated, per the
+    database): (display name, name), in roster order."""
+    return [
+        (spec.display_name or spec.name, spec.name)
+        for spec in specs.values()
+        if (stored := settings.get(spec.name)) is not None and stored.enabled and not stored.deprecated
+    ]

@@ -19,6 +19,7 @@ import gradio as gr
 from arena.battle_session import BattleSession
 from arena.errors import ArenaError
 from arena.examples import examples, pick
+from arena.model_settings import choosable_models
 from arena.service import MAX_VOTE_REASON_CHARS, NEUTRAL_FAILURE, BattleService
 from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
@@ -110,13 +111,8 @@ def element_id(name: str, named: bool) -> str:
 
 
 def model_choices(service: BattleService) -> list[tuple[str, str]]:
-    """The enabled models a voter may choose for a side-by-side battle: (display name, name)."""
-    settings = service.sampling()
-    return [
-        (spec.display_name or spec.name, spec.name)
-        for spec in service.specs.values()
-        if spec.name in settings and settings[spec.name].enabled and not settings[spec.name].deprecated
-    ]
+    """The side-by-side dropdowns' choices, read from the database's current model settings."""
+    return choosable_models(service.specs, service.sampling())
 
 
 def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) -> None:
