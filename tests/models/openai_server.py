@@ -126,7 +126,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, fake: FakeOpenAIServer) -> None:
         self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((fake.host, fake.port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], OSError):
@@ -429,7 +429,11 @@ def moderation_flags(body: object, behaviour: Behaviour) -> dict[str, set[str]]:
 
 
 class FakeOpenAIServer:
-    """A threaded OpenAI-compatible server on 127.0.0.1 (random port); use as a context manager."""
+    """A threaded OpenAI-compatible server on 127.0.0.1 (random port); use as a context manager.
+    Another address or a fixed port: set ``host`` / ``port`` before :meth:`start`."""
+
+    host = "127.0.0.1"
+    port = 0  # 0: a free port chosen by the system
 
     def __init__(
         self, behaviour: Behaviour | None = None, model: str = "fake-vlm", api_key: str | None = None
