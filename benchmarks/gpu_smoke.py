@@ -7,8 +7,14 @@ and a burst of concurrent requests through the same wrapper a battle uses, print
 first token and throughput (tokens as counted by the backend). Runs on CPU too (``--device cpu``),
 which is how it is checked without a GPU.
 
+``--batching`` instead compares batched generation (``max_batch_size``, default 8) with one
+``generate`` per request (``max_batch_size: 1``) at 1, 4, 8 and 16 concurrent requests (``--levels``):
+total tokens/s of the burst and the median time to first token, one JSON row per architecture, mode
+and level, then a table.
+
     python benchmarks/gpu_smoke.py --device cuda --dtype auto --size 100m --concurrency 8 \
         --max-concurrency 1 4 [--out result.json]
+    python benchmarks/gpu_smoke.py --device cpu --batching --archs llava --max-new-tokens 32
 """
 
 from __future__ import annotations
@@ -41,8 +47,11 @@ def picture() -> Image.Image:
     return img
 
 
-async def one_request(backend: ManagedBackend, params: GenerationParams) -> dict[str, float]:
-    messages = [Message.user("Describe this picture in detail.", [picture()])]
+async def one_request(
+    backend: ManagedBackend, params: GenerationParams, variant: int = 0
+) -> dict[str, float]:
+    """Stream one answer; ``variant`` lengthens the prompt (bursts mix prompt lengths)."""
+    messages = [Message.user("Describe this picture in detail." + " Please." * (variant % 4), [picture()])]
     generation = backend.generate(messages, params)
     async for _ in generation:
         pass
@@ -54,9 +63,10 @@ async def one_request(backend: ManagedBackend, params: GenerationParams) -> dict
     }
 
 
-async def measure(
-    arch: str, args: argparse.Namespace, cache: Path, max_concurrency: int
-) -> dict[str, object]:
+def load(
+    arch: str, args: argparse.Namespace, cache: Path, max_concurrency: int, max_batch_size: int, queue: int
+) -> tuple[ManagedBackend, float]:
+    """Build (once) and load ``arch`` through roster → registry → wrapper; returns it and its load time."""
     model_dir = cache / f"{arch}-{args.size}"
     if not model_dir.is_dir():
         build_tiny_model(arch, model_dir, size=args.size)
@@ -68,12 +78,20 @@ async def measure(
             "device": args.device,
             "dtype": args.dtype,
             "max_concurrency": max_concurrency,
-            "max_queue": args.concurrency,
+            "max_queue": queue,
+            "max_batch_size": max_batch_size,
+            "batch_window_ms": args.batch_window_ms,
         },
     )
     start = time.perf_counter()
     backend = ManagedBackend.for_spec(spec, create_backend(spec, BackendContext(cache_dir=cache)))
-    load_s = time.perf_counter() - start
+    return backend, time.perf_counter() - start
+
+
+async def measure(
+    arch: str, args: argparse.Namespace, cache: Path, max_concurrency: int
+) -> dict[str, object]:
+    backend, load_s = load(arch, args, cache, max_concurrency, args.max_batch_size, args.concurrency)
     params_count = sum(p.numel() for p in backend.backend.model.parameters())  # type: ignore[attr-defined]
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     await one_request(backend, params)  # warm-up (CUDA context, kernels)
@@ -88,6 +106,7 @@ async def measure(
         "size": args.size,
         "params_m": round(params_count / 1e6, 1),
         "max_concurrency": max_concurrency,
+        "max_batch_size": args.max_batch_size,
         "device": getattr(inner, "device", args.device),
         "dtype": str(getattr(inner, "dtype", args.dtype)),
         "load_s": round(load_s, 3),
@@ -96,6 +115,64 @@ async def measure(
         f"ttft_ms_p50_{args.concurrency}": round(statistics.median(r["ttft_s"] for r in burst) * 1000, 1),
         f"tok_s_total_{args.concurrency}": round(sum(r["tokens"] for r in burst) / burst_s, 1),
     }
+
+
+async def burst(backend: ManagedBackend, params: GenerationParams, level: int) -> tuple[float, float]:
+    """``level`` concurrent requests: (total tokens/s of the burst, median time to first token in s)."""
+    start = time.perf_counter()
+    runs = await asyncio.gather(*(one_request(backend, params, i) for i in range(level)))
+    wall = time.perf_counter() - start
+    return sum(r["tokens"] for r in runs) / wall, statistics.median(r["ttft_s"] for r in runs)
+
+
+async def compare_batching(arch: str, args: argparse.Namespace, cache: Path) -> list[dict[str, object]]:
+    """Batched vs unbatched bursts at each level, alternating burst by burst (so that a busy machine
+    slows both alike); each figure is the median of ``--repeats`` bursts."""
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    modes = {"batched": args.max_batch_size, "unbatched": 1}
+    backends = {mode: load(arch, args, cache, 1, size, max(args.levels))[0] for mode, size in modes.items()}
+    for backend in backends.values():
+        await one_request(backend, params)  # warm-up
+    rows: list[dict[str, object]] = []
+    for level in args.levels:
+        bursts: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+        for _ in range(args.repeats):
+            for mode, backend in backends.items():
+                bursts[mode].append(await burst(backend, params, level))
+        for mode, runs in bursts.items():
+            rows.append(
+                {
+                    "arch": arch,
+                    "mode": mode,
+                    "max_batch_size": modes[mode],
+                    "concurrent": level,
+                    "tok_s": round(statistics.median(b[0] for b in runs), 1),
+                    "ttft_ms_p50": round(statistics.median(b[1] for b in runs) * 1000, 1),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    for backend in backends.values():
+        await backend.aclose()
+    return rows
+
+
+def batching_table(rows: list[dict[str, object]]) -> str:
+    """A Markdown table: per architecture and level, tokens/s and median TTFT both ways, and the ratio."""
+    lines = [
+        "| model | concurrent | tok/s batched | tok/s unbatched | speed-up | TTFT p50 batched | TTFT p50 unbatched |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_key = {(r["arch"], r["mode"], r["concurrent"]): r for r in rows if "mode" in r}
+    for arch, mode, level in by_key:
+        if mode != "batched" or (arch, "unbatched", level) not in by_key:
+            continue
+        b, u = by_key[(arch, mode, level)], by_key[(arch, "unbatched", level)]
+        ratio = float(b["tok_s"]) / float(u["tok_s"])  # type: ignore[arg-type]
+        lines.append(
+            f"| {arch} | {level} | {b['tok_s']} | {u['tok_s']} | {ratio:.1f}x | "
+            f"{b['ttft_ms_p50']} ms | {u['ttft_ms_p50']} ms |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -115,6 +192,15 @@ def main() -> None:
         default=[1],
         help="the hf backend's max_concurrency values to try",
     )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=8, help="the hf backend's max_batch_size (1: unbatched)"
+    )
+    parser.add_argument("--batch-window-ms", type=float, default=10, help="the hf backend's batch window")
+    parser.add_argument(
+        "--batching", action="store_true", help="compare batched and unbatched bursts at --levels"
+    )
+    parser.add_argument("--levels", type=int, nargs="*", default=[1, 4, 8, 16], help="concurrent requests")
+    parser.add_argument("--repeats", type=int, default=3, help="bursts per level (the median is reported)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -127,6 +213,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         for arch in archs:
+            if args.batching:
+                rows.extend(asyncio.run(compare_batching(arch, args, Path(cache))))
+                continue
             for max_concurrency in args.max_concurrency:
                 try:
                     row = asyncio.run(measure(arch, args, Path(cache), max_concurrency))
@@ -134,6 +223,8 @@ def main() -> None:
                     row = {"arch": arch, "error": f"{type(exc).__name__}: {exc}"}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    if args.batching:
+        print(batching_table(rows), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
 

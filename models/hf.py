@@ -20,15 +20,22 @@ Roster ``params``:
 ``trust_remote_code``
     Allow model repositories' own code (default false).
 ``max_concurrency`` / ``max_queue``
-    How many generations of this model run at once (default 1) and how many more requests may wait
-    (default 16); a request beyond that fails at once as :class:`BackendUnavailable`.
+    How many generations (batches) of this model run at once (default 1) and how many more requests
+    may wait (default 16); a request beyond that fails at once as :class:`BackendUnavailable`.
+``max_batch_size`` / ``batch_window_ms``
+    Requests with the same sampling settings that arrive within ``batch_window_ms`` (default 10) of the
+    first waiting one share one ``generate`` call, up to ``max_batch_size`` of them (default 8); each
+    streams its own answer and may be stopped alone (:mod:`models.hf_batch`). With greedy decoding a
+    batched answer is token for token the answer alone; seeded sampling runs alone. ``max_batch_size: 1``
+    turns batching off: one ``generate`` per request. Up to ``max_concurrency * max_batch_size``
+    requests generate at once, and ``max_queue`` more may wait.
 
 The model is loaded once per process and shared by every session. Generations run in the model's own
 worker threads in arrival order; text reaches the event loop through a thread-safe hand-off, so the
-loop never blocks. Closing or cancelling the stream stops generation after the current token (a
-stopping criterion) or drops the request if it is still queued. Each stream ends with a :class:`Usage`
-(prompt and answer token counts). ``GenerationParams.extra`` is ignored by this backend; a ``seed``
-seeds torch's global generator.
+loop never blocks. Closing or cancelling the stream stops generation (of that request's sequence, in a
+batch) after the current token, or drops the request if it is still queued. Each stream ends with a
+:class:`Usage` (prompt and answer token counts). ``GenerationParams.extra`` is ignored by this backend;
+a ``seed`` seeds torch's global generator.
 """
 
 from __future__ import annotations
@@ -38,15 +45,15 @@ import contextlib
 import importlib.util
 import re
 import threading
+from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCriteria, TextStreamer
+from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCriteria
 
 from models.base import (
     BackendError,
@@ -58,6 +65,15 @@ from models.base import (
     StreamItem,
     Usage,
     check_image_limit,
+)
+from models.hf_batch import (
+    Batcher,
+    BatchRequest,
+    LoopStreamer,
+    SequenceSplitter,
+    SplitterCriterion,
+    StreamEnd,
+    post,
 )
 from models.params import HFParams, parse_params
 from models.tiny import ensure_tiny_model
@@ -96,36 +112,6 @@ class _StopOnEvent(StoppingCriteria):
         )
 
 
-@dataclass
-class _End:
-    """Queue sentinel: generation finished, with its token counts or the worker's exception."""
-
-    error: BaseException | None = None
-    usage: Usage | None = None
-
-
-class _LoopStreamer(TextStreamer):
-    """A text streamer that hands each finalised piece of text to an asyncio queue from the worker thread."""
-
-    def __init__(
-        self, tokenizer: Any, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | _End]
-    ) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self.loop = loop
-        self.queue = queue
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        """Forward a decoded piece of the answer to the stream (empty pieces are dropped)."""
-        if text:
-            _post(self.loop, self.queue, text)
-
-
-def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], item: Any) -> None:
-    """Put ``item`` on ``queue`` from another thread; dropped if the loop has already closed."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(queue.put_nowait, item)
-
-
 class HFBackend(ModelBackend):
     """A transformers image-text-to-text model loaded in this process, streaming its answers."""
 
@@ -142,6 +128,8 @@ class HFBackend(ModelBackend):
         max_images: int = 4,
         max_concurrency: int = 1,
         max_queue: int = 16,
+        max_batch_size: int = 8,
+        batch_window_ms: float = 10,
     ) -> None:
         self.name = name
         self.model_path = str(model_path)
@@ -152,11 +140,12 @@ class HFBackend(ModelBackend):
         self.max_images = max_images
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
-        # Long-lived worker threads run the generations in arrival order. A fresh thread per request
-        # would be simpler, but on CUDA each new thread pays ~1.5 s of per-thread setup on its first
-        # generate (measured on an H200 with the tiny demo models).
-        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"hf-{name}")
+        self.max_batch_size = max_batch_size
         self._jobs: dict[Future[None], threading.Event] = {}
+        self._live: set[BatchRequest] = set()
+        #: With batching on, the number of requests in each of the last 1,024 ``generate`` calls, oldest
+        #: first (for tests and benchmarks).
+        self.batch_sizes: deque[int] = deque(maxlen=1024)
         self._closed = False
         #: Token counts of the most recently finished generation, cancelled ones included (for tests).
         self.last_usage: Usage | None = None
@@ -180,11 +169,28 @@ class HFBackend(ModelBackend):
         self.model.eval()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self._control_tokens = _control_token_pattern(self.processor)
+        eos = self.model.generation_config.eos_token_id
+        self._eos_token_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        # Long-lived worker threads run the generations in arrival order. A fresh thread per request
+        # would be simpler, but on CUDA each new thread pays ~1.5 s of per-thread setup on its first
+        # generate (measured on an H200 with the tiny demo models).
+        self._executor: ThreadPoolExecutor | None = None
+        self._batcher: Batcher | None = None
+        if max_batch_size > 1:
+            self._batcher = Batcher(
+                self._run_batch,
+                name=name,
+                window_s=batch_window_ms / 1000,
+                max_batch_size=max_batch_size,
+                workers=max_concurrency,
+            )
+        else:
+            self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"hf-{name}")
 
     @property
     def active_generations(self) -> int:
         """Requests queued or generating now (for tests and shutdown)."""
-        return sum(1 for job in self._jobs if not job.done())
+        return sum(1 for job in self._jobs if not job.done()) + len(self._live)
 
     def _chat(self, messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[Any]]:
         """The conversation in the HF chat format, and its images (RGB, in order of appearance)."""
@@ -207,16 +213,23 @@ class HFBackend(ModelBackend):
             return text
         return self._control_tokens.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
 
-    def _inputs(self, messages: Sequence[Message]) -> Any:
-        """Tokenised prompt and pixel tensors for ``messages``, on the model's device."""
+    def _prompt(self, messages: Sequence[Message]) -> tuple[str, list[Any]]:
+        """The chat-templated prompt for ``messages`` and its images."""
         chat, images = self._chat(messages)
-        prompt = self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
+        return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False), images
+
+    def _process(self, text: str | list[str], images: Any, **options: Any) -> Any:
+        """The processor's tensors for a prompt (or a batch of them), on the model's device."""
+        inputs = self.processor(text=text, images=images or None, return_tensors="pt", **options)
         inputs.pop("labels", None)  # PaliGemma's processor adds training labels
         inputs = inputs.to(self.model.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
+
+    def _inputs(self, messages: Sequence[Message]) -> Any:
+        """Tokenised prompt and pixel tensors for ``messages``, on the model's device."""
+        return self._process(*self._prompt(messages))
 
     def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         """Sampling arguments for ``generate``: greedy at temperature 0, else nucleus sampling."""
@@ -233,10 +246,10 @@ class HFBackend(ModelBackend):
         params: GenerationParams,
         stop: threading.Event,
         loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[str | _End],
+        queue: asyncio.Queue[str | StreamEnd],
     ) -> None:
         """Worker thread: prepare inputs, generate, and report the end or the error to the stream."""
-        end = _End()
+        end = StreamEnd()
         try:
             if stop.is_set():
                 return
@@ -247,7 +260,7 @@ class HFBackend(ModelBackend):
                 output = self.model.generate(
                     **inputs,
                     **self._generate_kwargs(params),
-                    streamer=_LoopStreamer(self.tokenizer, loop, queue),
+                    streamer=LoopStreamer(self.tokenizer, loop, queue),
                     stopping_criteria=[_StopOnEvent(stop)],
                 )
             prompt_tokens = int(inputs["input_ids"].shape[-1])
@@ -258,7 +271,91 @@ class HFBackend(ModelBackend):
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the consumer
             end.error = exc
         finally:
-            _post(loop, queue, end)
+            post(loop, queue, end)
+
+    def _prepare(self, requests: list[BatchRequest]) -> list[tuple[list[BatchRequest], Any]]:
+        """The batches to run for ``requests`` and their inputs: normally one, padded on the left.
+
+        Each request is first processed alone, exactly as the unbatched path does, so a request the
+        processor rejects fails alone (with its own error) and each batched row can be checked against
+        it. Batched processors infer some things across the batch (PaliGemma rewrites a prompt without
+        images when others have some): if a row differs from its request alone, or the batch cannot be
+        processed, every request runs on its own. This costs a second pass of the processor (about 1 ms
+        per request for the demo models).
+        """
+        alone: list[tuple[BatchRequest, str, list[Any], Any]] = []
+        for request in requests:
+            try:
+                prompt, images = self._prompt(request.messages)
+                alone.append((request, prompt, images, self._process(prompt, images)))
+            except Exception as exc:  # noqa: BLE001 - reported to that request's stream
+                request.finish(StreamEnd(error=exc))
+        one_by_one = [([request], inputs) for request, _, _, inputs in alone]
+        if len(alone) < 2:
+            return one_by_one
+        images = [pictures for _, _, pictures, _ in alone]
+        try:
+            batch = self._process(
+                [prompt for _, prompt, _, _ in alone],
+                images if any(images) else None,
+                padding=True,
+                padding_side="left",
+            )
+        except Exception:  # noqa: BLE001 - each request was processed fine alone
+            return one_by_one
+        for row, (_, _, _, inputs) in enumerate(alone):
+            ids = inputs["input_ids"][0]
+            padded = batch["input_ids"].shape[-1] - ids.shape[-1]
+            if int(batch["attention_mask"][row].sum()) != ids.shape[-1] or not torch.equal(
+                batch["input_ids"][row, padded:], ids
+            ):
+                return one_by_one
+        return [([request for request, _, _, _ in alone], batch)]
+
+    def _run_batch(self, group: list[BatchRequest]) -> None:
+        """Batcher worker: one ``generate`` for ``group`` (rarely more, see :meth:`_prepare`)."""
+        for request in group:
+            if request.stop.is_set():
+                request.finish(StreamEnd())  # its consumer left while it waited
+        try:
+            batches = self._prepare([r for r in group if not r.finished.done()])
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the consumers
+            batches = []
+            for request in group:
+                request.finish(StreamEnd(error=exc))
+        for requests, inputs in batches:
+            self._generate_batch(requests, inputs)
+
+    def _generate_batch(self, requests: list[BatchRequest], inputs: Any) -> None:
+        """One ``generate`` over ``inputs``, each row streamed to its own request; errors reach them all."""
+        self.batch_sizes.append(len(requests))
+        try:
+            params = requests[0].params
+            if len(requests) == 1 and params.seed is not None:
+                torch.manual_seed(params.seed)
+            kwargs = self._generate_kwargs(params)
+            kwargs["max_new_tokens"] = max(r.params.max_new_tokens for r in requests)
+            splitter = SequenceSplitter(
+                requests,
+                self.tokenizer,
+                input_tokens=inputs["attention_mask"].sum(dim=-1).tolist(),
+                eos_token_ids=self._eos_token_ids,
+                on_usage=self._record_usage,
+            )
+            with torch.inference_mode():
+                self.model.generate(
+                    **inputs,
+                    **kwargs,
+                    streamer=splitter,
+                    stopping_criteria=[SplitterCriterion(splitter, int(inputs["input_ids"].shape[-1]))],
+                )
+            splitter.end()
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the consumers
+            for request in requests:
+                request.finish(StreamEnd(error=exc))
+
+    def _record_usage(self, usage: Usage) -> None:
+        self.last_usage = usage
 
     async def stream(
         self, messages: Sequence[Message], params: GenerationParams
@@ -267,20 +364,29 @@ class HFBackend(ModelBackend):
         if self._closed:
             raise BackendUnavailable(f"model {self.name!r} is closed")
         check_image_limit(self.name, messages, self.max_images)
-        if self.active_generations >= self.max_concurrency + self.max_queue:
+        capacity = self.max_concurrency * self.max_batch_size + self.max_queue
+        if self.active_generations >= capacity:
+            batch = f" x max_batch_size {self.max_batch_size}" if self.max_batch_size > 1 else ""
             raise BackendUnavailable(
                 f"model {self.name!r}: {self.active_generations} requests already running or queued "
-                f"(max_concurrency {self.max_concurrency} + max_queue {self.max_queue})"
+                f"(max_concurrency {self.max_concurrency}{batch} + max_queue {self.max_queue})"
             )
+        if self._batcher is not None:
+            # aclosing: when our consumer leaves, the inner stream's cleanup runs now, not at collection.
+            async with contextlib.aclosing(self._stream_batched(self._batcher, messages, params)) as relay:
+                async for piece in relay:
+                    yield piece
+            return
+        assert self._executor is not None
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | _End] = asyncio.Queue()
+        queue: asyncio.Queue[str | StreamEnd] = asyncio.Queue()
         stop = threading.Event()
         job = self._executor.submit(self._work, messages, params, stop, loop, queue)
         self._jobs[job] = stop
         try:
             while True:
                 item = await queue.get()
-                if isinstance(item, _End):
+                if isinstance(item, StreamEnd):
                     if item.error is not None:
                         raise _generation_error(self.name, item.error) from item.error
                     if item.usage is not None:
@@ -293,6 +399,31 @@ class HFBackend(ModelBackend):
             if not job.cancel():
                 await asyncio.wrap_future(job)
             self._jobs.pop(job, None)
+
+    async def _stream_batched(
+        self, batcher: Batcher, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncGenerator[StreamItem, None]:
+        """:meth:`stream` through the batcher: queue the request, then relay its own sequence."""
+        request = BatchRequest(messages, params, asyncio.get_running_loop())
+        self._live.add(request)
+        try:
+            batcher.submit(request)
+            while True:
+                piece = await request.queue.get()
+                if isinstance(piece, StreamEnd):
+                    if piece.error is not None:
+                        raise _generation_error(self.name, piece.error) from piece.error
+                    if piece.usage is not None:
+                        yield piece.usage
+                    return
+                yield piece
+        finally:
+            request.stop.set()
+            # A request still waiting is dropped; a running sequence stops after the current token.
+            if batcher.withdraw(request):
+                request.finish(StreamEnd())
+            await asyncio.wrap_future(request.finished)
+            self._live.discard(request)
 
     async def check(self) -> None:
         """Generate one token for a one-picture prompt: the weights are loaded and the device works."""
@@ -308,7 +439,12 @@ class HFBackend(ModelBackend):
         for job, stop in list(self._jobs.items()):
             stop.set()
             job.cancel()
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        for request in list(self._live):
+            request.stop.set()
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._batcher is not None:
+            await asyncio.to_thread(self._batcher.close, BackendUnavailable(f"model {self.name!r} is closed"))
         self._jobs.clear()
         if hasattr(self, "model"):
             del self.model

@@ -35,6 +35,10 @@ class HFParams(BaseModel):
     #: Requests allowed to wait; beyond that a request fails at once as unavailable (the arena then
     #: shows the neutral message instead of a page that hangs for minutes).
     max_queue: int = Field(default=16, ge=0)
+    #: Requests that share one ``generate`` call at most (1 turns batching off).
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    #: How long the first waiting request waits for others to batch with (milliseconds).
+    batch_window_ms: float = Field(default=10, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _one_source(self) -> HFParams:

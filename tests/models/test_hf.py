@@ -157,7 +157,7 @@ def test_cancelling_the_consumer_stops_generation(tiny_cache: Path) -> None:
 
 
 def test_concurrency_limit_and_full_queue(tiny_cache: Path) -> None:
-    """max_concurrency generations run together; beyond max_queue waiting ones, a request fails fast."""
+    """Unbatched: max_concurrency generations run together; beyond max_queue waiting ones, a request fails."""
     spec = ModelSpec(
         name="tiny-llava-pool",
         backend="hf",
@@ -167,6 +167,7 @@ def test_concurrency_limit_and_full_queue(tiny_cache: Path) -> None:
             "dtype": "float32",
             "max_concurrency": 2,
             "max_queue": 1,
+            "max_batch_size": 1,  # one generate per request (batched limits: test_hf_batch.py)
         },
     )
     backend = create_backend(spec, BackendContext(cache_dir=tiny_cache))
