@@ -5,9 +5,12 @@ probability for every unordered pair, in three steps:
 
 1. **Base masses.** ``uniform``: every pair alike (nothing else applies). ``weighted`` (the default, the
    arena's behaviour before policies existed): the first model drawn by weight, the second by weight
-   among the rest. ``active``: the pair's expected shrink of its win-rate interval from one more vote
-   (:func:`analysis.active_sampling.pair_uncertainty_weights`, Chatbot Arena §5) times both models'
-   weights, so an operator's weight still counts (weights of 1 leave it purely active).
+   among the rest. ``active``: the pair's share of the next votes as planned by an optimal design on
+   the Bradley–Terry Fisher information (:func:`analysis.active_sampling.design_pair_probabilities`):
+   first the votes that most shrink the intervals still wider than ``interval_target``, then, once the
+   median interval is that narrow, those that most shrink the overlapping intervals of adjacent models
+   among the top ``top_k + 1``; ``explore`` of it uniform. Times both models' weights, so an operator's
+   weight still counts (weights of 1 leave it purely active).
    The weights used are the database's ``sampling_weight`` × ``boost`` for a model with fewer than
    ``boost_until_votes`` counted votes (a new model catches up, as in Chatbot Arena's ×5 until 3,000).
 2. **Battle targets.** A pair where one model lists the other in its roster ``battle_targets`` gets
@@ -16,7 +19,7 @@ probability for every unordered pair, in three steps:
    sampling of ``n`` models it is ``2/n``. No drawable model may fall below ``min_share × 2/n``: the
    probabilities are mixed with uniform by the smallest amount that lifts every model to the floor.
 
-Live inputs (votes per model, ratings, pair counts) come from the current ``bt`` leaderboard snapshot,
+Live inputs (votes per model, ratings, intervals, pair counts) come from the current ``bt`` leaderboard snapshot,
 never from a query per draw: :class:`SnapshotInputs` derives them once per snapshot, and
 :class:`PairSampler` keeps the pair table it built for each (inputs, pool), so a draw is a bisection.
 Without a snapshot there is no boost and no active information: ``active`` falls back to ``weighted``.
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from analysis.active_sampling import pair_uncertainty_weights
+from analysis.active_sampling import design_pair_probabilities
 from models.roster import ModelSpec
 
 PolicyName = Literal["uniform", "weighted", "active"]
@@ -58,6 +61,13 @@ class SamplingPolicy:
     target_boost: float = 3.0
     #: fairness floor, as a fraction of a model's uniform share ``2/n``: 0.5 = at least half of it
     min_share: float = 0.5
+    #: ``active``: the full width (upper − lower, rating points) of the 95% interval that the median
+    #: model should reach before votes go to separating the top models
+    interval_target: float = 25.0
+    #: ``active``: how many top models should end in order with separated intervals
+    top_k: int = 5
+    #: ``active``: share of the pairs drawn uniformly (exploration)
+    explore: float = 0.1
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -72,6 +82,12 @@ class SamplingPolicy:
             raise ValueError(
                 f"min_share must be within [0, 1] (a fraction of the uniform share), got {self.min_share}"
             )
+        if not (math.isfinite(self.interval_target) and self.interval_target > 0):
+            raise ValueError(f"interval_target must be a positive number, got {self.interval_target}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 <= self.explore <= 1.0:
+            raise ValueError(f"explore must be within [0, 1], got {self.explore}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,8 @@ class SamplingInputs:
     ratings: Mapping[str, float] = field(default_factory=dict)
     #: battles per unordered pair (a < b)
     pair_counts: Mapping[Pair, float] = field(default_factory=dict)
+    #: half-width of each rated model's 95% interval on the leaderboard (rating points)
+    half_widths: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -192,8 +210,8 @@ def pair_probabilities(
     database sampling weight, all > 0): base masses by policy, boost, targets, then the floor.
 
     ``votes``: counted votes per model (None: unknown, no boost). ``targets``: a model's battle targets.
-    ``active``: uncertainty weights per pair (a < b) for ``policy="active"``; None falls back to
-    ``weighted``.
+    ``active``: designed probabilities per pair (a < b) for ``policy="active"`` (:func:`active_design`);
+    None falls back to ``weighted``.
     """
     names = sorted(weights)
     all_pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
@@ -231,15 +249,23 @@ def draw_pair(table: PairTable, rng: random.Random) -> Pair:
     return (a, b) if rng.random() < 0.5 else (b, a)
 
 
-def active_weights(
-    names: Sequence[str], inputs: SamplingInputs, *, default_rating: float | None = None
-) -> dict[Pair, float]:
-    """Uncertainty weights for every pair of ``names``. A model without a rating yet (too few votes)
-    is placed at the mean rating: its few battles make its pairs uncertain, which is the point."""
+def active_design(names: Sequence[str], inputs: SamplingInputs, policy: SamplingPolicy) -> dict[Pair, float]:
+    """The designed pair probabilities of ``policy`` for the models ``names`` from the snapshot's
+    ratings, intervals and pair counts. A model without a rating yet (too few votes) is placed at the
+    mean rating, with the interval its few battles give it: wide, which is the point."""
     known = [inputs.ratings[n] for n in names if n in inputs.ratings]
-    fill = default_rating if default_rating is not None else (sum(known) / len(known) if known else 1000.0)
+    fill = sum(known) / len(known) if known else 1000.0
     ratings = {n: float(inputs.ratings.get(n, fill)) for n in names}
-    return pair_uncertainty_weights(ratings, inputs.pair_counts)
+    half_widths = {n: float(inputs.half_widths[n]) for n in names if n in inputs.half_widths}
+    design = design_pair_probabilities(
+        ratings,
+        inputs.pair_counts,
+        half_widths=half_widths,
+        interval_target=policy.interval_target,
+        top_k=policy.top_k,
+        explore=policy.explore,
+    )
+    return design.probabilities
 
 
 class SnapshotLike(Protocol):
@@ -254,16 +280,20 @@ class SnapshotLike(Protocol):
 
 
 def inputs_from_payload(version: str, payload: Mapping[str, Any]) -> SamplingInputs:
-    """Votes per model, ratings and pair counts from a ``bt`` snapshot payload.
+    """Votes per model, ratings, interval half-widths and pair counts from a ``bt`` snapshot payload.
 
     A model's votes are all its battles in the view (the pair counts), not only those against rated
     models that its leaderboard row counts.
     """
     votes: dict[str, int] = {}
     ratings: dict[str, float] = {}
+    half_widths: dict[str, float] = {}
     for row in payload.get("rows", []):
         votes[str(row["model"])] = int(row.get("num_battles", 0))
         ratings[str(row["model"])] = float(row["rating"])
+        lower, upper = row.get("ci_lower"), row.get("ci_upper")
+        if isinstance(lower, int | float) and isinstance(upper, int | float) and upper >= lower:
+            half_widths[str(row["model"])] = (float(upper) - float(lower)) / 2.0
     for row in payload.get("not_enough_votes", []):
         votes[str(row["model"])] = int(row.get("votes", 0))
     pair_counts: dict[Pair, float] = {}
@@ -278,7 +308,9 @@ def inputs_from_payload(version: str, payload: Mapping[str, Any]) -> SamplingInp
             if n > 0:
                 key = unordered(a, models[j])
                 pair_counts[key] = pair_counts.get(key, 0.0) + n
-    return SamplingInputs(version=version, votes=votes, ratings=ratings, pair_counts=pair_counts)
+    return SamplingInputs(
+        version=version, votes=votes, ratings=ratings, pair_counts=pair_counts, half_widths=half_widths
+    )
 
 
 class SnapshotInputs:
@@ -330,7 +362,7 @@ class PairSampler:
             return found
         active = None
         if self.policy.policy == "active" and inputs is not None:
-            active = active_weights(sorted(weights), inputs)
+            active = active_design(sorted(weights), inputs, self.policy)
         probabilities = pair_probabilities(
             weights,
             self.policy,
@@ -365,7 +397,7 @@ __all__ = [
     "SamplingPolicy",
     "SnapshotInputs",
     "SnapshotLike",
-    "active_weights",
+    "active_design",
     "boosted_weights",
     "draw_pair",
     "inputs_from_payload",

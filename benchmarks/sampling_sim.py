@@ -13,9 +13,16 @@ Policies (pairs drawn in batches of ``--every`` votes, checked after each batch)
 - ``weighted``: what an operator sets: 4 "popular" models (true ranks 2, 6, 10, 14) get weight ×3 and
   4 "new" models (true ranks 4, 8, 12, 16) the new-model boost ×5 until each has 3,000 battles (counted
   at the start of each batch, as the live policy reads snapshot counts); pair ∝ w_a·w_b.
-- ``active``: pair ∝ ``analysis.active_sampling.pair_uncertainty_weights`` of the latest fit (refitted
-  after every batch, like the live leaderboard snapshot) mixed with a ``--floor`` uniform share; the
-  first batch is uniform.
+- ``§5 rule``: pair ∝ ``analysis.active_sampling.pair_uncertainty_weights`` of the latest fit
+  (refitted after every batch, like the live leaderboard snapshot) mixed with a ``--floor`` uniform
+  share; the first batch is uniform.
+- ``active``: the live policy itself (``arena.sampling.pair_probabilities`` with ``policy="active"``,
+  default settings but no new-model boost: the designed rule of ``analysis.active_sampling`` with a
+  10 % uniform share, then the fairness floor) on what a snapshot would hold: the latest fit's ratings
+  and sandwich intervals and the pair counts; the first batch is uniform. One row per
+  ``--targets`` value of its interval target (the full width the median interval should reach before
+  votes go to the top models): 25 (the default, the issue's "interval ≤ 25 points" read literally)
+  and 50 (the "± 25" reading).
 
 After each batch the ratings are fitted with the project's BT fit and 95 % sandwich intervals
 (``analysis.sandwich.sandwich_bt``, rating ± 1.96·se) and three stopping rules are checked:
@@ -30,7 +37,7 @@ A run stops when all three hold or at ``--cap`` votes. The table gives, per poli
 median votes over ``--seeds`` seeds (a seed that never got there counts as infinite, so the median is
 "> cap" when fewer than half did), how many seeds got there, and the change against uniform.
 
-  python benchmarks/sampling_sim.py [--seeds 10] [--cap 100000] [--every 500] [--floor 0.1]
+  python benchmarks/sampling_sim.py [--seeds 10] [--cap 100000] [--every 500] [--floor 0.1] [--targets 25,50]
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from analysis.active_sampling import active_pair_probabilities  # noqa: E402
 from analysis.aggregation import Aggregated  # noqa: E402
 from analysis.sandwich import sandwich_bt  # noqa: E402
+from arena.sampling import SamplingInputs, SamplingPolicy, active_design, pair_probabilities  # noqa: E402
 
 N_MODELS = 20
 TOP = 5
@@ -61,7 +69,7 @@ POPULAR_WEIGHT = 3.0
 BOOST = 5.0
 BOOST_UNTIL = 3000
 TIE_K = 0.55
-POLICIES = ("uniform", "weighted", "active")
+PAPER = "§5 rule"
 RULES = ("a: half ≤ 25", "a: width ≤ 25", "b: top 5")
 
 
@@ -131,7 +139,7 @@ class Run:
         return Aggregated.from_cells(list(w.names), keys[seen], self.cells[seen])
 
 
-#: The latest fit: (ratings, sandwich standard errors) by model name, or None before the first fit.
+#: The latest fit: (ratings, 95 % sandwich half-widths) by model name, or None before the first fit.
 Fit = tuple[dict[str, float], dict[str, float]] | None
 Policy = Callable[[Run, Fit], np.ndarray]
 
@@ -153,19 +161,43 @@ def weighted_policy(run: Run, fitted: Fit) -> np.ndarray:
     return pair / pair.sum()
 
 
-def make_active_policy(floor: float) -> Policy:
+def pair_counts_of(run: Run) -> dict[tuple[str, str], float]:
+    """Battles per unordered pair by name, as a snapshot's ``pair_counts`` give them."""
+    w = run.world
+    per_pair = run.cells.sum(axis=1)
+    return {(w.names[a], w.names[b]): float(c) for a, b, c in zip(w.first, w.second, per_pair, strict=True)}
+
+
+def as_vector(run: Run, probs: dict[tuple[str, str], float]) -> np.ndarray:
+    """Pair probabilities by name as the world's pair vector."""
+    w = run.world
+    return np.array([probs[(w.names[a], w.names[b])] for a, b in zip(w.first, w.second, strict=True)])
+
+
+def make_paper_policy(floor: float) -> Policy:
     """Pairs ∝ the §5 uncertainty weights of the latest fit, with a ``floor`` uniform share."""
+
+    def paper_policy(run: Run, fitted: Fit) -> np.ndarray:
+        if fitted is None:
+            return uniform_policy(run, fitted)
+        return as_vector(run, active_pair_probabilities(fitted[0], pair_counts_of(run), uniform_floor=floor))
+
+    return paper_policy
+
+
+def make_active_policy(interval_target: float) -> Policy:
+    """The live ``active`` policy (default settings, no boost) over the latest fit, as over a snapshot."""
+    policy = SamplingPolicy(policy="active", boost_until_votes=0, interval_target=interval_target)
 
     def active_policy(run: Run, fitted: Fit) -> np.ndarray:
         if fitted is None:
             return uniform_policy(run, fitted)
-        w = run.world
-        per_pair = run.cells.sum(axis=1)
-        counts = {
-            (w.names[a], w.names[b]): float(c) for a, b, c in zip(w.first, w.second, per_pair, strict=True)
-        }
-        probs = active_pair_probabilities(fitted[0], counts, uniform_floor=floor)
-        return np.array([probs[(w.names[a], w.names[b])] for a, b in zip(w.first, w.second, strict=True)])
+        inputs = SamplingInputs(
+            "sim", ratings=fitted[0], half_widths=fitted[1], pair_counts=pair_counts_of(run)
+        )
+        weights = dict.fromkeys(run.world.names, 1.0)
+        active = active_design(run.world.names, inputs, policy)
+        return as_vector(run, pair_probabilities(weights, policy, active=active))
 
     return active_policy
 
@@ -191,7 +223,7 @@ def check(run: Run) -> Fit:
         run.reached.setdefault(RULES[2], votes)
     return (
         {str(k): float(v) for k, v in s.ratings.items()},
-        {str(k): float(v) for k, v in s.se.items()},
+        {name: float(h) for name, h in zip(names, width / 2.0, strict=True)},
     )
 
 
@@ -228,20 +260,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--every", type=int, default=500, help="votes between fits/checks (default 500)")
     parser.add_argument(
-        "--floor", type=float, default=0.1, help="uniform share mixed into active (default 0.1)"
+        "--floor", type=float, default=0.1, help="uniform share mixed into the §5 rule (default 0.1)"
+    )
+    parser.add_argument(
+        "--targets",
+        default="25,50",
+        help="interval targets (full width, points) of the active rows, comma-separated (default 25,50)",
     )
     args = parser.parse_args(argv)
+    targets = [float(t) for t in args.targets.split(",") if t.strip()]
     policies: dict[str, Policy] = {
         "uniform": uniform_policy,
         "weighted": weighted_policy,
-        "active": make_active_policy(args.floor),
+        PAPER: make_paper_policy(args.floor),
     }
+    for target in targets:
+        policies[f"active, target {target:g}"] = make_active_policy(target)
+    names = list(policies)
     start = time.perf_counter()
-    results: dict[str, list[dict[str, int]]] = {name: [] for name in POLICIES}
+    results: dict[str, list[dict[str, int]]] = {name: [] for name in names}
     ties: list[float] = []
-    top_share: dict[str, list[float]] = {name: [] for name in POLICIES}
+    top_share: dict[str, list[float]] = {name: [] for name in names}
     for seed in range(args.seeds):
-        for name in POLICIES:
+        for name in names:
             run = simulate(seed, policies[name], cap=args.cap, every=args.every)
             results[name].append(run.reached)
             ties.append(float(run.cells[:, 2].sum()) / max(run.votes, 1))
@@ -252,16 +293,16 @@ def main(argv: list[str] | None = None) -> int:
 
     medians = {
         (name, rule): median_votes([float(r.get(rule, math.inf)) for r in results[name]])
-        for name in POLICIES
+        for name in names
         for rule in RULES
     }
     print(
         f"{args.seeds} seeds, 20 models, cap {args.cap:,} votes, checked every {args.every} votes, "
-        f"active floor {args.floor}; ties {np.mean(ties):.0%}; {elapsed:.0f} s\n"
+        f"§5 floor {args.floor}; ties {np.mean(ties):.0%}; {elapsed:.0f} s\n"
     )
     print("| policy | " + " | ".join(RULES) + " | votes on top-5 pairs |")
     print("|---" * (len(RULES) + 2) + "|")
-    for name in POLICIES:
+    for name in names:
         row = [name]
         for rule in RULES:
             value = medians[(name, rule)]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from analysis.active_sampling import pair_uncertainty_weights
+from analysis.active_sampling import design_pair_probabilities
 from arena.app import build_sampler
 from arena.sampling import (
     PairSampler,
@@ -20,6 +20,7 @@ from arena.sampling import (
     SamplingPolicy,
     SnapshotInputs,
     draw_pair,
+    inputs_from_payload,
     model_shares,
     pair_probabilities,
     sequential_masses,
@@ -173,55 +174,133 @@ def test_the_floor_leaves_fair_probabilities_alone() -> None:
 # -- active -----------------------------------------------------------------------------------------
 
 
-def test_active_draws_uncertain_pairs_more() -> None:
-    ratings = {"alpha": 1100.0, "bravo": 1090.0, "charlie": 900.0, "delta": 910.0}
+def active_sampler(inputs: SamplingInputs, **policy: object) -> PairSampler:
+    return PairSampler(SamplingPolicy(policy="active", **policy), sampling_inputs=fixed(inputs))  # type: ignore[arg-type]
+
+
+def test_active_draws_follow_the_design_and_separate_the_top_pair() -> None:
+    """Narrow intervals everywhere, but the top two overlap (gap 10, half-widths 8 + 8): the design is
+    in its separation stage and draws alpha–bravo most, within binomial bounds of its table."""
+    ratings = {"alpha": 1100.0, "bravo": 1090.0, "charlie": 900.0, "delta": 700.0}
     battles = {
-        ("alpha", "bravo"): 40.0,  # close and rarely compared: the most to learn
-        ("alpha", "charlie"): 2000.0,
-        ("alpha", "delta"): 2000.0,
-        ("bravo", "charlie"): 2000.0,
-        ("bravo", "delta"): 2000.0,
-        ("charlie", "delta"): 400.0,
+        ("alpha", "bravo"): 3000.0,
+        ("alpha", "charlie"): 3000.0,
+        ("alpha", "delta"): 3000.0,
+        ("bravo", "charlie"): 3000.0,
+        ("bravo", "delta"): 3000.0,
+        ("charlie", "delta"): 3000.0,
     }
+    half_widths = dict.fromkeys(ratings, 8.0)
     votes = dict.fromkeys(ratings, 10_000)  # past the boost
-    inputs = SamplingInputs("v1", votes=votes, ratings=ratings, pair_counts=battles)
-    sampler = PairSampler(SamplingPolicy(policy="active", min_share=0.0), sampling_inputs=fixed(inputs))
+    inputs = SamplingInputs("v1", votes=votes, ratings=ratings, pair_counts=battles, half_widths=half_widths)
+    sampler = active_sampler(inputs, top_k=1, min_share=0.0)
     weights = dict.fromkeys(ratings, 1.0)
-    uncertainty = pair_uncertainty_weights(ratings, battles)
-    total = sum(uncertainty.values())
-    expected = {pair: w / total for pair, w in uncertainty.items()}
-    assert sampler.table(weights).as_dict() == pytest.approx(expected)
+    design = design_pair_probabilities(ratings, battles, half_widths=half_widths, top_k=1, explore=0.1)
+    assert design.stage == "separation"
+    assert sampler.table(weights).as_dict() == pytest.approx(design.probabilities)
     pairs = draws(sampler, weights, seed=9)
-    assert_pairs_match(pairs, expected)
+    assert_pairs_match(pairs, design.probabilities)
     counts = pair_counts(pairs)
-    assert counts[("alpha", "bravo")] > counts[("charlie", "delta")] > counts[("alpha", "charlie")]
+    assert counts[("alpha", "bravo")] > DRAWS / 2
+    assert counts[("alpha", "bravo")] > 3 * max(n for pair, n in counts.items() if pair != ("alpha", "bravo"))
+    # every pair keeps the explore share: 10 % spread over 6 pairs
+    assert all(q >= 0.1 / 6 - 1e-12 for q in design.probabilities.values())
     # the weighted policy over the same inputs spreads them evenly
     weighted = PairSampler(SamplingPolicy(min_share=0.0), sampling_inputs=fixed(inputs))
-    assert_pairs_match(draws(weighted, weights, seed=10), dict.fromkeys(expected, 1 / 6))
+    assert_pairs_match(draws(weighted, weights, seed=10), dict.fromkeys(design.probabilities, 1 / 6))
 
 
-def test_active_places_an_unrated_model_at_the_mean_rating() -> None:
+def test_active_first_narrows_the_widest_intervals() -> None:
+    """A rookie without a rating (placed at the mean) and with 20 battles has by far the widest
+    interval: while the median interval is wider than the target, its pairs get most draws."""
     inputs = SamplingInputs(
         "v1",
-        votes={"alpha": 9000, "bravo": 9000, "rookie": 5000},
-        ratings={"alpha": 1050.0, "bravo": 950.0},
-        pair_counts={("alpha", "bravo"): 5000.0, ("alpha", "rookie"): 10.0, ("bravo", "rookie"): 10.0},
+        votes={"alpha": 9000, "bravo": 9000, "charlie": 9000, "rookie": 20},
+        ratings={"alpha": 1050.0, "bravo": 950.0, "charlie": 1000.0},
+        pair_counts={
+            ("alpha", "bravo"): 4000.0,
+            ("alpha", "charlie"): 4000.0,
+            ("bravo", "charlie"): 4000.0,
+            ("alpha", "rookie"): 10.0,
+            ("bravo", "rookie"): 10.0,
+        },
+        half_widths={"alpha": 20.0, "bravo": 20.0, "charlie": 20.0},
     )
-    sampler = PairSampler(SamplingPolicy(policy="active", min_share=0.0), sampling_inputs=fixed(inputs))
-    probabilities = sampler.table(dict.fromkeys(["alpha", "bravo", "rookie"], 1.0)).as_dict()
-    expected = pair_uncertainty_weights(
-        {"alpha": 1050.0, "bravo": 950.0, "rookie": 1000.0}, inputs.pair_counts
+    sampler = active_sampler(inputs, min_share=0.0, boost_until_votes=0)  # the design alone, no boost
+    weights = dict.fromkeys(["alpha", "bravo", "charlie", "rookie"], 1.0)
+    table = sampler.table(weights).as_dict()
+    expected = design_pair_probabilities(
+        {**inputs.ratings, "rookie": 1000.0}, inputs.pair_counts, half_widths=inputs.half_widths
     )
-    total = sum(expected.values())
-    assert probabilities == pytest.approx({pair: w / total for pair, w in expected.items()})
-    assert probabilities[("alpha", "rookie")] > 10 * probabilities[("alpha", "bravo")]
+    assert expected.stage == "intervals" and expected.half_widths["rookie"] > 100.0
+    assert table == pytest.approx(expected.probabilities)
+    pairs = draws(sampler, weights, seed=12)
+    assert_pairs_match(pairs, table)
+    assert within(model_counts(pairs)["rookie"], DRAWS, model_shares(table)["rookie"])
+    assert model_counts(pairs)["rookie"] > 0.9 * DRAWS
+
+
+def test_active_keeps_the_fairness_floor_and_the_weights() -> None:
+    ratings = {f"m{i}": 1200.0 - 5.0 * i if i < 2 else 1000.0 - 40.0 * i for i in range(6)}
+    names = sorted(ratings)
+    battles = {(a, b): 5000.0 for i, a in enumerate(names) for b in names[i + 1 :]}
+    inputs = SamplingInputs(
+        "v1",
+        votes=dict.fromkeys(ratings, 50_000),
+        ratings=ratings,
+        pair_counts=battles,
+        half_widths=dict.fromkeys(ratings, 6.0),
+    )
+    weights = dict.fromkeys(ratings, 1.0)
+
+    def shares(**policy: object) -> dict[str, float]:
+        found = model_shares(active_sampler(inputs, top_k=1, explore=0.0, **policy).table(weights).as_dict())
+        return {name: found.get(name, 0.0) for name in names}
+
+    assert (
+        min(shares(min_share=0.0).values()) < 0.5 * 2 / 6
+    )  # the design alone starves the models far from the top
+    fair = shares(min_share=0.5)
+    assert min(fair.values()) == pytest.approx(0.5 * 2 / 6)  # lifted exactly to the floor
+    pairs = draws(active_sampler(inputs, top_k=1, min_share=0.5, explore=0.0), weights, seed=13)
+    for name, share in fair.items():
+        assert within(model_counts(pairs)[name], DRAWS, share)
+    # an operator's weight multiplies the designed mass of the model's pairs (then all is renormalised)
+    plain = active_sampler(inputs, top_k=1, min_share=0.0, explore=0.1).table(weights).as_dict()
+    heavier = (
+        active_sampler(inputs, top_k=1, min_share=0.0, explore=0.1).table({**weights, "m0": 4.0}).as_dict()
+    )
+    ratio = {pair: heavier[pair] / q for pair, q in plain.items()}
+    assert {round(r / ratio[("m2", "m3")], 9) for pair, r in ratio.items() if "m0" in pair} == {4.0}
+    assert {round(r / ratio[("m2", "m3")], 9) for pair, r in ratio.items() if "m0" not in pair} == {1.0}
+
+
+def test_snapshot_intervals_reach_the_design() -> None:
+    payload = {
+        "rows": [
+            {"model": "alpha", "rating": 1010.0, "ci_lower": 1000.0, "ci_upper": 1024.0, "num_battles": 50},
+            {"model": "bravo", "rating": 990.0, "ci_lower": None, "ci_upper": None, "num_battles": 50},
+        ],
+        "pair_counts": {"models": ["alpha", "bravo"], "battles": [[0, 50], [50, 0]]},
+    }
+    inputs = inputs_from_payload("v", payload)
+    assert inputs.half_widths == {"alpha": 12.0}  # bravo's interval is unknown: the design derives one
+    assert inputs.pair_counts == {("alpha", "bravo"): 50.0}
 
 
 # -- configuration ----------------------------------------------------------------------------------
 
 
 def test_policy_values_are_checked() -> None:
-    for bad in ({"policy": "greedy"}, {"boost": 0}, {"boost_until_votes": -1}, {"target_boost": -1}):
+    for bad in (
+        {"policy": "greedy"},
+        {"boost": 0},
+        {"boost_until_votes": -1},
+        {"target_boost": -1},
+        {"interval_target": 0},
+        {"top_k": -1},
+        {"explore": 1.5},
+    ):
         with pytest.raises(ValueError):
             SamplingPolicy(**bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="min_share"):
@@ -252,6 +331,9 @@ def test_settings_build_the_policy(monkeypatch, sessions) -> None:
     monkeypatch.setenv("ARENA_SAMPLING_BOOST_UNTIL_VOTES", "100")
     monkeypatch.setenv("ARENA_SAMPLING_TARGET_BOOST", "2.5")
     monkeypatch.setenv("ARENA_SAMPLING_MIN_SHARE", "0.25")
+    monkeypatch.setenv("ARENA_SAMPLING_INTERVAL_TARGET", "40")
+    monkeypatch.setenv("ARENA_SAMPLING_TOP_K", "3")
+    monkeypatch.setenv("ARENA_SAMPLING_EXPLORE", "0.2")
     roster = parse_roster(
         {
             "models": [
@@ -261,7 +343,7 @@ def test_settings_build_the_policy(monkeypatch, sessions) -> None:
         }
     )
     sampler = build_sampler(ArenaSettings(), roster, SnapshotService(sessions))
-    assert sampler.policy == SamplingPolicy("active", 4.0, 100, 2.5, 0.25)
+    assert sampler.policy == SamplingPolicy("active", 4.0, 100, 2.5, 0.25, 40.0, 3, 0.2)
     assert sampler.targets == {"alpha": ("bravo",)}
     assert sampler.sampling_inputs() is None  # no snapshot computed yet
     monkeypatch.setenv("ARENA_SAMPLING_MIN_SHARE", "2")
