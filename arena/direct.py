@@ -5,7 +5,7 @@ leaderboard: :mod:`storage.counts` counts only battles with two models). Every t
 guards as a battle turn (terms of use, prompt and upload checks, moderation, bans, and the hourly
 limit for new conversations), through the :class:`arena.service.BattleService` it is built on, which
 also holds the models, the database, the image store and the clock. Answers are rated with 👍 / 👎 /
-🚩 and an optional comment, stored in ``feedback`` (:mod:`storage.feedback`).
+🚩 and an optional comment each, stored per answer in ``feedback`` (:mod:`storage.feedback`).
 
 The per-browser state is a :class:`arena.battle_session.BattleSession` whose side ``a`` is the chosen
 model (side ``b`` stays empty).
@@ -19,6 +19,8 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from arena.answers import Answer, run_side, store_answer
 from arena.battle_session import BattleSession, Side, TurnRecord
 from arena.errors import ArenaError
@@ -27,7 +29,7 @@ from arena.guards.moderation import check_turn
 from arena.service import BattleService
 from models.roster import ModelSpec
 from storage import repo, voter_guards
-from storage.feedback import MAX_FEEDBACK_COMMENT_CHARS, remove_feedback, set_feedback
+from storage.feedback import MAX_FEEDBACK_COMMENT_CHARS, has_feedback, remove_feedback, set_feedback
 from storage.schema import FEEDBACK_KINDS
 from storage.vocabulary import DIRECT
 
@@ -39,7 +41,7 @@ SIDE: Side = "a"
 #: What a person sees when the model fails, times out or its answer is withheld.
 DIRECT_FAILURE = "The model could not finish its answer. Press New chat to start again."
 
-#: Feedback kinds that exclude each other: a 👍 replaces an earlier 👎 on the same chat, and back.
+#: Feedback kinds that exclude each other: a 👍 replaces an earlier 👎 on the same answer, and back.
 OPPOSITE_KIND = {"up": "down", "down": "up"}
 
 #: The moderation flag reason of a 🚩 a person raised (the admin page lists flagged battles).
@@ -155,7 +157,7 @@ class DirectChatService:
         )
         state.battle_id = battle_id
         state.models = {SIDE: spec.name}
-        state.turns.append(TurnRecord(prompt=prompt, images=pictures))
+        state.turns.append(TurnRecord(prompt=prompt, images=pictures, turn_id=turn_id))
         state.turn_id = turn_id
         state.status = "generating"
 
@@ -237,36 +239,45 @@ class DirectChatService:
 
     # -- feedback --------------------------------------------------------------------------------
 
-    def feedback(self, state: BattleSession, kind: str, comment: str | None = None) -> None:
-        """Store 👍 (``up``), 👎 (``down``) or 🚩 (``flag``) on this chat's answers, with an optional comment.
+    def feedback(
+        self, state: BattleSession, kind: str, comment: str | None = None, *, answer: int | None = None
+    ) -> None:
+        """Store 👍 (``up``), 👎 (``down``) or 🚩 (``flag``) on one answer, with an optional comment.
 
-        One of each kind per chat and person: the same kind again replaces the comment (a blank one
-        keeps the earlier comment). 👍 and 👎 exclude each other, the later one wins. A 🚩 also puts
-        the chat on the operators' list of flagged battles.
+        ``answer`` is the 0-based position of the model's answer in this chat (None: the latest one).
+        One of each kind per answer and person: the same kind again replaces the comment (a blank one
+        keeps the earlier comment). 👍 and 👎 on the same answer exclude each other, the later one
+        wins. A 🚩 also puts the chat on the operators' list of flagged battles, once per chat.
         """
         if kind not in FEEDBACK_KINDS:
             raise ArenaError(f"Unknown feedback {kind!r}.")
         comment = (comment or "").strip()
         if len(comment) > MAX_FEEDBACK_COMMENT_CHARS:
             raise ArenaError(f"Please keep the comment under {MAX_FEEDBACK_COMMENT_CHARS} characters.")
-        if state.status == "generating":
-            raise ArenaError("Please wait until the answer is complete.")
-        battle_id = state.battle_id
-        if battle_id is None or state.status not in ("ready", "invalid"):
-            raise ArenaError("There is no answer to rate yet.")
+        battle_id, turn_id = self._rated(state, answer)
         now = self.battle.now()
         with self.battle.sessions.begin() as db:
-            voter_guards.lock_voter(db, state.voter)
-            if voter_guards.is_banned(db, state.voter):
-                raise ArenaError(BANNED_MESSAGE)
+            self._admit_feedback(db, state)
             if kind in OPPOSITE_KIND:
                 remove_feedback(
-                    db, battle_id=battle_id, session_id=state.session_id, kinds=[OPPOSITE_KIND[kind]]
+                    db,
+                    battle_id=battle_id,
+                    turn_id=turn_id,
+                    session_id=state.session_id,
+                    kinds=[OPPOSITE_KIND[kind]],
                 )
-            created = set_feedback(
-                db, battle_id=battle_id, session_id=state.session_id, kind=kind, comment=comment, now=now
+            # The chat reaches the operators' list with its first 🚩, whichever answer it is on.
+            first_flag = kind == "flag" and not has_feedback(db, battle_id=battle_id, kind="flag")
+            set_feedback(
+                db,
+                battle_id=battle_id,
+                turn_id=turn_id,
+                session_id=state.session_id,
+                kind=kind,
+                comment=comment,
+                now=now,
             )
-            if kind == "flag" and created:
+            if first_flag:
                 voter_guards.flag(
                     db,
                     reason=USER_FLAG_REASON,
@@ -275,3 +286,42 @@ class DirectChatService:
                     battle_id=battle_id,
                     now=now,
                 )
+
+    def withdraw_feedback(self, state: BattleSession, *, answer: int | None = None) -> int:
+        """Take back this person's 👍 or 👎 on one answer (None: the latest); return how many went.
+
+        A 🚩 is not withdrawn: operators have already been told.
+        """
+        battle_id, turn_id = self._rated(state, answer)
+        with self.battle.sessions.begin() as db:
+            self._admit_feedback(db, state)
+            return remove_feedback(
+                db,
+                battle_id=battle_id,
+                turn_id=turn_id,
+                session_id=state.session_id,
+                kinds=list(OPPOSITE_KIND),
+            )
+
+    def _rated(self, state: BattleSession, answer: int | None) -> tuple[str, int]:
+        """The chat and the stored turn of answer number ``answer`` (None: the latest), if it can be rated."""
+        if state.status == "generating" and (answer is None or answer >= len(state.turns) - 1):
+            raise ArenaError("Please wait until the answer is complete.")
+        battle_id = state.battle_id
+        if battle_id is None or not state.turns:
+            raise ArenaError("There is no answer to rate yet.")
+        index = len(state.turns) - 1 if answer is None else answer
+        if not 0 <= index < len(state.turns):
+            raise ArenaError(
+                f"There is no answer {index + 1} in this chat (it has {len(state.turns)}). "
+                "Please rate one of the answers shown."
+            )
+        turn_id = state.turns[index].turn_id
+        assert turn_id is not None, "a chat's turns are stored before they are answered"
+        return battle_id, turn_id
+
+    def _admit_feedback(self, db: Session, state: BattleSession) -> None:
+        """Refuse feedback from a banned person; serialise it with their other writes."""
+        voter_guards.lock_voter(db, state.voter)
+        if voter_guards.is_banned(db, state.voter):
+            raise ArenaError(BANNED_MESSAGE)

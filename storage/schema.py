@@ -262,17 +262,44 @@ class Vote(Base):
     battle: Mapped[Battle] = relationship(back_populates="vote")
 
 
+#: Feedback rows on one answer (a turn) and rows on a whole battle (no turn) are unique apart.
+FEEDBACK_ON_ANSWER_WHERE = "turn_id IS NOT NULL"
+FEEDBACK_ON_BATTLE_WHERE = "turn_id IS NULL"
+
+
 class Feedback(Base):
-    """Thumbs up / down / flag on a direct chat (or any battle), one of each kind per session."""
+    """Thumbs up / down / flag on one answer of a direct chat (or any battle), one of each kind per
+    session and answer. Rows without a turn are on the battle as a whole (those stored before
+    feedback was per answer); they are unique per (battle, session, kind) by their own index."""
 
     __tablename__ = "feedback"
     __table_args__ = (
         CheckConstraint(_in("kind", FEEDBACK_KINDS), name="kind"),
-        UniqueConstraint("battle_id", "session_id", "kind", name="uq_feedback_battle_session_kind"),
+        Index(
+            "uq_feedback_on_answer",
+            "battle_id",
+            "turn_id",
+            "session_id",
+            "kind",
+            unique=True,
+            sqlite_where=sql_text(FEEDBACK_ON_ANSWER_WHERE),
+            postgresql_where=sql_text(FEEDBACK_ON_ANSWER_WHERE),
+        ),
+        Index(
+            "uq_feedback_on_battle",
+            "battle_id",
+            "session_id",
+            "kind",
+            unique=True,
+            sqlite_where=sql_text(FEEDBACK_ON_BATTLE_WHERE),
+            postgresql_where=sql_text(FEEDBACK_ON_BATTLE_WHERE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     battle_id: Mapped[str] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), index=True)
+    #: The answer rated (its turn); NULL for feedback on the battle as a whole.
+    turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
     session_id: Mapped[str | None] = mapped_column(ForeignKey("voter_sessions.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(String(8))
     comment: Mapped[str | None] = mapped_column(Text)

@@ -1,13 +1,14 @@
-"""The Direct chat tab: pick one model, talk to it with images, and rate its answers (👍 / 👎 / 🚩).
+"""The Direct chat tab: pick one model, talk to it with images, and rate each answer (👍 / 👎 / 🚩).
 
-Callbacks only translate between Gradio values and :class:`arena.direct.DirectChatService` calls.
+Each answer in the chat window carries the Chatbot's own feedback buttons (👍, 👎, and 🚩 under its
+feedback menu); the comment box's text goes with the feedback given. Callbacks only translate between
+Gradio values and :class:`arena.direct.DirectChatService` calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +17,28 @@ import gradio as gr
 from arena.battle_session import BattleSession
 from arena.direct import DIRECT_FAILURE, MAX_FEEDBACK_COMMENT_CHARS, DirectChatService
 from arena.errors import ArenaError
+from arena.ui.messages import chat_message
 
-#: The feedback buttons: element id, label, the kind a click stores, and the thanks it shows.
-FEEDBACK = (
-    ("direct-up", "👍 Good answer", "up", "👍"),
-    ("direct-down", "👎 Bad answer", "down", "👎"),
-    ("direct-flag", "🚩 Flag", "flag", "🚩"),
-)
+#: The Chatbot's feedback options: "Like" and "Dislike" render as thumbs, any other under a flag menu.
+FLAG_OPTION = "Flag"
+FEEDBACK_OPTIONS = ("Like", "Dislike", FLAG_OPTION)
+#: What the Chatbot's ``like`` event reports (``LikeData.liked``) → the feedback kind and its symbol.
+LIKED_AS: dict[bool | str, tuple[str, str]] = {
+    True: ("up", "👍"),
+    False: ("down", "👎"),
+    FLAG_OPTION: ("flag", "🚩"),
+}
 
 INTRO = """## 💬 Direct chat with one model
-Pick a model, upload images if you like, and ask. Rate its answers with 👍, 👎 or 🚩 and an optional
-comment. Direct chats never count towards the leaderboard. Do not upload private or personal images:
-uploads and feedback are stored and may be used for research."""
+Pick a model, upload images if you like, and ask. Rate each answer with the 👍, 👎 or 🚩 under it,
+with an optional comment. Direct chats never count towards the leaderboard. Do not upload private or
+personal images: uploads and feedback are stored and may be used for research."""
 
 
-def _chat_message(role: str, text: str, image_paths: list[str] | None = None) -> dict[str, Any]:
-    content: list[Any] = [{"path": p} for p in image_paths or []]
-    content.append(text)
-    return {"role": role, "content": content if len(content) > 1 else text}
-
-
-def _feedback_buttons(enabled: bool) -> list[Any]:
-    return [gr.update(interactive=enabled) for _ in FEEDBACK]
+def _answer_number(history: list[dict[str, Any]] | None, index: int | tuple[int, int]) -> int:
+    """The 0-based position among the assistant's answers of the chat message at ``index``."""
+    position = index if isinstance(index, int) else index[0]
+    return sum(1 for message in (history or [])[:position] if message.get("role") == "assistant")
 
 
 def _person(service: DirectChatService, request: gr.Request | None) -> BattleSession:
@@ -86,7 +87,7 @@ def build_direct_tab(service: DirectChatService, tab: gr.Tab, *, concurrency: in
 
 
 def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) -> gr.Dropdown:
-    """The model picker, chat window, feedback row, uploads and prompt, with their events."""
+    """The model picker, chat window with feedback per answer, uploads and prompt, with their events."""
     # No names in the page before the tab is opened: the anonymous Battle tab shares the page, and a
     # model list there would tell a voter which models are in the arena. Filled on tab select.
     model = gr.Dropdown(
@@ -96,14 +97,16 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
         elem_id="direct-model",
         interactive=True,
     )
-    chat = gr.Chatbot(label="Chat", elem_id="direct-chat", height=420, buttons=["copy"])
-    with gr.Row():
-        buttons = [
-            gr.Button(label, elem_id=eid, interactive=False, size="sm") for eid, label, _, _ in FEEDBACK
-        ]
+    chat = gr.Chatbot(
+        label="Chat",
+        elem_id="direct-chat",
+        height=420,
+        buttons=["copy"],
+        feedback_options=list(FEEDBACK_OPTIONS),
+    )
     comment = gr.Textbox(
-        label=f"Comment on the answers (optional, up to {MAX_FEEDBACK_COMMENT_CHARS} characters)",
-        placeholder="What was good or wrong? Sent with 👍, 👎 or 🚩",
+        label=f"Comment on an answer (optional, up to {MAX_FEEDBACK_COMMENT_CHARS} characters)",
+        placeholder="What was good or wrong? Sent with the next 👍, 👎 or 🚩 you give an answer",
         max_length=MAX_FEEDBACK_COMMENT_CHARS,
         elem_id="direct-comment",
     )
@@ -143,29 +146,32 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
         except ArenaError as exc:
             gr.Warning(str(exc))
             keep = gr.update()
-            yield current, history, keep, keep, *[keep for _ in FEEDBACK], keep, keep, f"⚠️ {exc}"
+            yield current, history, keep, keep, keep, keep, f"⚠️ {exc}"
             return
-        history = [*(history or []), _chat_message("user", text.strip(), paths)]
+        history = [*(history or []), chat_message("user", text.strip(), paths)]
         locked = gr.update(interactive=False)
         async for update in service.stream(current):
             shown = update.text or "…"
             note = ""
             if update.done:
                 shown = update.text if not update.failed else f"⚠️ {DIRECT_FAILURE}"
-                note = "⚠️ " + DIRECT_FAILURE if update.failed else "Rate the answer, or ask a follow-up."
+                note = (
+                    "⚠️ " + DIRECT_FAILURE
+                    if update.failed
+                    else "Rate the answer with 👍, 👎 or 🚩 under it, or ask a follow-up."
+                )
             yield (
                 current,
                 [*history, {"role": "assistant", "content": shown}],
                 "" if update.done else gr.update(),
                 None if update.done else gr.update(),
-                *_feedback_buttons(update.done),
                 gr.update(interactive=not update.failed) if update.done else locked,
                 locked,  # the model of a running chat stays; New chat frees the picker
                 note,
             )
 
     send_inputs = [images, prompt, model, state, chat]
-    send_outputs = [state, chat, prompt, images, *buttons, send, model, status]
+    send_outputs = [state, chat, prompt, images, send, model, status]
     for trigger in (send.click, prompt.submit):
         trigger(
             on_send,
@@ -177,25 +183,32 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
             show_progress="hidden",
         )
 
-    def on_feedback(kind: str, thanks: str, text: str, current: BattleSession | None) -> tuple[Any, ...]:
+    def on_rate(
+        text: str,
+        current: BattleSession | None,
+        history: list[dict[str, Any]] | None,
+        rated: gr.LikeData,
+    ) -> tuple[Any, ...]:
         if current is None:
             gr.Warning("There is no answer to rate yet.")
             return gr.update(), "⚠️ There is no answer to rate yet."
+        answer = _answer_number(history, rated.index)
+        chosen = LIKED_AS.get(rated.liked)
         try:
-            service.feedback(current, kind, text)
+            if chosen is None:  # the person clicked their 👍 / 👎 / 🚩 again, which unselects it
+                service.withdraw_feedback(current, answer=answer)
+            else:
+                service.feedback(current, chosen[0], text, answer=answer)
         except ArenaError as exc:
             gr.Warning(str(exc))
             return gr.update(), f"⚠️ {exc}"
-        return "", f"Thanks, your {thanks} was saved."
+        if chosen is None:
+            return gr.update(), f"Your 👍 / 👎 on answer {answer + 1} was taken back (a 🚩 stays)."
+        return "", f"Thanks, your {chosen[1]} on answer {answer + 1} was saved."
 
-    for button, (_, _, kind, thanks) in zip(buttons, FEEDBACK, strict=True):
-        button.click(
-            partial(on_feedback, kind, thanks),
-            [comment, state],
-            [comment, status],
-            api_visibility="private",
-            show_progress="hidden",
-        )
+    chat.like(
+        on_rate, [comment, state, chat], [comment, status], api_visibility="private", show_progress="hidden"
+    )
 
     def on_new_chat(current: BattleSession | None) -> tuple[Any, ...]:
         if current is not None:
@@ -204,14 +217,13 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
             except ArenaError as exc:
                 gr.Warning(str(exc))
                 keep = gr.update()
-                return current, keep, keep, keep, keep, *[keep for _ in FEEDBACK], keep, keep, f"⚠️ {exc}"
+                return current, keep, keep, keep, keep, keep, keep, f"⚠️ {exc}"
         return (
             current,
             [],
             "",
             None,
             "",
-            *_feedback_buttons(False),
             gr.update(interactive=True),
             gr.update(interactive=True, choices=_model_choices(service)),
             "",
@@ -220,7 +232,7 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
     new_chat.click(
         on_new_chat,
         [state],
-        [state, chat, prompt, images, comment, *buttons, send, model, status],
+        [state, chat, prompt, images, comment, send, model, status],
         api_visibility="private",
         show_progress="hidden",
     )

@@ -128,53 +128,133 @@ def test_a_chat_stays_with_its_model_until_a_new_chat(direct, sessions) -> None:
     assert modes == [("direct", None), ("direct", None)]
 
 
-def test_feedback_is_stored_once_per_kind_and_a_repeat_changes_the_comment(direct, sessions) -> None:
+def _turn_ids(sessions, battle_id: str) -> list[int]:
+    with sessions() as db:
+        return list(db.scalars(sa.select(Turn.id).where(Turn.battle_id == battle_id).order_by(Turn.index)))
+
+
+def _rows(sessions, battle_id: str) -> list[tuple]:
+    """(turn id, answer index, kind, comment) of every feedback row on the chat, by answer and kind."""
+    with sessions() as db:
+        records = feedback_for(db, battle_id)
+    return sorted((r.turn_id, r.turn_index, r.kind, r.comment) for r in records)
+
+
+def test_feedback_is_stored_per_answer(direct, sessions) -> None:
     state = direct.new_session("agent")
     with pytest.raises(ArenaError, match="no answer to rate"):
         direct.feedback(state, "up")
     _ask(direct, state, "alpha", "Describe it", [_png()])
-    direct.feedback(state, "up", "  Clear and correct.  ")
-    with sessions() as db:
-        rows = feedback_for(db, state.battle_id)
-    assert [(r.kind, r.comment, r.session_id) for r in rows] == [
-        ("up", "Clear and correct.", state.session_id)
+    _ask(direct, state, "alpha", "And its size?")
+    first, second = _turn_ids(sessions, state.battle_id)
+    assert [turn.turn_id for turn in state.turns] == [first, second]
+
+    direct.feedback(state, "up", "  Clear and correct.  ", answer=0)
+    direct.feedback(state, "up", "Right size.", answer=1)
+    assert _rows(sessions, state.battle_id) == [
+        (first, 0, "up", "Clear and correct."),
+        (second, 1, "up", "Right size."),
     ]
-
-    direct.feedback(state, "up", "Actually, it missed the colour.")
-    direct.feedback(state, "up", "")  # a blank comment keeps the last one
     with sessions() as db:
-        rows = feedback_for(db, state.battle_id)
-    assert [(r.kind, r.comment) for r in rows] == [("up", "Actually, it missed the colour.")]
+        assert {r.session_id for r in feedback_for(db, state.battle_id)} == {state.session_id}
 
-    direct.feedback(state, "down")  # 👎 replaces 👍 on the same chat
-    with sessions() as db:
-        assert [(r.kind, r.comment) for r in feedback_for(db, state.battle_id)] == [("down", None)]
-    assert _count(sessions, Feedback) == 1
+    # A repeat replaces the comment of that answer only; a blank comment keeps the last one.
+    direct.feedback(state, "up", "Actually, it missed the colour.", answer=0)
+    direct.feedback(state, "up", "", answer=0)
+    # 👎 replaces 👍 on the same answer, not on the other one.
+    direct.feedback(state, "down", answer=1)
+    assert _rows(sessions, state.battle_id) == [
+        (first, 0, "up", "Actually, it missed the colour."),
+        (second, 1, "down", None),
+    ]
+    direct.feedback(state, "down", "Wrong after all.", answer=0)
+    assert _rows(sessions, state.battle_id) == [
+        (first, 0, "down", "Wrong after all."),
+        (second, 1, "down", None),
+    ]
+    # No answer given: the latest one.
+    direct.feedback(state, "up", "Better on reflection.")
+    assert _rows(sessions, state.battle_id)[1] == (second, 1, "up", "Better on reflection.")
+    assert _count(sessions, Feedback) == 2
 
 
-def test_a_flag_is_stored_and_reaches_the_operators(direct, sessions) -> None:
+def test_a_thumb_can_be_taken_back_but_a_flag_stays(direct, sessions) -> None:
     state = direct.new_session("agent")
     _ask(direct, state, "alpha", "Describe it")
-    direct.feedback(state, "up")
-    direct.feedback(state, "flag", "It made things up.")
-    direct.feedback(state, "flag", "It made things up, twice.")
+    _ask(direct, state, "alpha", "More?")
+    first, second = _turn_ids(sessions, state.battle_id)
+    direct.feedback(state, "up", answer=0)
+    direct.feedback(state, "down", answer=1)
+    direct.feedback(state, "flag", "Invented a detail.", answer=0)
+    assert direct.withdraw_feedback(state, answer=0) == 1
+    assert direct.withdraw_feedback(state, answer=0) == 0
+    assert _rows(sessions, state.battle_id) == [
+        (first, 0, "flag", "Invented a detail."),
+        (second, 1, "down", None),
+    ]
+
+
+def test_a_flag_reaches_the_operators_once_per_chat(direct, sessions) -> None:
+    state = direct.new_session("agent")
+    _ask(direct, state, "alpha", "Describe it")
+    _ask(direct, state, "alpha", "Again")
+    first, second = _turn_ids(sessions, state.battle_id)
+    direct.feedback(state, "up", answer=0)
+    direct.feedback(state, "flag", "It made things up.", answer=0)
+    direct.feedback(state, "flag", "It made things up, twice.", answer=0)
+    direct.feedback(state, "flag", "And here.", answer=1)
     with sessions() as db:
-        kinds = {(r.kind, r.comment) for r in feedback_for(db, state.battle_id)}
-        flags = db.execute(sa.select(ModerationFlag.battle_id, ModerationFlag.reason)).all()
-    assert kinds == {("up", None), ("flag", "It made things up, twice.")}
-    assert flags == [(state.battle_id, USER_FLAG_REASON)]  # one flag for operators, not one per click
+        flags = db.execute(
+            sa.select(ModerationFlag.battle_id, ModerationFlag.reason, ModerationFlag.detail)
+        ).all()
+    assert _rows(sessions, state.battle_id) == [
+        (first, 0, "flag", "It made things up, twice."),
+        (first, 0, "up", None),
+        (second, 1, "flag", "And here."),
+    ]
+    # One flag for operators, not one per click or per answer.
+    assert flags == [(state.battle_id, USER_FLAG_REASON, "It made things up.")]
 
 
 def test_bad_feedback_is_refused(direct, sessions) -> None:
     state = direct.new_session("agent")
     _ask(direct, state, "alpha", "Describe it")
+    _ask(direct, state, "alpha", "Go on")
     with pytest.raises(ArenaError, match="Unknown feedback"):
         direct.feedback(state, "love")
     with pytest.raises(ArenaError, match="under 500 characters"):
         direct.feedback(state, "down", "x" * 501)
-    direct.feedback(state, "down", "y" * 500)  # the limit itself is fine
+    for index, shown in ((2, "3"), (-1, "0"), (7, "8")):
+        with pytest.raises(ArenaError, match=rf"no answer {shown} in this chat \(it has 2\)"):
+            direct.feedback(state, "up", answer=index)
+        with pytest.raises(ArenaError, match=rf"no answer {shown} in this chat"):
+            direct.withdraw_feedback(state, answer=index)
+    direct.feedback(state, "down", "y" * 500, answer=1)  # the limit itself is fine
     with sessions() as db:
-        assert [(r.kind, len(r.comment or "")) for r in feedback_for(db, state.battle_id)] == [("down", 500)]
+        stored = [(r.kind, r.turn_index, len(r.comment or "")) for r in feedback_for(db, state.battle_id)]
+    assert stored == [("down", 1, 500)]
+
+
+def test_earlier_answers_can_be_rated_while_the_next_one_streams(direct, sessions) -> None:
+    state = direct.new_session("agent")
+    _ask(direct, state, "alpha", "Describe it")
+    direct.start_turn(state, "alpha", "And then?")
+    assert state.status == "generating"
+    for answer in (None, 1):
+        with pytest.raises(ArenaError, match="wait until the answer is complete"):
+            direct.feedback(state, "up", answer=answer)
+    direct.feedback(state, "up", "The first was good.", answer=0)
+
+    async def drain():
+        return [u async for u in direct.stream(state)]
+
+    assert asyncio.run(drain())[-1].done
+    direct.feedback(state, "down")
+    first, second = _turn_ids(sessions, state.battle_id)
+    assert _rows(sessions, state.battle_id) == [
+        (first, 0, "up", "The first was good."),
+        (second, 1, "down", None),
+    ]
 
 
 def test_guards_apply_to_direct_chats(make_service, sessions, tmp_path) -> None:

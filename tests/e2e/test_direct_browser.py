@@ -1,8 +1,9 @@
 """Direct chat end to end: a real ``python launch.py``, headless Chromium, feedback stored in SQLite.
 
-Pick a model by its display name, ask about an uploaded image, ask a follow-up, give 👍 with a
-comment, change the comment: one ``direct`` battle (no second model), its turns and image, and one
-``feedback`` row, whose comment the second click replaced.
+Pick a model by its display name, ask about an uploaded image, ask a follow-up, then rate the answers
+with the chat window's own buttons: 👍 with a comment on the FIRST answer, 👎 then 🚩 on the second,
+take the 👍 back and give it again with another comment. One ``direct`` battle (no second model), its
+turns and image, and one ``feedback`` row per answer and kind, each with its turn's id.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from arena.direct import USER_FLAG_REASON
 from tests.e2e.harness import ArenaServer, start_arena, stop_arena
 
 pytestmark = pytest.mark.e2e
@@ -54,8 +56,29 @@ def _wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> None
     )
 
 
+def _rating_buttons(page, name: str) -> int:
+    """How many answers in the chat window show the feedback button ``name`` (Like, Liked, …)."""
+    return page.locator("#direct-chat").get_by_role("button", name=name, exact=True).count()
+
+
+def _answer_buttons(page, answer: int):
+    """The row of buttons under answer number ``answer`` (0-based): only answers have a feedback menu."""
+    rows = page.locator("#direct-chat .message-buttons").filter(
+        has=page.locator("button[aria-label=Feedback]")
+    )
+    return rows.nth(answer)
+
+
+def _rate(page, answer: int, button: str, comment: str | None, thanks: str) -> None:
+    """Click ``button`` under answer number ``answer`` (0-based), with ``comment``; wait for ``thanks``."""
+    if comment is not None:
+        page.fill("#direct-comment textarea", comment)
+    _answer_buttons(page, answer).get_by_role("button", name=button, exact=True).click()
+    _wait_text(page, "#direct-status", thanks)
+
+
 def _send(page, prompt: str, image: Path | None = None) -> None:
-    """Send a turn in the Direct chat tab and wait until the answer is complete (👍 unlocks)."""
+    """Send a turn in the Direct chat tab and wait until the answer is complete (Send unlocks)."""
     if image is not None:
         page.set_input_files("#direct-images input[type=file]", str(image))
         page.wait_for_selector(f"#direct-images >> text={image.name}", timeout=30_000)
@@ -63,13 +86,15 @@ def _send(page, prompt: str, image: Path | None = None) -> None:
     page.click("#direct-send")
     page.wait_for_function(
         "() => document.querySelector('#direct-prompt textarea').value === ''"
-        " && !document.querySelector('#direct-up').disabled",
+        " && !document.querySelector('#direct-send').disabled",
         timeout=120_000,
         polling=200,
     )
 
 
-def test_direct_chat_with_an_image_and_a_thumbs_up(arena: ArenaServer, browser, tmp_path: Path) -> None:
+def test_direct_chat_with_an_image_and_feedback_per_answer(
+    arena: ArenaServer, browser, tmp_path: Path
+) -> None:
     picture = tmp_path / "boat.png"
     Image.new("RGB", (48, 32), "teal").save(picture)
     page = browser.new_context().new_page()
@@ -79,7 +104,7 @@ def test_direct_chat_with_an_image_and_a_thumbs_up(arena: ArenaServer, browser, 
     if page.is_visible("#direct-terms-accept"):
         page.click("#direct-terms-accept")
     page.wait_for_selector("#direct-prompt textarea", state="visible", timeout=30_000)
-    assert page.is_disabled("#direct-up"), "nothing to rate before an answer"
+    assert _rating_buttons(page, "Like") == 0, "nothing to rate before an answer"
 
     # The picker lists display names; pick Lima.
     page.click("#direct-model input")
@@ -94,14 +119,23 @@ def test_direct_chat_with_an_image_and_a_thumbs_up(arena: ArenaServer, browser, 
     _send(page, "Is it big?")  # a follow-up without a new image: the model still has the first one
     _wait_text(page, "#direct-chat", "second model saw 1 image(s) for: Is it big?")
 
-    page.fill("#direct-comment textarea", "Right colour, short and clear.")
-    page.click("#direct-up")
-    _wait_text(page, "#direct-status", "Thanks, your 👍 was saved.")
-    page.fill("#direct-comment textarea", "Right colour; could say more.")
-    page.click("#direct-up")
-    page.wait_for_function(
-        "() => document.querySelector('#direct-comment textarea').value === ''", timeout=30_000
-    )
+    assert _rating_buttons(page, "Like") == 2, "each answer has its own 👍"
+
+    _rate(page, 0, "Like", "Right colour, short and clear.", "Thanks, your 👍 on answer 1 was saved.")
+    assert page.input_value("#direct-comment textarea") == "", "the comment went with the 👍"
+    first_turn = _query(arena, 'SELECT id FROM turns WHERE "index" = 0')
+    assert _query(arena, "SELECT turn_id, kind, comment FROM feedback") == [
+        (first_turn[0][0], "up", "Right colour, short and clear.")
+    ]
+    _rate(page, 1, "Dislike", "Too short.", "Thanks, your 👎 on answer 2 was saved.")
+    # 🚩 sits in the answer's feedback menu, shown on hover.
+    second = _answer_buttons(page, 1)
+    second.get_by_role("button", name="Feedback", exact=True).hover()
+    second.locator(".extra-feedback-option", has_text="Flag").click()
+    _wait_text(page, "#direct-status", "Thanks, your 🚩 on answer 2 was saved.")
+    # Clicking the chosen 👍 again takes it back; a new 👍 carries the new comment.
+    _rate(page, 0, "Liked", None, "Your 👍 / 👎 on answer 1 was taken back")
+    _rate(page, 0, "Like", "Right colour; could say more.", "Thanks, your 👍 on answer 1 was saved.")
     page.wait_for_timeout(500)
 
     battles = _query(
@@ -122,11 +156,23 @@ def test_direct_chat_with_an_image_and_a_thumbs_up(arena: ArenaServer, browser, 
         ("What colour is the boat?", 1, "a", "second model saw 1 image(s) for: What colour is the boat?"),
         ("Is it big?", 0, "a", "second model saw 1 image(s) for: Is it big?"),
     ]
-    feedback = _query(arena, "SELECT battle_id, kind, comment, session_id IS NOT NULL FROM feedback")
-    assert feedback == [(battle_id, "up", "Right colour; could say more.", 1)]
+    turn_ids = [
+        t for (t,) in _query(arena, 'SELECT id FROM turns WHERE battle_id = ? ORDER BY "index"', (battle_id,))
+    ]
+    feedback = _query(
+        arena,
+        "SELECT battle_id, turn_id, kind, comment, session_id IS NOT NULL FROM feedback ORDER BY turn_id, kind",
+    )
+    assert feedback == [
+        (battle_id, turn_ids[0], "up", "Right colour; could say more.", 1),
+        (battle_id, turn_ids[1], "down", "Too short.", 1),
+        (battle_id, turn_ids[1], "flag", None, 1),
+    ]
+    assert _query(arena, "SELECT battle_id, reason FROM moderation_flags") == [(battle_id, USER_FLAG_REASON)]
     assert _query(arena, "SELECT count(*) FROM votes") == [(0,)]
 
     # A new chat frees the picker and starts a second direct battle.
     page.click("#direct-new")
     page.wait_for_function("() => !document.querySelector('#direct-model input').disabled", timeout=30_000)
-    assert page.is_disabled("#direct-up")
+    page.wait_for_function("() => !document.querySelector('#direct-chat .bot-row')", timeout=30_000)
+    assert _rating_buttons(page, "Like") == 0
