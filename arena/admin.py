@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -46,7 +46,7 @@ from storage.schema import (
     Vote,
     VoterSession,
 )
-from storage.sql import as_utc
+from storage.sql import as_utc, utc_now
 from storage.vocabulary import ANONY, INVALID, VOTED
 
 #: The audit log's action names (the ``audit_log.action`` vocabulary).
@@ -64,10 +64,6 @@ AUDIT_ACTIONS = (
 )
 #: The health label of a model when no health monitor is available (the command line).
 HEALTH_UNKNOWN = "unknown"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class AdminError(ValueError):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import gradio as gr
@@ -26,7 +25,9 @@ from arena.guards.moderation import build_moderator
 from arena.guards.policy import GuardPolicy
 from arena.guards.terms import Terms
 from arena.model_settings import seed_roster
+from arena.resume import BattleTokens
 from arena.sampling import INPUT_VIEW, PairSampler, SamplingPolicy, SnapshotInputs, targets_of
+from arena.secret_files import kept_secret
 from arena.service import BattleService
 from arena.settings import ArenaSettings
 from arena.snapshot_worker import SnapshotWorker, WorkerConfig, worker_holder
@@ -54,6 +55,8 @@ class Services:
     snapshots: SnapshotService
     health: HealthMonitor
     admin: AdminService
+    #: signs the battle tokens browsers keep, so a reload (or another process) takes a battle up again
+    tokens: BattleTokens = field(default_factory=BattleTokens.ephemeral)
 
     @property
     def demo(self) -> bool:
@@ -93,13 +96,19 @@ def ip_salt(settings: ArenaSettings) -> bytes:
     """The secret salt for IP hashes: from the settings, else one generated once and kept on disk."""
     if settings.ip_salt is not None:
         return settings.ip_salt.get_secret_value().encode()
-    path = settings.data_dir / "ip_salt"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    return kept_secret(settings.data_dir / "ip_salt", lambda: secrets.token_hex(32))[0].encode()
+
+
+def battle_tokens(settings: ArenaSettings) -> BattleTokens:
+    """Signs and reads the battle tokens browsers keep: the key from the settings, else one generated
+    once and kept on disk, so a restart (or another process on the same data folder) reads them."""
+    if settings.secret_key is not None:
+        key = settings.secret_key.get_secret_value()
+        if not key:
+            raise ValueError("ARENA_SECRET_KEY is set but empty; set a key or unset it")
+    else:
+        key = kept_secret(settings.data_dir / "secret_key", lambda: secrets.token_urlsafe(32))[0]
+    return BattleTokens(key.encode(), ttl_s=settings.battle_token_ttl_h * 3600)
 
 
 def build_guards(settings: ArenaSettings, roster: Roster) -> GuardPolicy:
@@ -151,7 +160,8 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         sampler=build_sampler(settings, roster, snapshots),
     )
     admin = AdminService(sessions, health=health, images=battle.images)
-    return Services(settings, roster, engine, battle, snapshots, health, admin=admin)
+    tokens = battle_tokens(settings)
+    return Services(settings, roster, engine, battle, snapshots, health, admin=admin, tokens=tokens)
 
 
 def build_sampler(settings: ArenaSettings, roster: Roster, snapshots: SnapshotService) -> PairSampler:
@@ -163,6 +173,9 @@ def build_sampler(settings: ArenaSettings, roster: Roster, snapshots: SnapshotSe
         boost_until_votes=settings.sampling_boost_until_votes,
         target_boost=settings.sampling_target_boost,
         min_share=settings.sampling_min_share,
+        interval_target=settings.sampling_interval_target,
+        top_k=settings.sampling_top_k,
+        explore=settings.sampling_explore,
     )
     inputs = SnapshotInputs(lambda: snapshots.current(INPUT_VIEW))
     return PairSampler(policy, targets=targets_of(roster.models), sampling_inputs=inputs)
@@ -199,11 +212,16 @@ def build_app(services: Services) -> gr.Blocks:
         gr.Markdown("# 🏟️ VLM Arena", elem_id="arena-title")
         with gr.Tabs():
             with gr.Tab("⚔️ Battle", id="battle", elem_id="tab-battle"):
-                build_battle_tab(
-                    services.battle, demo=services.demo, concurrency=services.settings.concurrency
+                battle_loader = build_battle_tab(
+                    services.battle,
+                    services.tokens,
+                    demo=services.demo,
+                    concurrency=services.settings.concurrency,
                 )
             with gr.Tab("👀 Side-by-side", id="side-by-side", elem_id="tab-side-by-side") as sbs_tab:
-                build_side_by_side_tab(services.battle, sbs_tab, concurrency=services.settings.concurrency)
+                sbs_loader = build_side_by_side_tab(
+                    services.battle, services.tokens, sbs_tab, concurrency=services.settings.concurrency
+                )
             with gr.Tab("💬 Direct chat", id="direct", elem_id="tab-direct") as direct_tab:
                 build_direct_tab(
                     DirectChatService(services.battle), direct_tab, concurrency=services.settings.concurrency
@@ -211,6 +229,10 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
                 build_leaderboard_tab(services.snapshots, tab)
         app.load(None, None, None, js=KEYBOARD_JS)  # keys 1-4 vote
+        for loader in (battle_loader, sbs_loader):  # a reload takes the voter's battles up again
+            app.load(
+                loader.load, loader.inputs, loader.outputs, api_visibility="private", show_progress="hidden"
+            )
     guard_callbacks(app)
     app.queue(default_concurrency_limit=services.settings.concurrency)
     return app

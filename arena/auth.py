@@ -15,10 +15,7 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import secrets
-import stat
-import tempfile
 import threading
 import time
 from collections import deque
@@ -26,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from arena.secret_files import kept_secret
 from arena.settings import ArenaSettings
 
 log = logging.getLogger(__name__)
@@ -62,37 +60,11 @@ def admin_password(settings: ArenaSettings) -> AdminPassword:
             raise ValueError("ARENA_ADMIN_PASSWORD is set but empty; set a password or unset it")
         return AdminPassword(value, None, generated=False)
     path = settings.data_dir / PASSWORD_FILE
-    generated = _create_password_file(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        log.warning("%s was readable by others (mode %o); set to 0600", path, mode)
-        path.chmod(0o600)
-    value = path.read_text(encoding="utf-8").strip()
-    if not value:
-        raise ValueError(f"{path} is empty; delete it to generate a new admin password")
-    return AdminPassword(value, path, generated)
-
-
-def _create_password_file(path: Path) -> bool:
-    """Write a new random password to ``path`` (0600) unless it exists; True if this call wrote it.
-
-    The file appears complete or not at all (written beside it, then hard-linked into place), so
-    processes starting together all read the same password.
-    """
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".admin_password.")  # mode 0600
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secrets.token_urlsafe(18) + "\n")
-        try:
-            os.link(staging, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.unlink(staging)
+        value, generated = kept_secret(path, lambda: secrets.token_urlsafe(18))
+    except ValueError:
+        raise ValueError(f"{path} is empty; delete it to generate a new admin password") from None
+    return AdminPassword(value, path, generated)
 
 
 def _b64(data: bytes) -> str:

@@ -1,7 +1,8 @@
 """A voter's battle as the arena process holds it: turns, secret model names, status; and its limits.
 
 The UI keeps a :class:`BattleSession` in server-side ``gr.State``; model names never leave the server
-before the vote.
+before the vote. The browser keeps only a signed battle token, from which :mod:`arena.resume` rebuilds
+the session out of the database after a reload or on another process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from storage.voter_guards import Voter
 
 Side = Literal["a", "b"]
 SIDES: tuple[Side, Side] = ("a", "b")
+#: The invalid reason of a battle whose answers were cut off (the voter left, or reloaded, mid-answer).
+ABANDONED_REASON = "abandoned before the answers finished"
 #: A browser session's battle: "idle" before its first battle, then the stored battle's state.
 Status = Literal["idle"] | BattleState
 
@@ -26,6 +29,8 @@ class TurnRecord:
     prompt: str
     images: list[Image.Image]
     answers: dict[Side, str] = field(default_factory=lambda: {"a": "", "b": ""})
+    #: The stored turn's id (``turns.id``), once it is written.
+    turn_id: int | None = None
 
 
 @dataclass

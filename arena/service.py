@@ -17,13 +17,22 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from arena.answers import Answer, run_side, store_answer
-from arena.battle_session import SIDES, BattleSession, Limits, Reveal, Side, StreamUpdate, TurnRecord
+from arena.battle_session import (
+    ABANDONED_REASON,
+    SIDES,
+    BattleSession,
+    Limits,
+    Reveal,
+    Side,
+    StreamUpdate,
+    TurnRecord,
+)
 from arena.errors import ArenaError
 from arena.guards.identity import IDENTITY_QUESTION_TAG, is_identity_question
 from arena.guards.limits import BANNED_MESSAGE, limit_message
@@ -40,6 +49,7 @@ from storage.db import run_in_transaction
 from storage.images import ImageRejected, ImageStore, PreparedImage, StoredImage
 from storage.schema import Image as ImageRow
 from storage.schema import ModelRow
+from storage.sql import utc_now
 from storage.vocabulary import ANONY, NAMED
 
 log = logging.getLogger(__name__)
@@ -53,10 +63,6 @@ NEUTRAL_FAILURE = (
 
 #: The longest reason a voter may give for a vote (WildVision-Arena asks for one too).
 MAX_VOTE_REASON_CHARS = 500
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class BattleService:
@@ -258,7 +264,7 @@ class BattleService:
         state.battle_id = battle_id
         state.mode = mode
         state.models = {"a": model_a, "b": model_b}
-        state.turns.append(TurnRecord(prompt=prompt, images=pictures))
+        state.turns.append(TurnRecord(prompt=prompt, images=pictures, turn_id=turn_id))
         state.turn_id = turn_id
         state.attempt = 0
         state.status = "generating"
@@ -468,7 +474,7 @@ class BattleService:
         turn_id, battle_id = state.turn_id, state.battle_id
         assert turn_id is not None and battle_id is not None, "only a started turn is finished"
         errors = [a.error for a in answers.values() if a.error]
-        reason = "abandoned before the answers finished" if abandoned else None
+        reason = ABANDONED_REASON if abandoned else None
         if errors:
             reason = "model failure"
         if not abandoned and not errors and not all(a.text.strip() for a in answers.values()):

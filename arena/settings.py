@@ -40,6 +40,16 @@ class ArenaSettings(BaseSettings):
     ip_salt: SecretStr | None = Field(
         None, description="secret salt for hashing voters' IPs; generated and kept in data_dir if unset"
     )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "key that signs the battle tokens browsers keep across reloads; generated and kept in "
+            "data_dir/secret_key if unset (give every arena process of one database the same key)"
+        ),
+    )
+    battle_token_ttl_h: float = Field(
+        24.0, gt=0, description="hours a browser's battle token stays valid (a reload within it resumes)"
+    )
     leaderboard_refresh_s: float = Field(
         60.0, gt=0, description="seconds between checks for new votes that refresh the leaderboard snapshots"
     )
@@ -100,8 +110,8 @@ class ArenaSettings(BaseSettings):
         "weighted",
         description=(
             "how battles choose their pair: weighted (by the models' sampling weights), uniform (every "
-            "pair alike), or active (pairs whose rating intervals one more vote would shrink most, read "
-            "from the leaderboard snapshot)"
+            "pair alike), or active (the pairs whose votes most shrink the wide rating intervals, then "
+            "those that separate the top models, read from the leaderboard snapshot)"
         ),
     )
     sampling_boost: float = Field(
@@ -123,4 +133,18 @@ class ArenaSettings(BaseSettings):
             "fairness floor: no drawable model is in fewer battles than this fraction of its uniform share "
             "(2/n of battles with n models); 0.5 = at least half"
         ),
+    )
+    sampling_interval_target: float = Field(
+        25.0,
+        gt=0,
+        description=(
+            "active: full width (upper - lower, rating points) of the 95% interval the median model should "
+            "reach before votes go to separating the top models"
+        ),
+    )
+    sampling_top_k: int = Field(
+        5, ge=0, description="active: how many top models should end in order with separated intervals"
+    )
+    sampling_explore: float = Field(
+        0.1, ge=0, le=1, description="active: share of battles whose pair is drawn uniformly (exploration)"
     )

@@ -50,7 +50,6 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.voters import position_bias_from_counts
-from arena.service import utc_now
 from arena.views import (
     CATEGORY_PREFIX,
     STANDARD_VIEWS,
@@ -77,6 +76,7 @@ from storage.snapshots import (
     take_recompute_request,
     try_acquire_lease,
 )
+from storage.sql import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -111,7 +111,6 @@ def refresh_child(url: str) -> None:
     from sqlalchemy import select
 
     from analysis.pairs import aggregated_from_counts, leaderboard_from_counts
-    from arena.service import utc_now
     from arena.settings import ArenaSettings
     from arena.snapshots import SnapshotService
     from arena.views import rated_group, subset
@@ -119,6 +118,7 @@ def refresh_child(url: str) -> None:
     from storage.counts import VoteFilter, pair_outcome_counts
     from storage.db import make_engine, session_factory
     from storage.schema import LeaderboardSnapshot
+    from storage.sql import utc_now
 
     logging.basicConfig(level=logging.WARNING)
     settings = ArenaSettings(db=url)

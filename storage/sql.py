@@ -46,6 +46,11 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def utc_now() -> datetime:
+    """Now, in UTC: the default clock of the services that stamp rows."""
+    return datetime.now(UTC)
+
+
 def rowcount(result: Result[Any]) -> int:
     """How many rows an INSERT, UPDATE or DELETE matched (0 when the driver cannot tell).
 

@@ -20,8 +20,9 @@ import pandas as pd
 from arena.admin import AdminService, JudgeResultRow
 from arena.ui.admin_battles import build_battles_tab
 from arena.ui.admin_leaderboards import build_leaderboards_tab
-from arena.ui.admin_models import TabLoader, build_models_tab, when
+from arena.ui.admin_models import build_models_tab, when
 from arena.ui.errors import guard_callbacks
+from arena.ui.loading import TabLoader
 
 if TYPE_CHECKING:
     from arena.app import Services

@@ -15,7 +15,8 @@ import pandas as pd
 from PIL import Image
 
 from arena.admin import AdminError, AdminService, AnswerDetail, BattleDetail, FlaggedVoter, ProblemBattle
-from arena.ui.admin_models import TabLoader, actor_of, when
+from arena.ui.admin_models import actor_of, when
+from arena.ui.loading import TabLoader
 
 PROBLEM_COLUMNS = ["Battle", "Created (UTC)", "Mode", "State", "Model A", "Model B", "Problems"]
 VOTER_COLUMNS = ["Session", "Banned", "Anomalous", "Votes", "Created (UTC)", "User agent"]

@@ -23,7 +23,8 @@ from analysis.plots import (
     votes_per_day_figure,
 )
 from arena.snapshots import Snapshot, SnapshotService
-from arena.ui.admin_models import TabLoader, when
+from arena.ui.admin_models import when
+from arena.ui.loading import TabLoader
 from arena.views import format_interval
 
 TABLE_COLUMNS = [

@@ -8,8 +8,7 @@ tables; the service validates and audits.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from arena.admin import AdminError, AdminService, AuditRow, ModelOverview
+from arena.ui.loading import TabLoader
 
 MODEL_COLUMNS = [
     "Model",
@@ -35,15 +35,6 @@ MODEL_COLUMNS = [
     "Error rate",
 ]
 AUDIT_COLUMNS = ["When (UTC)", "Who", "Action", "Target", "Old", "New"]
-
-
-@dataclass(frozen=True)
-class TabLoader:
-    """How a tab fills itself: ``load(*inputs)`` returns the values of ``outputs``."""
-
-    load: Callable[..., Any]
-    inputs: list[Any]
-    outputs: list[Any]
 
 
 def when(moment: datetime | None) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import random
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,12 @@ from arena.battle_session import BattleSession
 from arena.errors import ArenaError
 from arena.examples import examples, pick
 from arena.model_settings import choosable_models
+from arena.resume import BattleTokens, resume
 from arena.service import MAX_VOTE_REASON_CHARS, NEUTRAL_FAILURE, BattleService
-from storage.vocabulary import TIE, TIE_BOTHBAD, WIN_A, WIN_B
+from arena.ui.battle_view import resumed_view, shown_names
+from arena.ui.loading import TabLoader
+from arena.ui.messages import chat_message
+from storage.vocabulary import ANONY, NAMED, TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
 #: The vote buttons: element id, label, and the winner a click records.
 VOTES = (
@@ -61,12 +66,6 @@ KEYBOARD_JS = """
   });
 }
 """
-
-
-def _chat_message(role: str, text: str, image_paths: list[str] | None = None) -> dict[str, Any]:
-    content: list[Any] = [{"path": p} for p in image_paths or []]
-    content.append(text)
-    return {"role": role, "content": content if len(content) > 1 else text}
 
 
 def _vote_buttons(enabled: bool) -> list[Any]:
@@ -115,32 +114,43 @@ def model_choices(service: BattleService) -> list[tuple[str, str]]:
     return choosable_models(service.specs, service.sampling())
 
 
-def build_battle_tab(service: BattleService, *, demo: bool, concurrency: int) -> None:
-    """Lay out the Battle tab (anonymous battles) inside the current Blocks context."""
-    _build_tab(service, named=False, demo=demo, concurrency=concurrency)
+def build_battle_tab(
+    service: BattleService, tokens: BattleTokens, *, demo: bool, concurrency: int
+) -> TabLoader:
+    """Lay out the Battle tab (anonymous battles) inside the current Blocks context; returns how the
+    tab takes up the voter's battle when the page (re)loads (run it from the app's load event)."""
+    return _build_tab(service, tokens, named=False, demo=demo, concurrency=concurrency)[0]
 
 
-def build_side_by_side_tab(service: BattleService, tab: gr.Tab, *, concurrency: int) -> None:
-    """Lay out the Side-by-side tab (named battles between chosen models) inside ``tab``.
+def build_side_by_side_tab(
+    service: BattleService, tokens: BattleTokens, tab: gr.Tab, *, concurrency: int
+) -> TabLoader:
+    """Lay out the Side-by-side tab (named battles between chosen models) inside ``tab``; returns its
+    page-load hook, as :func:`build_battle_tab`.
 
-    The model lists reach the browser only when the tab is opened, so nothing in the page names a
-    model before an anonymous vote.
+    The model lists reach the browser only when the tab is opened (or a named battle is resumed), so
+    nothing in the page names a model before an anonymous vote.
     """
-    dropdowns = _build_tab(service, named=True, demo=False, concurrency=concurrency)
+    loader, dropdowns = _build_tab(service, tokens, named=True, demo=False, concurrency=concurrency)
 
     def on_open() -> tuple[Any, ...]:
         choices = model_choices(service)
         return tuple(gr.update(choices=choices) for _ in dropdowns)
 
     tab.select(on_open, None, list(dropdowns), api_visibility="private", show_progress="hidden")
+    return loader
 
 
 def _build_tab(
-    service: BattleService, *, named: bool, demo: bool, concurrency: int
-) -> tuple[gr.Dropdown, ...]:
-    """One battle tab in either mode, behind the terms of use; returns the model dropdowns (named)."""
+    service: BattleService, tokens: BattleTokens, *, named: bool, demo: bool, concurrency: int
+) -> tuple[TabLoader, tuple[gr.Dropdown, ...]]:
+    """One battle tab in either mode, behind the terms of use; returns its page-load hook and the
+    model dropdowns (named)."""
     # Per-browser state, server side only; dropped after two idle hours so memory stays bounded.
     state = gr.State(None, time_to_live=2 * 3600)
+    # What the browser keeps across reloads: only the signed battle token (no model names).
+    mode = NAMED if named else ANONY
+    token = gr.BrowserState(None, storage_key=f"vlm-arena-{mode}", secret=tokens.browser_secret)
     terms = service.guards.terms
     gr.Markdown(SBS_INTRO if named else INTRO)
     if demo:
@@ -151,27 +161,77 @@ def _build_tab(
             "✅ I accept these terms", variant="primary", elem_id=element_id("terms-accept", named)
         )
     with gr.Column(visible=terms is None, elem_id=element_id("battle-area", named)) as battle_area:
-        dropdowns = _battle_area(service, state, concurrency, named=named)
+        area = _battle_area(service, tokens, state, token, concurrency, named=named)
 
-    def on_accept(current: BattleSession | None, request: gr.Request) -> tuple[Any, ...]:
-        current = current or _voter(service, request)
+    def on_accept(current: BattleSession | None, saved: Any, request: gr.Request) -> tuple[Any, ...]:
+        current = current or _resumed_state(service, tokens, saved, named) or _voter(service, request)
         service.accept_terms(current)
-        return current, gr.update(visible=False), gr.update(visible=True)
+        return current, tokens.issue(current, mode), gr.update(visible=False), gr.update(visible=True)
 
     accept.click(
         on_accept,
-        [state],
-        [state, terms_panel, battle_area],
+        [state, token],
+        [state, token, terms_panel, battle_area],
         api_visibility="private",
         show_progress="hidden",
     )
-    return dropdowns
+
+    def on_load(saved: Any) -> tuple[Any, ...]:
+        """Take up the voter's battle from the browser's token (a reload, a restart, another process)."""
+        resumed = resume(service, tokens, saved, mode)
+        view = resumed_view(service, resumed, named=named)
+        current = view["state"]
+        accepted = terms is None or (current is not None and current.terms_version == terms.version)
+        models = view["models"]
+        # A resumed named battle lists only its own two models (which the voter chose).
+        pair = [choice for choice in model_choices(service) if models and choice[1] in models]
+        chosen = tuple(
+            gr.update(choices=pair, value=name, interactive=False) for name in models or ()
+        ) or tuple(gr.update() for _ in area.dropdowns)
+        return (
+            current,
+            tokens.issue(current, mode) if current is not None else gr.update(),
+            gr.update(visible=not accepted),
+            gr.update(visible=accepted),
+            view["chat_a"],
+            view["chat_b"],
+            view["name_a"],
+            view["name_b"],
+            *_vote_buttons(view["votes"]),
+            view["send"],
+            view["regenerate"],
+            view["status"],
+            *chosen,
+        )
+
+    outputs = [
+        state, token, terms_panel, battle_area, area.chat_a, area.chat_b, area.name_a, area.name_b,
+        *area.vote_buttons, area.send, area.regenerate, area.status, *area.dropdowns,
+    ]  # fmt: skip
+    return TabLoader(on_load, [token], outputs), area.dropdowns
 
 
-def _shown_names(service: BattleService, current: BattleSession) -> tuple[str, str]:
-    """The names a named battle shows from its first turn (display names, as after a vote)."""
-    a, b = (service.specs[current.models[side]] for side in ("a", "b"))
-    return f"Model A: **{a.display_name or a.name}**", f"Model B: **{b.display_name or b.name}**"
+def _resumed_state(
+    service: BattleService, tokens: BattleTokens, saved: Any, named: bool
+) -> BattleSession | None:
+    """The voter's state rebuilt from the browser's battle token, when this process holds none."""
+    resumed = resume(service, tokens, saved, NAMED if named else ANONY)
+    return None if resumed is None else resumed.state
+
+
+@dataclass(frozen=True)
+class BattleArea:
+    """The elements of a battle tab that a page load fills in."""
+
+    chat_a: gr.Chatbot
+    chat_b: gr.Chatbot
+    name_a: gr.Markdown
+    name_b: gr.Markdown
+    vote_buttons: list[gr.Button]
+    send: gr.Button
+    regenerate: gr.Button
+    status: gr.Markdown
+    dropdowns: tuple[gr.Dropdown, ...]
 
 
 def _without_last_answer(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -183,8 +243,14 @@ def _without_last_answer(history: list[dict[str, Any]] | None) -> list[dict[str,
 
 
 def _battle_area(
-    service: BattleService, state: gr.State, concurrency: int, *, named: bool
-) -> tuple[gr.Dropdown, ...]:
+    service: BattleService,
+    tokens: BattleTokens,
+    state: gr.State,
+    token: gr.BrowserState,
+    concurrency: int,
+    *,
+    named: bool,
+) -> BattleArea:
     """The chat windows, vote buttons, uploads and prompt of a battle tab, with their events.
 
     ``named``: the voter chooses the two models (``sbs-model-a/b``) and sees their names at once; the
@@ -193,6 +259,12 @@ def _battle_area(
 
     def eid(name: str) -> str:
         return element_id(name, named)
+
+    mode = NAMED if named else ANONY
+
+    def resolved(current: BattleSession | None, saved: Any) -> BattleSession | None:
+        """This page's state, or, when this process holds none, the one its battle token resumes."""
+        return current if current is not None else _resumed_state(service, tokens, saved, named)
 
     dropdowns: tuple[gr.Dropdown, ...] = ()
     if named:
@@ -256,7 +328,7 @@ def _battle_area(
     def unchanged(current: BattleSession | None, message: str) -> tuple[Any, ...]:
         """The outputs of a refused send or regenerate: only the state and the status change."""
         keep = gr.update()
-        return (current, keep, keep, keep, keep, keep, keep, *_vote_buttons(False), keep, keep, message)
+        return (current, keep, keep, keep, keep, keep, keep, *_vote_buttons(False), keep, keep, message, keep)
 
     async def answers(
         current: BattleSession,
@@ -264,9 +336,11 @@ def _battle_area(
         history_b: list[dict[str, Any]],
         clear_inputs: bool,
     ) -> AsyncIterator[tuple[Any, ...]]:
-        """Stream the current turn's two answers into the chats; unlock vote and regenerate at the end."""
+        """Stream the current turn's two answers into the chats; unlock vote and regenerate at the end.
+        The first update hands the browser the battle's token (a reload takes the battle up again)."""
         lock = gr.update(interactive=False)
-        shown = _shown_names(service, current) if current.mode == "named" else ("", "")
+        shown = shown_names(service, current) if current.mode == "named" else ("", "")
+        issued: Any = tokens.issue(current, mode)
         async for update in service.stream(current):
             answer_a = {"role": "assistant", "content": update.text_a or "…"}
             answer_b = {"role": "assistant", "content": update.text_b or "…"}
@@ -289,7 +363,9 @@ def _battle_area(
                 gr.update(interactive=ok) if update.done else lock,
                 gr.update(interactive=ok) if update.done else lock,
                 note,
+                issued,
             )
+            issued = gr.update()
 
     async def on_send(
         files: list[str] | None,
@@ -300,9 +376,10 @@ def _battle_area(
         from_example: str | None,
         model_a: str | None,
         model_b: str | None,
+        saved: Any,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
-        current = current or _voter(service, request)
+        current = await asyncio.to_thread(resolved, current, saved) or _voter(service, request)
         paths = [str(f) for f in files or []]
         try:
             if named and not (model_a and model_b):
@@ -317,7 +394,7 @@ def _battle_area(
             gr.Warning(str(exc))
             yield unchanged(current, f"⚠️ {exc}")
             return
-        user = _chat_message("user", text.strip(), paths)
+        user = chat_message("user", text.strip(), paths)
         async for outputs in answers(current, [*(history_a or []), user], [*(history_b or []), user], True):
             yield outputs
 
@@ -325,7 +402,9 @@ def _battle_area(
         current: BattleSession | None,
         history_a: list[dict[str, Any]] | None,
         history_b: list[dict[str, Any]] | None,
+        saved: Any,
     ) -> AsyncIterator[tuple[Any, ...]]:
+        current = await asyncio.to_thread(resolved, current, saved)
         try:
             if current is None:
                 raise ArenaError("There is nothing to regenerate yet.")
@@ -340,12 +419,12 @@ def _battle_area(
             yield outputs
 
     stream_outputs = [
-        state, chat_a, chat_b, prompt, images, name_a, name_b, *vote_buttons, send, regenerate, status
+        state, chat_a, chat_b, prompt, images, name_a, name_b, *vote_buttons, send, regenerate, status, token
     ]  # fmt: skip
     for trigger in (send.click, prompt.submit):
         event = trigger(
             on_send,
-            [images, prompt, state, chat_a, chat_b, example_key, *chosen],
+            [images, prompt, state, chat_a, chat_b, example_key, *chosen, token],
             stream_outputs,
             concurrency_limit=concurrency,
             concurrency_id="battle",
@@ -364,7 +443,7 @@ def _battle_area(
             )
     regenerate.click(
         on_regenerate,
-        [state, chat_a, chat_b],
+        [state, chat_a, chat_b, token],
         stream_outputs,
         concurrency_limit=concurrency,
         concurrency_id="battle",
@@ -372,8 +451,9 @@ def _battle_area(
         show_progress="hidden",
     )
 
-    def on_vote(winner: str, current: BattleSession | None) -> tuple[Any, ...]:
+    def on_vote(winner: str, current: BattleSession | None, saved: Any) -> tuple[Any, ...]:
         keep = gr.update()
+        current = resolved(current, saved)
         if current is None:
             gr.Warning("There is no battle to vote on yet.")
             return (current, keep, keep, *_vote_buttons(False), keep, keep, keep, keep)
@@ -397,13 +477,14 @@ def _battle_area(
     for button, (_, _, winner) in zip(vote_buttons, VOTES, strict=True):
         button.click(
             partial(on_vote, winner),
-            [state],
+            [state, token],
             [state, name_a, name_b, *vote_buttons, send, regenerate, status, reason_row],
             api_visibility="private",
             show_progress="hidden",
         )
 
-    def on_reason(text: str, current: BattleSession | None) -> tuple[Any, ...]:
+    def on_reason(text: str, current: BattleSession | None, saved: Any) -> tuple[Any, ...]:
+        current = resolved(current, saved)
         if current is None:
             return gr.update(), gr.update()
         try:
@@ -415,15 +496,20 @@ def _battle_area(
 
     for trigger in (reason_send.click, reason.submit):
         trigger(
-            on_reason, [reason, state], [reason_row, status], api_visibility="private", show_progress="hidden"
+            on_reason,
+            [reason, state, token],
+            [reason_row, status],
+            api_visibility="private",
+            show_progress="hidden",
         )
 
     new_round_outputs = [
         state, chat_a, chat_b, name_a, name_b, *vote_buttons, send, regenerate, status, reason_row, reason,
-        example_key, *dropdowns,
+        example_key, *dropdowns, token,
     ]  # fmt: skip
 
-    def on_new_round(current: BattleSession | None) -> tuple[Any, ...]:
+    def on_new_round(current: BattleSession | None, saved: Any) -> tuple[Any, ...]:
+        current = resolved(current, saved)
         if current is not None:
             try:
                 current = service.reset(current)
@@ -432,9 +518,10 @@ def _battle_area(
                 return (current, *(gr.update() for _ in new_round_outputs[1:]))
         unlock = gr.update(interactive=True)
         cleared = (current, [], [], "", "", *_vote_buttons(False), unlock, gr.update(interactive=False))
-        return (*cleared, "", gr.update(visible=False), "", None, *(unlock for _ in dropdowns))
+        fresh_token = tokens.issue(current, mode) if current is not None else gr.update()
+        return (*cleared, "", gr.update(visible=False), "", None, *(unlock for _ in dropdowns), fresh_token)
 
     new_round.click(
-        on_new_round, [state], new_round_outputs, api_visibility="private", show_progress="hidden"
+        on_new_round, [state, token], new_round_outputs, api_visibility="private", show_progress="hidden"
     )
-    return dropdowns
+    return BattleArea(chat_a, chat_b, name_a, name_b, vote_buttons, send, regenerate, status, dropdowns)

@@ -27,6 +27,55 @@ CHROMIUM_ARGS = [
 ]
 
 
+# Records every byte of every response body the page's scripts receive (fetch — including streamed
+# server-sent events — XHR, EventSource and WebSocket), as the data arrives.
+RECORD_PAYLOADS = """
+(() => {
+  const received = (window.__arenaReceived = []);
+  const originalFetch = window.fetch.bind(window);
+  window.fetch = async (...args) => {
+    const response = await originalFetch(...args);
+    try {
+      const copy = response.clone();
+      if (copy.body) {
+        const reader = copy.body.getReader();
+        const decoder = new TextDecoder();
+        (async () => {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            received.push(decoder.decode(value, { stream: true }));
+          }
+        })().catch(() => {});
+      }
+    } catch (e) {}
+    return response;
+  };
+  const open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (...args) {
+    this.addEventListener("load", () => { try { received.push(String(this.responseText)); } catch (e) {} });
+    return open.apply(this, args);
+  };
+  const OriginalEventSource = window.EventSource;
+  if (OriginalEventSource) {
+    window.EventSource = function (...args) {
+      const source = new OriginalEventSource(...args);
+      source.addEventListener("message", (event) => received.push(String(event.data)));
+      return source;
+    };
+    window.EventSource.prototype = OriginalEventSource.prototype;
+  }
+  const OriginalWebSocket = window.WebSocket;
+  window.WebSocket = function (...args) {
+    const socket = new OriginalWebSocket(...args);
+    socket.addEventListener("message", (event) => received.push(String(event.data)));
+    return socket;
+  };
+  window.WebSocket.prototype = OriginalWebSocket.prototype;
+})();
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -136,7 +185,7 @@ def vote(page, button: str = "vote-a") -> tuple[str, str]:
     """Click a vote button and return the two revealed names (A, B)."""
     page.click(f"#{button}")
     page.wait_for_function(
-        "() => document.querySelector('#battle-name-a').innerText.includes('Model A:')", timeout=30_000
+        "() => document.querySelector('#battle-name-a')?.innerText?.includes('Model A:')", timeout=30_000
     )
     shown_a = page.inner_text("#battle-name-a").split("Model A:")[1].strip()
     shown_b = page.inner_text("#battle-name-b").split("Model B:")[1].strip()

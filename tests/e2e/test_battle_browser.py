@@ -13,58 +13,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from models.roster import load_roster
-from tests.e2e.harness import ROOT, accept_terms, ask, start_arena, stop_arena, vote
+from tests.e2e.harness import RECORD_PAYLOADS, ROOT, accept_terms, ask, start_arena, stop_arena, vote
 
 pytestmark = pytest.mark.e2e
-
-# Records every byte of every response body the page's scripts receive (fetch — including streamed
-# server-sent events — XHR, EventSource and WebSocket), as the data arrives.
-RECORD_PAYLOADS = """
-(() => {
-  const received = (window.__arenaReceived = []);
-  const originalFetch = window.fetch.bind(window);
-  window.fetch = async (...args) => {
-    const response = await originalFetch(...args);
-    try {
-      const copy = response.clone();
-      if (copy.body) {
-        const reader = copy.body.getReader();
-        const decoder = new TextDecoder();
-        (async () => {
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            received.push(decoder.decode(value, { stream: true }));
-          }
-        })().catch(() => {});
-      }
-    } catch (e) {}
-    return response;
-  };
-  const open = XMLHttpRequest.prototype.open;
-  XMLHttpRequest.prototype.open = function (...args) {
-    this.addEventListener("load", () => { try { received.push(String(this.responseText)); } catch (e) {} });
-    return open.apply(this, args);
-  };
-  const OriginalEventSource = window.EventSource;
-  if (OriginalEventSource) {
-    window.EventSource = function (...args) {
-      const source = new OriginalEventSource(...args);
-      source.addEventListener("message", (event) => received.push(String(event.data)));
-      return source;
-    };
-    window.EventSource.prototype = OriginalEventSource.prototype;
-  }
-  const OriginalWebSocket = window.WebSocket;
-  window.WebSocket = function (...args) {
-    const socket = new OriginalWebSocket(...args);
-    socket.addEventListener("message", (event) => received.push(String(event.data)));
-    return socket;
-  };
-  window.WebSocket.prototype = OriginalWebSocket.prototype;
-})();
-"""
-
 
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory):

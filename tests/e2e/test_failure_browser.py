@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 from arena.service import NEUTRAL_FAILURE
-from tests.e2e.harness import start_arena, stop_arena, upload
-from tests.e2e.test_battle_browser import RECORD_PAYLOADS
+from tests.e2e.harness import RECORD_PAYLOADS, start_arena, stop_arena, upload
 from tests.models.openai_server import Behaviour, FakeOpenAIServer
 
 pytestmark = pytest.mark.e2e
