@@ -56,6 +56,8 @@ class BattleSession:
     mode: BattleMode = ANONY
     #: How many times the last turn's answers were regenerated (a new sampling seed each time).
     attempt: int = 0
+    #: How many answers of this battle were replaced by regenerating, over all its turns.
+    superseded: int = 0
 
     def next_round(self) -> BattleSession:
         """A fresh battle for the same voter (same session, IP hash and accepted terms)."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 from PIL import Image
 
 from arena.battle_session import ABANDONED_REASON, SIDES, BattleSession, Status, TurnRecord
-from storage.battle_state import StoredBattle, load_battle, load_voter
+from storage.battle_state import StoredBattle, battle_progress, load_battle, load_voter
 from storage.vocabulary import BATTLE_MODES, GENERATING, BattleMode
 
 if TYPE_CHECKING:
@@ -179,6 +179,31 @@ def resume(service: BattleService, tokens: BattleTokens, token: Any, mode: Battl
     return _rebuilt(service, fresh, battle)
 
 
+def in_sync(service: BattleService, state: BattleSession) -> bool:
+    """Whether the battle this process holds is the battle as stored: no other process has since
+    added a turn, regenerated answers, taken the vote, or finished the answers. A state without a
+    battle is always in sync. One small query."""
+    if state.battle_id is None:
+        return True
+    with service.sessions() as db:
+        progress = battle_progress(db, state.battle_id)
+    return progress == (state.status, len(state.turns), state.superseded)
+
+
+def current_state(
+    service: BattleService, tokens: BattleTokens, held: BattleSession | None, token: Any, mode: BattleMode
+) -> BattleSession | None:
+    """The voter's state for a request: what this process holds if it is still in step with the
+    database, else the state the browser's token rebuilds (a reload, a restart, another process having
+    served the voter meanwhile). None when there is neither."""
+    if held is not None and in_sync(service, held):
+        return held
+    resumed = resume(service, tokens, token, mode)
+    if resumed is None:
+        return held
+    return resumed.state
+
+
 def _rebuilt(service: BattleService, state: BattleSession, battle: StoredBattle) -> Resumed:
     assert battle.model_b is not None, "only two-model battles are resumed"
     state.battle_id = battle.id
@@ -199,6 +224,7 @@ def _rebuilt(service: BattleService, state: BattleSession, battle: StoredBattle)
         paths.append([str(_servable_copy(file)) for file in files if file is not None])
     state.turn_id = battle.turns[-1].id
     state.attempt = battle.turns[-1].regenerations
+    state.superseded = 2 * sum(turn.regenerations for turn in battle.turns)
     return Resumed(state, paths)
 
 
@@ -223,4 +249,4 @@ def _servable_copy(path: Path) -> Path:
     return target
 
 
-__all__ = ["BattleTokens", "Resumed", "TokenClaims", "resume"]
+__all__ = ["BattleTokens", "Resumed", "TokenClaims", "current_state", "in_sync", "resume"]

@@ -335,6 +335,7 @@ class BattleService:
                 raise ArenaError("This battle can no longer be regenerated. Press New round.")
         state.turns[-1].answers = {side: "" for side in SIDES}
         state.attempt += 1
+        state.superseded += 2
         state.status = "generating"
 
     def _discard_unreferenced(self, written: Sequence[StoredImage]) -> None:

@@ -61,6 +61,22 @@ def load_voter(db: Session, session_id: str) -> StoredVoter | None:
     return None if row is None else StoredVoter(session_id, *row)
 
 
+def battle_progress(db: Session, battle_id: str) -> tuple[str, int, int] | None:
+    """How far a battle has got, cheaply: (state, turns, superseded answers); None if it does not exist.
+    A process compares this with what it holds to tell whether another process moved the battle on."""
+    row = db.execute(select(Battle.state).where(Battle.id == battle_id)).first()
+    if row is None:
+        return None
+    turns = db.scalar(select(func.count()).select_from(Turn).where(Turn.battle_id == battle_id)) or 0
+    superseded = db.scalar(
+        select(func.count())
+        .select_from(Response)
+        .join(Turn, Turn.id == Response.turn_id)
+        .where(Turn.battle_id == battle_id, Response.superseded.is_(True))
+    )
+    return row[0], int(turns), int(superseded or 0)
+
+
 def load_battle(db: Session, battle_id: str) -> StoredBattle | None:
     """A battle with its turns, images, current answers and vote; None if there is no such battle."""
     model_a, model_b = aliased(ModelRow), aliased(ModelRow)
@@ -120,4 +136,4 @@ def load_battle(db: Session, battle_id: str) -> StoredBattle | None:
     )
 
 
-__all__ = ["StoredBattle", "StoredTurn", "StoredVoter", "load_battle", "load_voter"]
+__all__ = ["StoredBattle", "StoredTurn", "StoredVoter", "battle_progress", "load_battle", "load_voter"]

@@ -21,7 +21,7 @@ from arena.battle_session import BattleSession
 from arena.errors import ArenaError
 from arena.examples import examples, pick
 from arena.model_settings import choosable_models
-from arena.resume import BattleTokens, resume
+from arena.resume import BattleTokens, current_state, resume
 from arena.service import MAX_VOTE_REASON_CHARS, NEUTRAL_FAILURE, BattleService
 from arena.ui.battle_view import resumed_view, shown_names
 from arena.ui.loading import TabLoader
@@ -164,7 +164,7 @@ def _build_tab(
         area = _battle_area(service, tokens, state, token, concurrency, named=named)
 
     def on_accept(current: BattleSession | None, saved: Any, request: gr.Request) -> tuple[Any, ...]:
-        current = current or _resumed_state(service, tokens, saved, named) or _voter(service, request)
+        current = current_state(service, tokens, current, saved, mode) or _voter(service, request)
         service.accept_terms(current)
         return current, tokens.issue(current, mode), gr.update(visible=False), gr.update(visible=True)
 
@@ -211,14 +211,6 @@ def _build_tab(
     return TabLoader(on_load, [token], outputs), area.dropdowns
 
 
-def _resumed_state(
-    service: BattleService, tokens: BattleTokens, saved: Any, named: bool
-) -> BattleSession | None:
-    """The voter's state rebuilt from the browser's battle token, when this process holds none."""
-    resumed = resume(service, tokens, saved, NAMED if named else ANONY)
-    return None if resumed is None else resumed.state
-
-
 @dataclass(frozen=True)
 class BattleArea:
     """The elements of a battle tab that a page load fills in."""
@@ -263,8 +255,9 @@ def _battle_area(
     mode = NAMED if named else ANONY
 
     def resolved(current: BattleSession | None, saved: Any) -> BattleSession | None:
-        """This page's state, or, when this process holds none, the one its battle token resumes."""
-        return current if current is not None else _resumed_state(service, tokens, saved, named)
+        """This page's state if it is in step with the database; else the one its battle token
+        rebuilds (this process holds none, or another process moved the battle on)."""
+        return current_state(service, tokens, current, saved, mode)
 
     dropdowns: tuple[gr.Dropdown, ...] = ()
     if named:

@@ -15,7 +15,7 @@ from PIL import Image
 from arena.errors import ArenaError
 from arena.guards.policy import GuardPolicy
 from arena.guards.terms import Terms
-from arena.resume import BattleTokens, resume
+from arena.resume import BattleTokens, current_state, in_sync, resume
 from storage.schema import Turn, Vote
 from tests.arena.conftest import scripted
 from tests.helpers import image_bytes
@@ -178,3 +178,36 @@ def test_token_keys_are_checked() -> None:
         BattleTokens(b"short")
     assert BattleTokens(KEY).browser_secret == BattleTokens(KEY).browser_secret
     assert BattleTokens(KEY).browser_secret != BattleTokens(b"z" * 32).browser_secret
+
+
+def test_a_process_holding_an_old_state_takes_up_the_stored_one(make_service, sessions) -> None:
+    """Without sticky sessions a voter's requests alternate between processes: each one must act on
+    the battle as stored, not on what it held from an earlier request."""
+    first, second = make_service(seed=1), make_service(seed=2)
+    tokens = BattleTokens(KEY)
+    held = first.new_session()
+    first.start_turn(held, "Turn one?", [_png()])
+    _answer(first, held)
+    token = tokens.issue(held, "anony")
+    assert current_state(first, tokens, held, token, "anony") is held  # in step: no reload needed
+
+    on_second = current_state(second, tokens, None, token, "anony")
+    assert on_second is not None
+    second.start_turn(on_second, "Turn two?")
+    _answer(second, on_second)
+    assert not in_sync(first, held)
+    again = current_state(first, tokens, held, token, "anony")
+    assert again is not held and [t.prompt for t in again.turns] == ["Turn one?", "Turn two?"]
+    first.start_turn(again, "Turn three?")  # index 2, not a clash with turn two
+    _answer(first, again)
+
+    second.regenerate(on_second := current_state(second, tokens, on_second, token, "anony"))
+    shown = _answer(second, on_second)
+    assert not in_sync(first, again)
+    latest = current_state(first, tokens, again, token, "anony")
+    assert (latest.turns[-1].answers["a"], latest.turns[-1].answers["b"]) == shown
+    assert in_sync(first, latest)
+    first.vote(latest, "tie")
+    assert not in_sync(second, on_second)
+    with sessions() as db:
+        assert db.scalars(sa.select(Turn.index).where(Turn.battle_id == held.battle_id).order_by(Turn.index)).all() == [0, 1, 2]
