@@ -36,11 +36,12 @@ from arena.ui.battle import KEYBOARD_JS, build_battle_tab, build_side_by_side_ta
 from arena.ui.direct import build_direct_tab
 from arena.ui.errors import guard_callbacks
 from arena.ui.leaderboard import build_leaderboard_tab
+from arena.ui.loading import combined
 from models.base import ModelBackend
 from models.health import HealthMonitor
 from models.registry import BackendContext, create_backend
 from models.roster import ModelSpec, Roster, load_roster
-from storage.db import make_engine, session_factory, upgrade
+from storage.db import make_engine, normalize_url, session_factory, upgrade
 from storage.images import ImageLimits, ImageStore
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,14 @@ def ip_salt(settings: ArenaSettings) -> bytes:
     """The secret salt for IP hashes: from the settings, else one generated once and kept on disk."""
     if settings.ip_salt is not None:
         return settings.ip_salt.get_secret_value().encode()
-    return kept_secret(settings.data_dir / "ip_salt", lambda: secrets.token_hex(32))[0].encode()
+    path = settings.data_dir / "ip_salt"
+    if normalize_url(settings.db).startswith("postgresql"):
+        log.warning(
+            "ARENA_IP_SALT is unset: using a salt kept in %s; set ARENA_IP_SALT (the same in every "
+            "process) when more than one arena process shares this database",
+            path,
+        )
+    return kept_secret(path, lambda: secrets.token_hex(32))[0].encode()
 
 
 def battle_tokens(settings: ArenaSettings) -> BattleTokens:
@@ -139,7 +147,7 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
         backends=backends,
         sessions=sessions,
         images=ImageStore(
-            settings.data_dir / "images",
+            settings.image_store or settings.data_dir / "images",
             ImageLimits(
                 max_bytes=settings.max_image_mb * 1024 * 1024,
                 max_frames=settings.max_image_frames,
@@ -229,10 +237,9 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
                 build_leaderboard_tab(services.snapshots, tab)
         app.load(None, None, None, js=KEYBOARD_JS)  # keys 1-4 vote
-        for loader in (battle_loader, sbs_loader):  # a reload takes the voter's battles up again
-            app.load(
-                loader.load, loader.inputs, loader.outputs, api_visibility="private", show_progress="hidden"
-            )
+        # A reload takes the voter's battles up again: one request for both tabs.
+        resume = combined([battle_loader, sbs_loader])
+        app.load(resume.load, resume.inputs, resume.outputs, api_visibility="private", show_progress="hidden")
     guard_callbacks(app)
     app.queue(default_concurrency_limit=services.settings.concurrency)
     return app
