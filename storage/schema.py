@@ -184,6 +184,8 @@ class Image(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
+    #: perceptual hash (imagehash's pHash, 64 bits as 16 hex digits) for near-duplicate prompts
+    phash: Mapped[str | None] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -325,6 +327,56 @@ class JudgeVerdict(Base):
     #: "A", "B" or "tie" in the order shown to the judge; NULL when the output could not be parsed.
     verdict: Mapped[str | None] = mapped_column(String(8))
     raw_output: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BattleLabel(Base):
+    """What a model-run analysis task said about one battle: its category and language
+    (``categorize``), whether its prompt needs the image (``image-need``), with the evidence.
+
+    One row per (battle, tagger model, template version, task): a run resumes and never asks twice.
+    ``label`` is NULL when the output could not be used; ``error`` then says why.
+    """
+
+    __tablename__ = "battle_labels"
+    __table_args__ = (
+        UniqueConstraint("battle_id", "tagger", "template_version", "task", name="uq_battle_labels_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    battle_id: Mapped[str] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), index=True)
+    tagger: Mapped[str] = mapped_column(String(200))
+    template_version: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(32), index=True)
+    label: Mapped[str | None] = mapped_column(String(64))
+    #: the task's other findings as JSON (language, flags; the blind answer and the judge's reasons)
+    details: Mapped[str | None] = mapped_column(Text)
+    raw_output: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ImageDescription(Base):
+    """A detailed description of an image by a captioning model, for text-only judges (TouchStone)."""
+
+    __tablename__ = "image_descriptions"
+    __table_args__ = (
+        UniqueConstraint(
+            "image_sha256", "describer", "template_version", name="uq_image_descriptions_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256", ondelete="CASCADE"), index=True)
+    describer: Mapped[str] = mapped_column(String(200))
+    template_version: Mapped[str] = mapped_column(String(32))
+    #: the description; NULL when the model failed (``error`` says why)
+    text: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
