@@ -150,6 +150,9 @@ class BattleTag(Base):
 
     battle_id: Mapped[str] = mapped_column(ForeignKey("battles.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    #: who set it: NULL for the arena and people (the admin page), ``tagger@template-version`` for a
+    #: model-run analysis task (``python -m analysis categorize`` / ``image-need``)
+    source: Mapped[str | None] = mapped_column(String(240))
 
 
 class Turn(Base):

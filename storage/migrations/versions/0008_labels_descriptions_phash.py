@@ -1,5 +1,5 @@
-"""knowing what was asked: model-run battle labels (category, language, image need), image
-descriptions for text-only judges, and perceptual image hashes for near-duplicate prompts
+"""knowing what was asked: model-run battle labels (category, language, image need) and who set each
+tag, image descriptions for text-only judges, and perceptual image hashes for near-duplicate prompts
 
 Revision ID: 0008
 Revises: 0007
@@ -63,6 +63,8 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_image_descriptions_image_sha256"), "image_descriptions", ["image_sha256"], unique=False
     )
+    with op.batch_alter_table("battle_tags", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("source", sa.String(length=240), nullable=True))
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.add_column(sa.Column("phash", sa.String(length=16), nullable=True))
         batch_op.create_index(batch_op.f("ix_images_phash"), ["phash"], unique=False)
@@ -72,6 +74,8 @@ def downgrade() -> None:
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_images_phash"))
         batch_op.drop_column("phash")
+    with op.batch_alter_table("battle_tags", schema=None) as batch_op:
+        batch_op.drop_column("source")
     op.drop_index(op.f("ix_image_descriptions_image_sha256"), table_name="image_descriptions")
     op.drop_table("image_descriptions")
     op.drop_index(op.f("ix_battle_labels_task"), table_name="battle_labels")
