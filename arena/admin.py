@@ -437,7 +437,7 @@ class AdminService:
     def _image_path(self, sha256: str) -> str | None:
         if self.images is None:
             return None
-        path = self.images.find(sha256)
+        path = self.images.local_file(sha256)  # a directory store's own file, or a cached copy
         return str(path) if path is not None else None
 
     # -- judges and the audit log ----------------------------------------------------------------

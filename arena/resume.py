@@ -18,10 +18,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import io
 import json
 import logging
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +33,7 @@ from PIL import Image
 
 from arena.battle_session import ABANDONED_REASON, SIDES, BattleSession, Status, TurnRecord
 from storage.battle_state import StoredBattle, battle_progress, load_battle, load_voter
+from storage.images import suffix_of
 from storage.vocabulary import BATTLE_MODES, GENERATING, BattleMode
 
 if TYPE_CHECKING:
@@ -216,20 +217,20 @@ def _rebuilt(service: BattleService, state: BattleSession, battle: StoredBattle)
         state.leak = (battle.identity_leak_term, "a" if battle.identity_leak_side == "a" else "b")
     paths: list[list[str]] = []
     for turn in battle.turns:
-        files = [service.images.find(sha) for sha in turn.image_hashes]
-        pictures = [_open(file) for file in files if file is not None]
-        record = TurnRecord(prompt=turn.prompt, images=pictures, turn_id=turn.id)
+        stored = [(sha, service.images.read(sha)) for sha in turn.image_hashes]
+        found = [(sha, data) for sha, data in stored if data is not None]
+        record = TurnRecord(prompt=turn.prompt, images=[_decoded(data) for _, data in found], turn_id=turn.id)
         record.answers = {side: turn.answers.get(side, "") for side in SIDES}
         state.turns.append(record)
-        paths.append([str(_servable_copy(file)) for file in files if file is not None])
+        paths.append([str(_servable_copy(sha, data)) for sha, data in found])
     state.turn_id = battle.turns[-1].id
     state.attempt = battle.turns[-1].regenerations
     state.superseded = 2 * sum(turn.regenerations for turn in battle.turns)
     return Resumed(state, paths)
 
 
-def _open(path: Path) -> Image.Image:
-    with Image.open(path) as image:
+def _decoded(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
         image.load()
         return image.copy()
 
@@ -238,13 +239,14 @@ def _open(path: Path) -> Image.Image:
 _SERVED = Path(tempfile.gettempdir()) / "vlm-arena-resumed"
 
 
-def _servable_copy(path: Path) -> Path:
-    """A copy of a stored image under the temporary folder (content-addressed: made once)."""
-    target = _SERVED / path.name
+def _servable_copy(sha256: str, data: bytes) -> Path:
+    """A copy of a stored image under the temporary folder (content-addressed: written once), which
+    works whether the image store is a directory or a remote fsspec URL."""
+    target = _SERVED / f"{sha256}{suffix_of(data)}"
     if not target.exists():
         _SERVED.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
-        shutil.copyfile(path, staging)
+        staging.write_bytes(data)
         staging.replace(target)
     return target
 

@@ -23,6 +23,13 @@ class ArenaSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=0, le=65535)
     data_dir: Path = Field(Path("arena_data"), description="where uploaded images are kept")
+    image_store: str | None = Field(
+        None,
+        description=(
+            "the shared image store: a directory, or an fsspec URL such as s3://bucket/images (needs the "
+            "fsspec extra); default data_dir/images. Every arena process of one database uses the same"
+        ),
+    )
     cache_dir: Path = Field(Path.home() / ".cache" / "vlm-arena", description="built demo models")
     seed: int | None = Field(None, description="seed for pair sampling (tests, reproducible demos)")
     max_images: int = Field(4, ge=0, le=16, description="images per turn")

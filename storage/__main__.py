@@ -4,8 +4,8 @@ python -m storage upgrade --db URL                 create or migrate the schema
 python -m storage current --db URL                 print the schema revision
 python -m storage forget --db URL --session ID     delete one voter's data (privacy requests)
 python -m storage backup --db URL --out PATH       online backup of an SQLite database
-python -m storage export --db URL --format fastchat|jsonl|parquet --out PATH
-                                                   write voted battles as FastChat records
+python -m storage export --db URL --format fastchat|jsonl|parquet --out PATH [--images STORE --images-out DIR]
+                                                   write voted battles as FastChat records (and their images)
 python -m storage import --db URL PATH             load a FastChat battle file (all or nothing)
 """
 
@@ -23,6 +23,10 @@ from sqlalchemy import Engine
 from storage.db import current_revision, make_engine, normalize_url, session_factory, upgrade
 
 DEFAULT_DB = "sqlite:///arena.db"
+IMAGES_HELP = (
+    "the arena's image store (its ARENA_IMAGE_STORE, else ARENA_DATA_DIR/images): a directory "
+    "or an fsspec URL such as s3://bucket/images"
+)
 
 
 @contextmanager
@@ -49,7 +53,7 @@ def _forget(args: argparse.Namespace) -> str:
     from storage.images import ImageStore
     from storage.maintenance import forget_session
 
-    store = ImageStore(args.images) if args.images else None
+    store = ImageStore(args.images) if args.images else None  # a directory or an fsspec URL
     with _engine(args) as engine:
         report = forget_session(session_factory(engine), args.session, store)
     if not report.session_found and not report.battles:
@@ -71,9 +75,28 @@ def _backup(args: argparse.Namespace) -> str:
 def _export(args: argparse.Namespace) -> str:
     from storage.transfer.export import export_battles
 
+    if (args.images is None) != (args.images_out is None):
+        raise ValueError("--images and --images-out go together")
     with _engine(args) as engine:
         count = _one_line_errors(export_battles, engine, args.out, args.format)
-    return f"exported {count} battles to {args.out} ({args.format})"
+        message = f"exported {count} battles to {args.out} ({args.format})"
+        if args.images is not None:
+            message += "; " + _one_line_errors(_export_images, engine, args.images, args.images_out)
+    return message
+
+
+def _export_images(engine: Engine, location: str, out_dir: Path) -> str:
+    """Copy the images the exported battles refer to out of the image store, one file per hash."""
+    from storage.images import ImageStore
+    from storage.transfer.export import iter_export_records
+
+    with engine.connect() as conn:
+        hashes = [
+            sha for record in iter_export_records(conn) for turn in record.get("images", []) for sha in turn
+        ]
+    copied, missing = ImageStore(location).copy_out(hashes, out_dir)
+    lacking = f", {len(missing)} missing from the store (first: {missing[0]})" if missing else ""
+    return f"copied {copied} images to {out_dir}{lacking}"
 
 
 def _import(args: argparse.Namespace) -> str:
@@ -122,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "delete a voter session's battles, votes, feedback and the images only it uploaded",
     )
     forget.add_argument("--session", required=True, help="the voter session id")
-    forget.add_argument(
-        "--images", type=Path, help="the arena's image folder (ARENA_DATA_DIR/images), to delete files"
-    )
+    forget.add_argument("--images", metavar="STORE", help=IMAGES_HELP + ", to delete the files")
     backup = command("backup", _backup, "copy a live SQLite database with the online backup API")
     backup.add_argument("--out", type=Path, required=True, help="the backup file to write (must not exist)")
 
@@ -148,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", required=True, choices=("fastchat", "jsonl", "parquet"), help="output format"
     )
     export.add_argument("--out", type=Path, required=True, help="the file to write (replaced if it exists)")
+    export.add_argument("--images", metavar="STORE", help=IMAGES_HELP + ", to copy the battles' images from")
+    export.add_argument(
+        "--images-out",
+        type=Path,
+        metavar="DIR",
+        help="with --images: write every image the exported battles refer to here, as <sha256>.<ext>",
+    )
 
     imp = command(
         "import", _import, "load a FastChat battle file (JSON list, JSONL or Parquet), all or nothing"

@@ -19,15 +19,16 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExecutionContext, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from storage.sql import dialect_name
 
@@ -236,17 +237,91 @@ def _alembic_config(url: str) -> Config:
     return config
 
 
+#: The PostgreSQL advisory-lock key that serialises schema changes across processes ("vlmarena").
+MIGRATION_LOCK_KEY = int.from_bytes(b"vlmarena", "big")
+
+
+@contextmanager
+def migration_lock(url: str) -> Iterator[Connection | None]:
+    """Hold the schema-change lock of the database at ``url``; yield the connection to migrate on.
+
+    - PostgreSQL: a session-level ``pg_advisory_lock(MIGRATION_LOCK_KEY)`` on a dedicated connection
+      (no pool: closing it ends the server session, so a crashed holder never keeps the lock). The
+      migrations run on that same connection; other processes wait on the lock, then find the schema
+      at its revision and do nothing.
+    - SQLite file: an exclusive ``flock`` on ``<database>-migration-lock`` beside the file (named like
+      SQLite's own ``-wal`` and ``-shm`` files). SQLite's own locks do not serialise Alembic: its DDL
+      runs outside transactions under the sqlite3 driver, so two processes upgrading an empty file
+      both try ``CREATE TABLE`` and one fails. Yields None (the migrations open their own
+      connection). In-memory databases need no lock.
+    """
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            yield None
+            return
+        with _file_lock(Path(database).expanduser().with_name(Path(database).name + "-migration-lock")):
+            yield None
+        return
+    if parsed.get_backend_name() != "postgresql":
+        yield None  # the project runs on SQLite and PostgreSQL; another database migrates unlocked
+        return
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()  # a session-level lock outlives the transaction that took it
+            try:
+                yield connection
+            finally:
+                try:
+                    connection.rollback()  # a failed migration may have left its transaction open
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                    connection.commit()
+                except DBAPIError:
+                    pass  # the connection is gone, and with its server session the lock
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if absent), released when the block ends."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Create or migrate the schema at ``url`` to ``revision`` through the Alembic migrations."""
+    """Create or migrate the schema at ``url`` to ``revision`` through the Alembic migrations.
+
+    Safe to call from several processes at once: the first to take ``migration_lock`` migrates, the
+    others wait for it and then find nothing left to do.
+    """
     from alembic import command
 
-    command.upgrade(_alembic_config(url), revision)
+    config = _alembic_config(url)
+    with migration_lock(url) as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 def downgrade(url: str, revision: str) -> None:
+    """Migrate the schema at ``url`` back to ``revision`` (``"base"``: drop everything), under the lock."""
     from alembic import command
 
-    command.downgrade(_alembic_config(url), revision)
+    config = _alembic_config(url)
+    with migration_lock(url) as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -5,17 +5,23 @@ An upload goes through two steps so that a whole turn can be checked before anyt
 result. Hostile files (decompression bombs, truncated or damaged files, files that are not images,
 animations with thousands of frames, extreme aspect ratios) are refused by ``prepare`` with an
 ``ImageRejected`` whose message is one line, safe to show to the voter.
+
+The files live in a shared store (``storage.image_store``): a directory by default, or any fsspec URL
+(``s3://bucket/prefix``), so several arena processes, the judge, ``forget`` and export all read the
+same pictures. Read them with ``ImageStore.read`` (any store); ``find`` gives a local file only when
+the store is a directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import (
     BmpImagePlugin,
@@ -29,11 +35,14 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from storage.image_store import StoreBackend, open_backend
+
 #: Formats accepted from uploads, and the format each is stored as. MPO is the JPEG variant many
 #: phones write (a JPEG with a second, depth or preview, frame); its first frame is kept as JPEG.
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "PNG", "GIF": "PNG", "BMP": "PNG"}
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png"}
 SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
+FORMAT_OF_MIME = {mime: fmt for fmt, mime in MIME.items()}
 
 #: The Pillow plugins whose headers ``prepare`` reads itself (importing a plugin registers it in
 #: ``Image.OPEN``); MPO files come out of the JPEG plugin's factory.
@@ -51,19 +60,23 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class StoredImage:
-    """An image file in the store. ``created`` says whether the ``write`` that returned it created the
-    file (rather than finding the same picture already stored), so a failed transaction can undo it."""
+    """An image file in the store. ``path`` is its local file when the store is a directory (None in a
+    remote store: read it through ``ImageStore.read``). ``created`` says whether the ``write`` that
+    returned it created the file (rather than finding the same picture already stored), so a failed
+    transaction can undo it."""
 
     sha256: str
     mime: str
     width: int
     height: int
     size_bytes: int
-    path: Path
+    path: Path | None
     created: bool = field(default=False, compare=False)
 
     def open(self) -> Image.Image:
-        """The stored picture as an RGB image."""
+        """The stored picture as an RGB image (a local store's file; ``ImageStore.open`` reads any)."""
+        if self.path is None:
+            raise ValueError(f"image {self.sha256} is in a remote store: use ImageStore.open")
         with Image.open(self.path) as img:
             return img.convert("RGB")
 
@@ -98,12 +111,20 @@ class ImageLimits:
 
 
 class ImageStore:
-    """Files live under ``root/ab/<sha256>.<ext>``; the database keeps only the hash and metadata."""
+    """Files live under ``<store>/ab/<sha256>.<ext>``; the database keeps only the hash and metadata.
 
-    def __init__(self, root: Path, limits: ImageLimits | None = None) -> None:
-        self.root = Path(root)
+    ``location`` is a directory (a ``Path``, a path string or ``file://`` URL; created if absent) or an
+    fsspec URL such as ``s3://bucket/images`` (``storage_options`` go to fsspec). ``root`` is the
+    directory, or None for a remote store.
+    """
+
+    def __init__(
+        self, location: Path | str, limits: ImageLimits | None = None, **storage_options: Any
+    ) -> None:
+        self.backend: StoreBackend = open_backend(location, **storage_options)
+        self.location = self.backend.location
+        self.root: Path | None = self.backend.local_path("")
         self.limits = limits or ImageLimits()
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def prepare(self, data: bytes) -> PreparedImage:
         """Check an upload and re-encode it without metadata (EXIF, GPS, text chunks), all in memory.
@@ -143,26 +164,15 @@ class ImageStore:
         The result's ``created`` is true only when this call created the file, even when several
         processes write the same picture at once.
         """
-        path = self.path_for(prepared.sha256, prepared.format)
-        created = False
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(prepared.data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                created = _publish(Path(tmp), path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+        key = _key(prepared.sha256, prepared.format)
+        created = self.backend.create(key, prepared.data)
         return StoredImage(
             prepared.sha256,
             prepared.mime,
             prepared.width,
             prepared.height,
             prepared.size_bytes,
-            path,
+            self.backend.local_path(key),
             created=created,
         )
 
@@ -170,22 +180,84 @@ class ImageStore:
         """Remove a file that ``write`` created, when the transaction that was to refer to it failed.
         A file the write found already there belongs to someone else and stays."""
         if stored.created:
-            stored.path.unlink(missing_ok=True)
+            self.backend.remove(_key(stored.sha256, FORMAT_OF_MIME[stored.mime]))
 
     def put(self, data: bytes) -> StoredImage:
         """Check and store an upload once; storing the same picture again returns the same record."""
         return self.write(self.prepare(data))
 
     def path_for(self, sha256: str, fmt: str) -> Path:
-        """Where the picture with this hash, stored in format ``fmt``, lives."""
-        return self.root / sha256[:2] / f"{sha256}{SUFFIX[fmt]}"
+        """Where the picture with this hash, stored in format ``fmt``, lives (a directory store only)."""
+        path = self.backend.local_path(_key(sha256, fmt))
+        if path is None:
+            raise ValueError(f"image store {self.location} is not a local directory")
+        return path
 
     def find(self, sha256: str) -> Path | None:
-        """The file holding this hash, if the store has it."""
-        for suffix in SUFFIX.values():
-            path = self.root / sha256[:2] / f"{sha256}{suffix}"
-            if path.exists():
-                return path
+        """The local file holding this hash, if the store is a directory and has it; None otherwise.
+        Code that must work with any store reads through ``read`` or ``open`` instead."""
+        key = self._stored_key(sha256)
+        return None if key is None else self.backend.local_path(key)
+
+    def read(self, sha256: str) -> bytes | None:
+        """The stored bytes of the picture with this hash (JPEG or PNG), or None if the store lacks it."""
+        for fmt in SUFFIX:
+            data = self.backend.read(_key(sha256, fmt))
+            if data is not None:
+                return data
+        return None
+
+    def open(self, sha256: str) -> Image.Image | None:
+        """The stored picture with this hash, loaded, or None if the store lacks it."""
+        data = self.read(sha256)
+        if data is None:
+            return None
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.copy()
+
+    def remove(self, sha256: str) -> bool:
+        """Delete the stored file of this hash (``forget``, once no row refers to it); true if one was."""
+        removed = [self.backend.remove(_key(sha256, fmt)) for fmt in SUFFIX]  # every format, no short cut
+        return any(removed)
+
+    def local_file(self, sha256: str, cache_dir: Path | None = None) -> Path | None:
+        """A local file with this picture: the stored file itself for a directory store, else a copy
+        kept under ``cache_dir`` (default: the temporary folder); None if the store lacks it."""
+        path = self.find(sha256)
+        if path is not None or self.root is not None:
+            return path
+        folder = cache_dir or Path(tempfile.gettempdir()) / "vlm-arena-images"
+        for attempt in range(2):
+            for suffix in SUFFIX.values():
+                if (folder / f"{sha256}{suffix}").exists():
+                    return folder / f"{sha256}{suffix}"
+            if attempt == 0 and not self.copy_out([sha256], folder)[0]:
+                return None
+        return None
+
+    def copy_out(self, hashes: Iterable[str], out_dir: Path) -> tuple[int, list[str]]:
+        """Copy these pictures into ``out_dir`` as ``<sha256>.<ext>`` (an export's images); return how
+        many were copied and the hashes the store lacks."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        copied, missing = 0, []
+        for sha in dict.fromkeys(hashes):
+            data = self.read(sha)
+            if data is None:
+                missing.append(sha)
+                continue
+            target = out_dir / f"{sha}{suffix_of(data)}"
+            partial = target.with_name(f".{target.name}.partial")
+            partial.write_bytes(data)
+            partial.replace(target)
+            copied += 1
+        return copied, missing
+
+    def _stored_key(self, sha256: str) -> str | None:
+        for fmt in SUFFIX:
+            key = _key(sha256, fmt)
+            if self.backend.exists(key):
+                return key
         return None
 
     def _clean(self, data: bytes) -> tuple[bytes, str, int, int]:
@@ -287,19 +359,14 @@ def _decode_fully(img: ImageFile.ImageFile) -> None:
         raise ImageRejected(DAMAGED) from exc
 
 
-def _publish(tmp: Path, path: Path) -> bool:
-    """Move a finished temporary file to its final name; true when this call created ``path``.
+def _key(sha256: str, fmt: str) -> str:
+    """The store key of a picture: ``ab/<sha256>.<ext>``, fanned out by the hash's first two digits."""
+    return f"{sha256[:2]}/{sha256}{SUFFIX[fmt]}"
 
-    A hard link fails when the file already exists, so of several writers of the same picture exactly
-    one reports that it created it; filesystems without hard links fall back to an atomic replace.
-    """
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    except OSError:
-        os.replace(tmp, path)
-    return True
+
+def suffix_of(data: bytes) -> str:
+    """The file suffix of stored image bytes (the store keeps JPEG and PNG only)."""
+    return SUFFIX["JPEG"] if data[:3] == b"\xff\xd8\xff" else SUFFIX["PNG"]
 
 
 def _count_gif_frames(data: bytes, stop: int) -> int:

@@ -66,10 +66,7 @@ def forget_session(
     removed = 0
     if images is not None:
         for sha in orphans:
-            path = images.find(sha)
-            if path is not None:
-                path.unlink(missing_ok=True)
-                removed += 1
+            removed += images.remove(sha)  # through the store: a shared directory or an fsspec URL
     return ForgetReport(found, len(battle_ids), int(votes or 0), len(orphans), removed)
 
 

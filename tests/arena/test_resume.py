@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -211,3 +212,26 @@ def test_a_process_holding_an_old_state_takes_up_the_stored_one(make_service, se
     assert not in_sync(second, on_second)
     with sessions() as db:
         assert db.scalars(sa.select(Turn.index).where(Turn.battle_id == held.battle_id).order_by(Turn.index)).all() == [0, 1, 2]
+
+
+def test_a_battle_resumes_from_a_remote_image_store(make_service) -> None:
+    """With images in an fsspec store (here fsspec's in-memory file system) there is no local file:
+    the resumed battle reads the bytes through the store and the page gets a servable copy."""
+    from storage.images import ImageStore
+
+    first, second = make_service(seed=1), make_service(seed=2)
+    store = ImageStore("memory://resume-test-images")
+    first.images = second.images = store
+    tokens = BattleTokens(KEY)
+    state = first.new_session()
+    first.start_turn(state, "Which colour?", [_png("blue")])
+    _answer(first, state)
+    assert store.root is None  # no local directory behind it
+    resumed = resume(second, tokens, tokens.issue(state, "anony"), "anony")
+    assert resumed is not None
+    assert resumed.state.turns[0].images[0].getpixel((0, 0)) == (0, 0, 255)
+    (path,) = resumed.image_paths[0]
+    assert Path(path).read_bytes() == store.read(Path(path).name.split(".")[0])
+    sha = Path(path).name.split(".")[0]
+    local = store.local_file(sha)
+    assert local is not None and local.read_bytes() == store.read(sha)
