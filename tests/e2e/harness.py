@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,6 +134,26 @@ def start_arena(
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"arena did not start within {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@contextmanager
+def roster_arena(tmp: Path, roster: str, env: dict[str, str] | None = None) -> Iterator[ArenaServer]:
+    """An arena on a roster given as YAML text (usually scripted models), the leaderboard computed in a
+    thread of the web process; stopped on exit."""
+    (tmp / "roster.yaml").write_text(roster)
+    server = start_arena(
+        tmp, "--config", str(tmp / "roster.yaml"), env={"ARENA_LEADERBOARD_WORKER": "false", **(env or {})}
+    )
+    try:
+        yield server
+    finally:
+        stop_arena(server)
+
+
+def query(server: ArenaServer, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of a query on the arena's SQLite database."""
+    with sqlite3.connect(server.db_path) as db:
+        return db.execute(sql, params).fetchall()
 
 
 def stop_arena(server: ArenaServer) -> None:

@@ -8,7 +8,6 @@ turns and image, and one ``feedback`` row per answer and kind, each with its tur
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 from arena.direct import USER_FLAG_REASON
-from tests.e2e.harness import ArenaServer, start_arena, stop_arena
+from tests.e2e.harness import ArenaServer, query, roster_arena
 
 pytestmark = pytest.mark.e2e
 
@@ -33,18 +32,8 @@ models:
 
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
-    tmp = tmp_path_factory.mktemp("direct")
-    (tmp / "roster.yaml").write_text(ROSTER)
-    server = start_arena(tmp, "--config", str(tmp / "roster.yaml"), env={"ARENA_LEADERBOARD_WORKER": "false"})
-    try:
+    with roster_arena(tmp_path_factory.mktemp("direct"), ROSTER) as server:
         yield server
-    finally:
-        stop_arena(server)
-
-
-def _query(arena: ArenaServer, sql: str, params: tuple = ()) -> list[tuple]:
-    with sqlite3.connect(arena.db_path) as db:
-        return db.execute(sql, params).fetchall()
 
 
 def _wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> None:
@@ -123,8 +112,8 @@ def test_direct_chat_with_an_image_and_feedback_per_answer(
 
     _rate(page, 0, "Like", "Right colour, short and clear.", "Thanks, your 👍 on answer 1 was saved.")
     assert page.input_value("#direct-comment textarea") == "", "the comment went with the 👍"
-    first_turn = _query(arena, 'SELECT id FROM turns WHERE "index" = 0')
-    assert _query(arena, "SELECT turn_id, kind, comment FROM feedback") == [
+    first_turn = query(arena, 'SELECT id FROM turns WHERE "index" = 0')
+    assert query(arena, "SELECT turn_id, kind, comment FROM feedback") == [
         (first_turn[0][0], "up", "Right colour, short and clear.")
     ]
     _rate(page, 1, "Dislike", "Too short.", "Thanks, your 👎 on answer 2 was saved.")
@@ -138,7 +127,7 @@ def test_direct_chat_with_an_image_and_feedback_per_answer(
     _rate(page, 0, "Like", "Right colour; could say more.", "Thanks, your 👍 on answer 1 was saved.")
     page.wait_for_timeout(500)
 
-    battles = _query(
+    battles = query(
         arena,
         "SELECT b.id, b.mode, b.model_b_id, b.state, m.display_name FROM battles b "
         "JOIN models m ON m.id = b.model_a_id",
@@ -146,7 +135,7 @@ def test_direct_chat_with_an_image_and_feedback_per_answer(
     assert len(battles) == 1
     battle_id, mode, model_b, state, shown = battles[0]
     assert (mode, model_b, state, shown) == ("direct", None, "ready", "Lima Display")
-    turns = _query(
+    turns = query(
         arena,
         "SELECT t.prompt, (SELECT count(*) FROM turn_images ti WHERE ti.turn_id = t.id), r.side, r.text "
         'FROM turns t JOIN responses r ON r.turn_id = t.id WHERE t.battle_id = ? ORDER BY t."index"',
@@ -157,9 +146,9 @@ def test_direct_chat_with_an_image_and_feedback_per_answer(
         ("Is it big?", 0, "a", "second model saw 1 image(s) for: Is it big?"),
     ]
     turn_ids = [
-        t for (t,) in _query(arena, 'SELECT id FROM turns WHERE battle_id = ? ORDER BY "index"', (battle_id,))
+        t for (t,) in query(arena, 'SELECT id FROM turns WHERE battle_id = ? ORDER BY "index"', (battle_id,))
     ]
-    feedback = _query(
+    feedback = query(
         arena,
         "SELECT battle_id, turn_id, kind, comment, session_id IS NOT NULL FROM feedback ORDER BY turn_id, kind",
     )
@@ -168,8 +157,8 @@ def test_direct_chat_with_an_image_and_feedback_per_answer(
         (battle_id, turn_ids[1], "down", "Too short.", 1),
         (battle_id, turn_ids[1], "flag", None, 1),
     ]
-    assert _query(arena, "SELECT battle_id, reason FROM moderation_flags") == [(battle_id, USER_FLAG_REASON)]
-    assert _query(arena, "SELECT count(*) FROM votes") == [(0,)]
+    assert query(arena, "SELECT battle_id, reason FROM moderation_flags") == [(battle_id, USER_FLAG_REASON)]
+    assert query(arena, "SELECT count(*) FROM votes") == [(0,)]
 
     # A new chat frees the picker and starts a second direct battle.
     page.click("#direct-new")

@@ -7,7 +7,6 @@ battle goes on (a follow-up turn) and takes exactly one vote.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from tests.e2e.harness import (
     ArenaServer,
     accept_terms,
     ask,
-    start_arena,
-    stop_arena,
+    query,
+    roster_arena,
     upload,
     vote,
 )
@@ -37,18 +36,8 @@ NAMES = ("quebec-model", "quebec display", "romeo-model", "romeo display")
 
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
-    tmp = tmp_path_factory.mktemp("resume")
-    (tmp / "roster.yaml").write_text(ROSTER)
-    server = start_arena(tmp, "--config", str(tmp / "roster.yaml"), env={"ARENA_LEADERBOARD_WORKER": "false"})
-    try:
+    with roster_arena(tmp_path_factory.mktemp("resume"), ROSTER) as server:
         yield server
-    finally:
-        stop_arena(server)
-
-
-def _query(arena: ArenaServer, sql: str) -> list[tuple]:
-    with sqlite3.connect(arena.db_path) as db:
-        return db.execute(sql).fetchall()
 
 
 def _wait_resumed(page, text: str) -> None:
@@ -122,10 +111,10 @@ def test_a_reload_mid_battle_resumes_it_and_it_takes_exactly_one_vote(
         tab.keyboard.press("1")
     page.wait_for_timeout(800)
 
-    battles = _query(arena, "SELECT id, state FROM battles")
+    battles = query(arena, "SELECT id, state FROM battles")
     assert len(battles) == 1 and battles[0][1] == "voted"
-    assert _query(arena, "SELECT winner FROM votes") == [("model_b",)]
-    assert _query(arena, "SELECT count(*) FROM turns") == [(2,)]
+    assert query(arena, "SELECT winner FROM votes") == [("model_b",)]
+    assert query(arena, "SELECT count(*) FROM turns") == [(2,)]
     context.close()
 
 
@@ -151,9 +140,7 @@ def test_a_reload_mid_answer_voids_that_battle_and_the_next_one_counts(
     browser, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp = tmp_path_factory.mktemp("resume-slow")
-    (tmp / "roster.yaml").write_text(SLOW_ROSTER)
-    arena = start_arena(tmp, "--config", str(tmp / "roster.yaml"), env={"ARENA_LEADERBOARD_WORKER": "false"})
-    try:
+    with roster_arena(tmp, SLOW_ROSTER) as arena:
         page = browser.new_context().new_page()
         page.goto(arena.url)
         picture = tmp / "olive.png"
@@ -170,14 +157,12 @@ def test_a_reload_mid_answer_voids_that_battle_and_the_next_one_counts(
             "() => document.querySelector('#battle-status')?.innerText.includes('cut off')", timeout=60_000
         )
         assert page.is_disabled("#vote-a")
-        assert _query(arena, "SELECT state, invalid_reason FROM battles") == [
+        assert query(arena, "SELECT state, invalid_reason FROM battles") == [
             ("invalid", "abandoned before the answers finished")
         ]
         # The same voter goes on at once with a new battle, which takes the one vote.
         ask(page, picture, "What colour is it?")
         vote(page, "vote-a")
-        assert sorted(_query(arena, "SELECT state FROM battles")) == [("invalid",), ("voted",)]
-        assert _query(arena, "SELECT count(*) FROM votes") == [(1,)]
-        assert len(_query(arena, "SELECT DISTINCT session_id FROM battles")) == 1
-    finally:
-        stop_arena(arena)
+        assert sorted(query(arena, "SELECT state FROM battles")) == [("invalid",), ("voted",)]
+        assert query(arena, "SELECT count(*) FROM votes") == [(1,)]
+        assert len(query(arena, "SELECT DISTINCT session_id FROM battles")) == 1

@@ -3,14 +3,20 @@ against ``python launch.py`` on SQLite."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.e2e.harness import ArenaServer, accept_terms, ask, start_arena, stop_arena, vote
+from tests.e2e.harness import (
+    ArenaServer,
+    accept_terms,
+    ask,
+    query,
+    roster_arena,
+    vote,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -24,18 +30,8 @@ models:
 
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
-    tmp = tmp_path_factory.mktemp("sbs")
-    (tmp / "roster.yaml").write_text(ROSTER)
-    server = start_arena(tmp, "--config", str(tmp / "roster.yaml"), env={"ARENA_LEADERBOARD_WORKER": "false"})
-    try:
+    with roster_arena(tmp_path_factory.mktemp("sbs"), ROSTER) as server:
         yield server
-    finally:
-        stop_arena(server)
-
-
-def _query(arena: ArenaServer, sql: str) -> list[tuple]:
-    with sqlite3.connect(arena.db_path) as db:
-        return db.execute(sql).fetchall()
 
 
 def _picture(tmp_path: Path) -> Path:
@@ -86,7 +82,7 @@ def test_side_by_side_with_chosen_models_is_stored_as_named(arena: ArenaServer, 
     assert "What colour is this?" in page.inner_text("#sbs-answer-a")
     page.click("#sbs-vote-b")
     page.wait_for_function("() => document.querySelector('#sbs-vote-a').disabled", timeout=30_000)
-    rows = _query(
+    rows = query(
         arena,
         "SELECT b.mode, ma.name, mb.name, v.winner FROM votes v JOIN battles b ON b.id = v.battle_id "
         "JOIN models ma ON ma.id = b.model_a_id JOIN models mb ON mb.id = b.model_b_id",
@@ -96,23 +92,23 @@ def test_side_by_side_with_chosen_models_is_stored_as_named(arena: ArenaServer, 
 
 
 def test_regenerate_then_vote_in_the_battle_tab(arena: ArenaServer, browser, tmp_path) -> None:
-    before = _query(arena, "SELECT count(*) FROM votes")[0][0]
+    before = query(arena, "SELECT count(*) FROM votes")[0][0]
     page = browser.new_context().new_page()
     page.goto(arena.url)
     accept_terms(page)
     assert page.is_disabled("#battle-regenerate"), "nothing to regenerate before a battle"
     ask(page, _picture(tmp_path), "Describe this picture.")
-    battle = _query(arena, "SELECT id FROM battles WHERE mode = 'anony' ORDER BY created_at DESC LIMIT 1")[0][
+    battle = query(arena, "SELECT id FROM battles WHERE mode = 'anony' ORDER BY created_at DESC LIMIT 1")[0][
         0
     ]
     answers = (
         "SELECT r.side, r.text FROM responses r JOIN turns t ON t.id = r.turn_id "
         f"WHERE t.battle_id = '{battle}' AND r.superseded = "
     )
-    first = dict(_query(arena, answers + "0"))
+    first = dict(query(arena, answers + "0"))
     page.click("#battle-regenerate")
     for _ in range(300):  # the new answers are stored when both are complete
-        if len(_query(arena, answers + "1")) == 2 and len(_query(arena, answers + "0")) == 2:
+        if len(query(arena, answers + "1")) == 2 and len(query(arena, answers + "0")) == 2:
             break
         page.wait_for_timeout(200)
     page.wait_for_function(
@@ -120,15 +116,15 @@ def test_regenerate_then_vote_in_the_battle_tab(arena: ArenaServer, browser, tmp
         "!document.querySelector('#battle-regenerate').disabled",
         timeout=30_000,
     )
-    current = dict(_query(arena, answers + "0"))
-    assert dict(_query(arena, answers + "1")) == first
+    current = dict(query(arena, answers + "0"))
+    assert dict(query(arena, answers + "1")) == first
     assert current != first and set(current) == {"a", "b"}
     pane = page.inner_text("#battle-answer-a")
     assert current["a"].split()[0] in pane and pane.count("Describe this picture.") == 1
     vote(page, "vote-tie")
     assert page.is_disabled("#battle-regenerate"), "no regenerate after the vote"
-    assert _query(arena, "SELECT count(*) FROM votes")[0][0] == before + 1
-    assert _query(
+    assert query(arena, "SELECT count(*) FROM votes")[0][0] == before + 1
+    assert query(
         arena,
         "SELECT v.winner, b.state, (SELECT count(*) FROM responses r JOIN turns t ON t.id = r.turn_id "
         f"WHERE t.battle_id = b.id AND r.superseded = 1) FROM votes v JOIN battles b ON b.id = v.battle_id "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.e2e.harness import ArenaServer, accept_terms, ask, start_arena, stop_arena
+from tests.e2e.harness import ArenaServer, accept_terms, ask, query, roster_arena
 
 pytestmark = pytest.mark.e2e
 
@@ -22,18 +22,12 @@ models:
 
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArenaServer]:
-    tmp = tmp_path_factory.mktemp("keys")
-    (tmp / "roster.yaml").write_text(ROSTER)
-    server = start_arena(tmp, "--config", str(tmp / "roster.yaml"), env={"ARENA_LEADERBOARD_WORKER": "false"})
-    try:
+    with roster_arena(tmp_path_factory.mktemp("keys"), ROSTER) as server:
         yield server
-    finally:
-        stop_arena(server)
 
 
 def _votes(arena: ArenaServer) -> list[tuple]:
-    with sqlite3.connect(arena.db_path) as db:
-        return db.execute("SELECT winner, reason FROM votes ORDER BY id").fetchall()
+    return query(arena, "SELECT winner, reason FROM votes ORDER BY id")
 
 
 def test_keys_vote_once_outside_the_prompt_and_a_reason_is_stored(
