@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from datetime import datetime
@@ -26,6 +27,17 @@ def scripted(name: str, weight: float = 1.0, **params: object) -> ModelSpec:
         params=params,
         sampling_weight=weight,
     )
+
+
+def answered(service: BattleService, state) -> tuple[str, str]:
+    """Stream the current turn's two answers to the end; they must both be complete."""
+
+    async def drain():
+        return [update async for update in service.stream(state)]
+
+    final = asyncio.run(drain())[-1]
+    assert final.done and not final.failed
+    return final.text_a, final.text_b
 
 
 @pytest.fixture

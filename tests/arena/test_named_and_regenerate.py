@@ -14,21 +14,12 @@ from storage import repo
 from storage.judging import load_for_judging
 from storage.schema import Battle, ModelRow, Response, Turn, Vote
 from storage.transfer.export import iter_export_records
-from tests.arena.conftest import scripted
+from tests.arena.conftest import answered, scripted
 from tests.helpers import image_bytes
 
 
 def _png() -> bytes:
     return image_bytes(Image.new("RGB", (32, 24), "green"))
-
-
-def _answer(service, state) -> tuple[str, str]:
-    async def drain():
-        return [u async for u in service.stream(state)]
-
-    final = asyncio.run(drain())[-1]
-    assert final.done and not final.failed
-    return final.text_a, final.text_b
 
 
 def _named(service, a: str = "charlie", b: str = "alpha"):
@@ -42,9 +33,9 @@ def test_a_named_battle_is_stored_as_named_with_the_chosen_models(make_service, 
     for _ in range(3):  # chosen, never drawn: the same pair, on the sides chosen, every time
         state = _named(service, "charlie", "alpha")
         assert state.mode == "named" and state.models == {"a": "charlie", "b": "alpha"}
-        _answer(service, state)
+        answered(service, state)
         service.start_turn(state, "And the colour?")  # a follow-up keeps the battle's mode and models
-        _answer(service, state)
+        answered(service, state)
         reveal = service.vote(state, "model_b")
         assert (reveal.name_a, reveal.name_b) == ("charlie", "alpha")
     anonymous = service.new_session()
@@ -87,15 +78,15 @@ def test_regenerate_keeps_the_old_answers_superseded_and_the_vote_applies(make_s
     service.start_turn(state, "Describe the image.", [_png()])
     with pytest.raises(ArenaError, match="regenerated once both are complete"):
         service.regenerate(state)  # not while the answers are streaming
-    first = _answer(service, state)
+    first = answered(service, state)
     service.regenerate(state)
     assert state.status == "generating"
     with pytest.raises(ArenaError):
         service.vote(state, "model_a")  # no vote while the new answers stream
-    second = _answer(service, state)
+    second = answered(service, state)
     assert second != first  # a new seed: a scripted model answers otherwise
     service.regenerate(state)
-    third = _answer(service, state)
+    third = answered(service, state)
     service.vote(state, "tie")
     with pytest.raises(ArenaError):
         service.regenerate(state)  # after the vote the answers are final
@@ -129,7 +120,7 @@ def test_only_one_current_answer_per_turn_and_side(make_service, sessions) -> No
     service = make_service()
     state = service.new_session()
     service.start_turn(state, "Describe the image.", [_png()])
-    _answer(service, state)
+    answered(service, state)
     response = {
         "turn_id": state.turn_id,
         "side": "a",

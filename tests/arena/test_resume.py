@@ -5,7 +5,6 @@ of another voter resume nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from arena.guards.policy import GuardPolicy
 from arena.guards.terms import Terms
 from arena.resume import BattleTokens, current_state, in_sync, resume
 from storage.schema import Turn, Vote
-from tests.arena.conftest import scripted
+from tests.arena.conftest import answered, scripted
 from tests.helpers import image_bytes
 
 KEY = b"k" * 32
@@ -26,15 +25,6 @@ KEY = b"k" * 32
 
 def _png(colour: str = "green") -> bytes:
     return image_bytes(Image.new("RGB", (32, 24), colour))
-
-
-def _answer(service, state) -> tuple[str, str]:
-    async def drain():
-        return [u async for u in service.stream(state)]
-
-    final = asyncio.run(drain())[-1]
-    assert final.done and not final.failed
-    return final.text_a, final.text_b
 
 
 class Clock:
@@ -50,7 +40,7 @@ def test_a_battle_resumes_on_another_process_and_takes_exactly_one_vote(make_ser
     tokens = BattleTokens(KEY)
     state = first.new_session("pytest-agent", "203.0.113.9")
     first.start_turn(state, "What colour is this?", [_png("red")])
-    answers = _answer(first, state)
+    answers = answered(first, state)
     token = tokens.issue(state, "anony")
     assert state.models["a"] not in token and state.models["b"] not in token  # names stay on the server
 
@@ -71,7 +61,7 @@ def test_a_battle_resumes_on_another_process_and_takes_exactly_one_vote(make_ser
 
     # A follow-up on the second process continues the same conversation (turn index 1)...
     second.start_turn(again, "And its shape?")
-    _answer(second, again)
+    answered(second, again)
     reveal = second.vote(again, "model_a")
     assert {reveal.name_a, reveal.name_b} == set(state.models.values())
     # ...and the first process, still holding its old state, cannot vote a second time.
@@ -91,9 +81,9 @@ def test_regenerated_answers_and_named_battles_resume_as_shown(make_service) -> 
     tokens = BattleTokens(KEY)
     state = service.new_session()
     service.start_turn(state, "Describe it.", [_png()], models=("charlie", "alpha"))
-    _answer(service, state)
+    answered(service, state)
     service.regenerate(state)
-    shown = _answer(service, state)
+    shown = answered(service, state)
     token = tokens.issue(state, "named")
     resumed = resume(service, tokens, token, "named")
     assert resumed is not None
@@ -111,7 +101,7 @@ def test_bad_tokens_resume_nothing(make_service, sessions) -> None:
     tokens = BattleTokens(KEY, ttl_s=3600, clock=clock)
     state = service.new_session()
     service.start_turn(state, "Hello?", [_png()])
-    _answer(service, state)
+    answered(service, state)
     token = tokens.issue(state, "anony")
     assert resume(service, tokens, token, "anony") is not None
 
@@ -141,10 +131,10 @@ def test_a_token_for_another_voters_battle_resumes_no_battle(make_service) -> No
     tokens = BattleTokens(KEY)
     owner = service.new_session()
     service.start_turn(owner, "Mine.", [_png()])
-    _answer(service, owner)
+    answered(service, owner)
     other = service.new_session()
     service.start_turn(other, "Theirs.", [_png("blue")])
-    _answer(service, other)
+    answered(service, other)
     # A token can only be made with the key; one claiming another voter's battle (as a bug or a
     # stolen key might produce) still does not hand that battle over.
     other.battle_id = owner.battle_id
@@ -188,22 +178,22 @@ def test_a_process_holding_an_old_state_takes_up_the_stored_one(make_service, se
     tokens = BattleTokens(KEY)
     held = first.new_session()
     first.start_turn(held, "Turn one?", [_png()])
-    _answer(first, held)
+    answered(first, held)
     token = tokens.issue(held, "anony")
     assert current_state(first, tokens, held, token, "anony") is held  # in step: no reload needed
 
     on_second = current_state(second, tokens, None, token, "anony")
     assert on_second is not None
     second.start_turn(on_second, "Turn two?")
-    _answer(second, on_second)
+    answered(second, on_second)
     assert not in_sync(first, held)
     again = current_state(first, tokens, held, token, "anony")
     assert again is not held and [t.prompt for t in again.turns] == ["Turn one?", "Turn two?"]
     first.start_turn(again, "Turn three?")  # index 2, not a clash with turn two
-    _answer(first, again)
+    answered(first, again)
 
     second.regenerate(on_second := current_state(second, tokens, on_second, token, "anony"))
-    shown = _answer(second, on_second)
+    shown = answered(second, on_second)
     assert not in_sync(first, again)
     latest = current_state(first, tokens, again, token, "anony")
     assert (latest.turns[-1].answers["a"], latest.turns[-1].answers["b"]) == shown
@@ -225,7 +215,7 @@ def test_a_battle_resumes_from_a_remote_image_store(make_service) -> None:
     tokens = BattleTokens(KEY)
     state = first.new_session()
     first.start_turn(state, "Which colour?", [_png("blue")])
-    _answer(first, state)
+    answered(first, state)
     assert store.root is None  # no local directory behind it
     resumed = resume(second, tokens, tokens.issue(state, "anony"), "anony")
     assert resumed is not None
