@@ -23,13 +23,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import gradio as gr
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import Engine
+from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arena.app import Services, build_app
 from arena.auth import COOKIE_PATH, SESSION_COOKIE, AdminAuth, LoginLimiter
@@ -63,6 +65,30 @@ def is_guarded(path: str) -> bool:
     """True for every path under /admin except the sign-in and sign-out pages."""
     under_admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
     return under_admin and path not in (LOGIN_PATH, LOGOUT_PATH)
+
+
+#: Images and media only from the arena itself: markdown in a model's answer (or anywhere else) cannot
+#: make a visitor's browser fetch from another host (a tracking pixel, or a URL carrying the chat out).
+CONTENT_SECURITY_POLICY = "img-src 'self' data: blob:; media-src 'self' data: blob:"
+
+
+class ContentSecurityPolicy:
+    """ASGI middleware: adds :data:`CONTENT_SECURITY_POLICY` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy)
 
 
 class AdminGuard:
@@ -121,6 +147,16 @@ input, button {{ font-size: 1rem; padding: .45rem; }}
 def _is_https(request: Request) -> bool:
     forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
     return request.url.scheme == "https" or forwarded == "https"
+
+
+def _same_site(request: Request) -> bool:
+    """False for a form POSTed from another site: browsers send ``Origin`` with every cross-site POST,
+    and here it names another host (or ``null``). Requests without it (non-browser clients) pass."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    return urlsplit(origin).netloc == host.split(",")[0].strip()
 
 
 def _client(request: Request) -> str:
@@ -200,6 +236,9 @@ def build_server(
         password: Annotated[str, Form()] = "",
     ) -> Response:
         client = _client(request)
+        if not _same_site(request):  # another site's page must not sign anyone in, nor guess for free
+            log.warning("admin sign-in refused for %s: posted from %s", client, request.headers.get("origin"))
+            return login_page("Sign in with the form on this site.", 403)
         wait = limiter.attempt(client)
         if wait is not None:
             log.warning("admin sign-in refused for %s: too many failed attempts", client)
@@ -253,11 +292,16 @@ def build_server(
         "show_error": False,
         "footer_links": ["gradio"],
     }
-    gr.mount_gradio_app(
-        app, admin or build_admin_app(services), ADMIN_PREFIX, auth_dependency=admin_user, **common
-    )
-    gr.mount_gradio_app(app, public or build_app(services), "/", **common)
+    admin_blocks, public_blocks = admin or build_admin_app(services), public or build_app(services)
+    gr.mount_gradio_app(app, admin_blocks, ADMIN_PREFIX, auth_dependency=admin_user, **common)
+    gr.mount_gradio_app(app, public_blocks, "/", **common)
+    for blocks in (admin_blocks, public_blocks):
+        # Gradio checks that a file named in a request was uploaded by a user only once the Blocks
+        # "has launched", which mount_gradio_app never marks: without this, a crafted request makes
+        # the server copy any file it can read (its secrets included) into the upload folder.
+        blocks.has_launched = True
     app.add_middleware(AdminGuard, auth=auth)
+    app.add_middleware(ContentSecurityPolicy)
     return app
 
 
@@ -267,7 +311,9 @@ __all__ = [
     "LOGIN_PATH",
     "LOGOUT_PATH",
     "SIGN_IN_REQUIRED",
+    "CONTENT_SECURITY_POLICY",
     "AdminGuard",
+    "ContentSecurityPolicy",
     "build_server",
     "export_response",
     "is_guarded",
