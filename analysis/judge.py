@@ -17,22 +17,27 @@ judge that everything inside is data, and defuses verdict tags inside answers (`
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
 import re
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
-from tqdm import tqdm
 
-from models.base import BackendError, GenerationParams, ImagePart, Message, Part, TextPart
+from analysis.model_tasks import (
+    ImageLoader,
+    call_model,
+    content_nonce,
+    defuse,
+    run_concurrently,
+    turn_images,
+)
+from models.base import GenerationParams, ImagePart, Message, Part, TextPart
 from models.wrapper import ManagedBackend
 from storage.judging import (
     JudgeBattle,
@@ -43,8 +48,6 @@ from storage.judging import (
     save_verdicts,
 )
 from storage.vocabulary import ANSWER_ORDERS, ORDER_AB
-
-log = logging.getLogger(__name__)
 
 #: Bump when the prompt or the parsing rules change: verdicts are stored per template version.
 TEMPLATE_VERSION = "pairwise-v1"
@@ -63,7 +66,6 @@ First explain your comparison briefly. Then write your final verdict alone on th
 one of: [[A]] if assistant A is better, [[B]] if assistant B is better, [[C]] for a tie."""
 
 _VERDICT_TAG = re.compile(r"\[\[\s*(A|B|C|TIE)\s*\]\]", re.IGNORECASE)
-_TAG_OPENERS = re.compile(r"\[\s*\[")
 _VERDICT_OF_TAG = {"A": "A", "B": "B", "C": "tie", "TIE": "tie"}
 
 
@@ -93,17 +95,13 @@ def parse_verdict(output: str) -> str:
 
 
 def _nonce(battle: JudgeBattle) -> str:
-    digest = hashlib.sha256(battle.battle_id.encode())
-    for turn in battle.turns:
-        for text in (turn.prompt, turn.answer_a, turn.answer_b):
-            digest.update(b"\x1e" + text.encode())
-    return digest.hexdigest()[:12]
+    texts = [text for turn in battle.turns for text in (turn.prompt, turn.answer_a, turn.answer_b)]
+    return content_nonce(battle.battle_id, *texts)
 
 
 def _defuse(text: str, nonce: str) -> str:
     """Untrusted text made unable to emit a verdict tag or close its own block."""
-    text = _TAG_OPENERS.sub("[ [", unicodedata.normalize("NFKC", text))
-    return text.replace("]]", "] ]").replace(nonce, "[nonce]")
+    return defuse(text, nonce)
 
 
 def build_prompt(
@@ -111,11 +109,15 @@ def build_prompt(
     order: str,
     *,
     images: Sequence[Sequence[Image.Image]] | None = None,
+    descriptions: Sequence[Sequence[str]] | None = None,
 ) -> list[Message]:
     """The judge's messages for one battle in one answer order (``ab`` as in the battle, ``ba`` swapped).
 
     ``images`` (one list per turn) are shown to a vision judge beside the turn they belong to; without
     them each image is mentioned as a placeholder so a text-only judge knows they existed.
+    ``descriptions`` (one text per image, one list per turn; TouchStone-style judging) are given to a
+    text-only judge instead of the images, each in its own delimited block, defused like the answers
+    (a description may transcribe text written in the image).
     """
     if order not in ANSWER_ORDERS:
         raise ValueError(f"answer order must be one of {ANSWER_ORDERS}, got {order!r}")
@@ -136,11 +138,19 @@ def build_prompt(
         )
         text.append(f"### Turn {index + 1}: the user\n")
         shown = list(images[index]) if images is not None and index < len(images) else []
+        described = (
+            list(descriptions[index]) if descriptions is not None and index < len(descriptions) else []
+        )
         if shown:
             text.append(f"[{len(shown)} image(s) attached by the user:]\n")
             flush()
             parts.extend(ImagePart(image) for image in shown)
             text.append("\n")
+        elif described:
+            text.append(f"[{len(described)} image(s) attached by the user, described to you in words:]\n")
+            for k, words in enumerate(described, start=1):
+                text.append(f"<<<IMAGE-{k}-DESCRIPTION-{nonce}>>>\n{_defuse(words, nonce)}\n")
+                text.append(f"<<<END-IMAGE-{k}-DESCRIPTION-{nonce}>>>\n")
         elif turn.image_hashes:
             text.append(f"[{len(turn.image_hashes)} image(s) attached by the user, not shown to you]\n")
         text.append(f"<<<USER-{nonce}>>>\n{_defuse(turn.prompt, nonce)}\n<<<END-USER-{nonce}>>>\n")
@@ -150,9 +160,10 @@ def build_prompt(
         text.append(f"{_defuse(second, nonce)}\n<<<END-ANSWER-B-{nonce}>>>\n")
     text.append(f"<<<END-CONVERSATION-{nonce}>>>\n\nYour comparison, then the verdict on the last line:")
     flush()
-    system = SYSTEM_PROMPT.format(
-        images=" about the image(s) they were shown" if has_images else "", nonce=nonce
-    )
+    seen = " about the image(s) they were shown" if has_images else ""
+    if has_images and descriptions is not None:
+        seen += " (you read a description of each image instead of seeing it)"
+    system = SYSTEM_PROMPT.format(images=seen, nonce=nonce)
     return [Message("system", (TextPart(system),)), Message("user", tuple(parts))]
 
 
@@ -185,9 +196,6 @@ class JudgeRunSummary:
         }
 
 
-ImageLoader = Callable[[str], Image.Image | None]
-
-
 class JudgeRunner:
     """Judges stored battles with one judge model, ``concurrency`` requests at a time."""
 
@@ -204,6 +212,7 @@ class JudgeRunner:
         template_version: str = TEMPLATE_VERSION,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch_size: int = 64,
+        descriptions: Mapping[str, str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -217,6 +226,8 @@ class JudgeRunner:
         self.template_version = template_version
         self.now = now
         self.batch_size = batch_size
+        #: image sha256 -> description: the judge reads these instead of seeing images (--describe-with)
+        self.descriptions = descriptions
 
     def pending(self, **filters: Any) -> list[str]:
         """Battles this judge and template still need (filters as :func:`battles_to_judge` takes)."""
@@ -234,60 +245,41 @@ class JudgeRunner:
             battles = load_for_judging(db, battle_ids)
         jobs = [(b, order) for b in battles for order in ANSWER_ORDERS if (b.battle_id, order) not in done]
         summary.skipped = 2 * len(battles) - len(jobs)
-        queue: asyncio.Queue[NewVerdict | None] = asyncio.Queue()
-        writer = asyncio.create_task(self._write(queue))
-        limit = asyncio.Semaphore(self.concurrency)
-        bar = tqdm(total=len(jobs), desc=f"judge {self.judge_name}", unit="call", disable=not progress)
-
-        async def one(battle: JudgeBattle, order: str) -> None:
-            async with limit:
-                verdict = await self._judge(battle, order)
-            self._count(summary, verdict)
-            queue.put_nowait(verdict)
-            bar.update()
-
-        try:
-            await asyncio.gather(*(one(battle, order) for battle, order in jobs))
-        finally:
-            queue.put_nowait(None)
-            await writer
-            bar.close()
+        await run_concurrently(
+            jobs,
+            lambda job: self._judge(*job),
+            self._save,
+            concurrency=self.concurrency,
+            on_result=lambda verdict: self._count(summary, verdict),
+            batch_size=self.batch_size,
+            desc=f"judge {self.judge_name}",
+            progress=progress,
+        )
         summary.elapsed_s = time.perf_counter() - started
         return summary
 
     def _images_for(self, battle: JudgeBattle) -> list[list[Image.Image]] | None:
         """Each turn's pictures for a vision judge, within its image limit; None for a text-only judge."""
-        if self.max_images <= 0 or self.load_image is None:
-            return None
-        total = sum(len(t.image_hashes) for t in battle.turns)
-        if total > self.max_images:
-            return None  # the prompt then says the images exist but are not shown
-        out = []
-        for turn in battle.turns:
-            pictures = [self.load_image(sha) for sha in turn.image_hashes]
-            if any(p is None for p in pictures):
-                return None
-            out.append([p for p in pictures if p is not None])
-        return out
+        return turn_images([t.image_hashes for t in battle.turns], self.load_image, self.max_images)
 
     async def _judge(self, battle: JudgeBattle, order: str) -> NewVerdict:
-        images = await asyncio.to_thread(self._images_for, battle)
-        messages = build_prompt(battle, order, images=images)
-        generation = self.judge.generate(messages, self.params)
-        output = ""
-        verdict: str | None = None
-        error: str | None = None
-        try:
-            async for delta in generation:
-                output += delta
-        except BackendError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "judge %s on battle %s (%s) failed: %s", self.judge_name, battle.battle_id, order, error
-            )
+        if self.descriptions is not None:
+            described = [[self.descriptions[sha] for sha in t.image_hashes] for t in battle.turns]
+            messages = build_prompt(battle, order, descriptions=described)
         else:
+            images = await asyncio.to_thread(self._images_for, battle)
+            messages = build_prompt(battle, order, images=images)
+        call = await call_model(
+            self.judge,
+            messages,
+            self.params,
+            what=f"judge {self.judge_name} on battle {battle.battle_id} ({order})",
+        )
+        verdict: str | None = None
+        error = call.error
+        if error is None:
             try:
-                verdict = parse_verdict(output)
+                verdict = parse_verdict(call.output)
             except VerdictParseError as exc:
                 error = f"unparseable: {exc}"
         return NewVerdict(
@@ -296,10 +288,10 @@ class JudgeRunner:
             template_version=self.template_version,
             answer_order=order,
             verdict=verdict,
-            raw_output=output,
+            raw_output=call.output,
             error=error,
-            input_tokens=generation.stats.input_tokens,
-            output_tokens=generation.stats.output_tokens,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
             created_at=self.now(),
         )
 
@@ -314,18 +306,6 @@ class JudgeRunner:
             summary.unparseable += 1
         else:
             summary.errors += 1
-
-    async def _write(self, queue: asyncio.Queue[NewVerdict | None]) -> None:
-        """Commit verdicts in batches (one transaction each) off the event loop, until the sentinel."""
-        finished = False
-        while not finished:
-            batch = [await queue.get()]
-            while len(batch) < self.batch_size and not queue.empty():
-                batch.append(queue.get_nowait())
-            finished = batch[-1] is None
-            rows = [v for v in batch if v is not None]
-            if rows:
-                await asyncio.to_thread(self._save, rows)
 
     def _save(self, rows: list[NewVerdict]) -> None:
         with self.sessions.begin() as db:

@@ -94,10 +94,23 @@ class ScriptedParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reply: str | None = None
+    #: Regex -> answer: the first regex found in the last user text picks the answer (before ``reply``).
+    replies: dict[str, str] = Field(default_factory=dict)
     delay_s: float = Field(default=0.0, ge=0)
     first_token_delay_s: float = Field(default=0.0, ge=0)
     chunk_words: int = Field(default=1, ge=1)
     fail_after: int | None = Field(default=None, ge=0)
+
+    @field_validator("replies")
+    @classmethod
+    def _valid_patterns(cls, replies: dict[str, str]) -> dict[str, str]:
+        """Every key compiles as a Python regular expression."""
+        for pattern in replies:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"replies: bad regular expression {pattern!r}: {exc}") from None
+        return replies
 
 
 PARAMS_BY_KIND: dict[str, type[BaseModel]] = {

@@ -4,9 +4,13 @@ Roster ``params`` (all optional):
 
 ``reply``
     A fixed answer; ``{prompt}`` and ``{n_images}`` are replaced by the last user text and the number of
-    images in the conversation. Without it, the answer is a sentence drawn from a fixed word list by a
+    images in the conversation. Without it (and without a matching ``replies`` entry), the answer is a sentence drawn from a fixed word list by a
     hash of (model name, whole conversation, number of images, seed), so two scripted models answer the
     same prompt differently and the same model always answers it the same way.
+``replies``
+    A mapping of regular expression to answer, for tests that need a known answer per prompt: the first
+    pattern (in the mapping's order) that ``re.search`` finds in the last user text picks its answer
+    (with the same ``{prompt}``/``{n_images}`` replacements); no match falls back to ``reply``.
 ``chunk_words``
     Words per streamed delta (default 1).
 ``delay_s`` / ``first_token_delay_s``
@@ -24,7 +28,7 @@ import asyncio
 import hashlib
 import random
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -93,6 +97,7 @@ class ScriptedBackend(ModelBackend):
         *,
         display_name: str | None = None,
         reply: str | None = None,
+        replies: Mapping[str, str] | None = None,
         delay_s: float = 0.0,
         first_token_delay_s: float = 0.0,
         chunk_words: int = 1,
@@ -102,6 +107,7 @@ class ScriptedBackend(ModelBackend):
         self.name = name
         self.display_name = display_name or name
         self.reply = reply
+        self.replies = [(re.compile(pattern), answer) for pattern, answer in (replies or {}).items()]
         self.delay_s = delay_s
         self.first_token_delay_s = first_token_delay_s
         self.chunk_words = max(1, chunk_words)
@@ -130,9 +136,10 @@ class ScriptedBackend(ModelBackend):
     def answer(self, messages: Sequence[Message], params: GenerationParams) -> str:
         """The full answer :meth:`stream` will send for this conversation (before chunking)."""
         n_images = sum(len(m.images) for m in messages)
-        if self.reply is not None:
-            prompt = next((m.text for m in reversed(messages) if m.role == "user"), "")
-            text = self.reply.replace("{prompt}", prompt).replace("{n_images}", str(n_images))
+        prompt = next((m.text for m in reversed(messages) if m.role == "user"), "")
+        template = next((answer for pattern, answer in self.replies if pattern.search(prompt)), self.reply)
+        if template is not None:
+            text = template.replace("{prompt}", prompt).replace("{n_images}", str(n_images))
         else:
             words = self._words_for(messages, params.seed)
             text = " ".join(words)
