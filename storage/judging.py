@@ -254,3 +254,21 @@ def save_analysis_result(
 ) -> None:
     """Keep a computed figure set (JSON-ready dicts) for the admin page; earlier ones stay as history."""
     session.add(AnalysisResult(kind=kind, subject=subject, params=params, result=result, computed_at=now))
+
+
+def latest_analysis_result(session: Session, kind: str) -> dict[str, Any] | None:
+    """The newest figure set of this kind (any subject) as ``subject, params, result, computed_at``."""
+    row = session.scalars(
+        select(AnalysisResult)
+        .where(AnalysisResult.kind == kind)
+        .order_by(AnalysisResult.computed_at.desc(), AnalysisResult.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {
+        "subject": row.subject,
+        "params": row.params,
+        "result": row.result,
+        "computed_at": row.computed_at,
+    }
