@@ -3,7 +3,9 @@
 Commands: ``ratings`` (BT or online-Elo leaderboard with bootstrap confidence intervals), ``report``
 (one self-contained HTML file with leaderboards, heatmaps and ratings over time), ``judge`` (an LLM
 judge over stored battles), ``agreement`` (judge vs people), ``compare`` (leaderboard vs
-leaderboard) and ``voters`` (anomalous voters, position bias). Each command lives in its own module of ``analysis.commands`` (named after it, with
+leaderboard), ``voters`` (anomalous voters, position bias), ``categorize`` (category, language
+and flags by a model), ``image-need`` (does a prompt need its image) and ``duplicates`` (the
+largest groups of duplicate prompts). Each command lives in its own module of ``analysis.commands`` (named after it, with
 ``HELP``, ``DESCRIPTION``, ``EPILOG``, ``add_arguments`` and ``run``); this module assembles the parser
 and runs the chosen command.
 Errors in the input (unreadable or malformed file, unknown winner, bad anchor, ...) print one line
@@ -16,12 +18,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.commands import agreement, compare, judge, ratings, report, voters
+from analysis.commands import (
+    agreement,
+    categorize,
+    compare,
+    duplicates,
+    image_need,
+    judge,
+    ratings,
+    report,
+    voters,
+)
 from analysis.commands.options import CliError
 
 EXIT_USAGE = 2
 #: The command modules, in the order ``--help`` lists them.
-COMMANDS = (ratings, report, judge, agreement, compare, voters)
+COMMANDS = (ratings, report, judge, agreement, compare, voters, duplicates, categorize, image_need)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
-        name = command.__name__.rsplit(".", 1)[-1]
+        name = getattr(command, "NAME", command.__name__.rsplit(".", 1)[-1])
         # RawDescriptionHelpFormatter keeps the line breaks of each command's description and examples.
         p = sub.add_parser(
             name,

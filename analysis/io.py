@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from analysis.ratings import Aggregated
     from storage.counts import VoteFilter
+    from storage.dedup import FirstTurn
     from storage.transfer.formats import BattleFile
 
 REQUIRED_FIELDS: tuple[str, ...] = ("model_a", "model_b", "winner")
@@ -311,6 +312,7 @@ class VoteFilterKeywords(TypedDict, total=False):
     category: str | None
     exclude_category: str | None
     include_flagged: bool
+    exclude_battles: frozenset[str]
 
 
 def _vote_filter(
@@ -320,6 +322,7 @@ def _vote_filter(
     category: str | None = None,
     include_flagged: bool = False,
     exclude_category: str | None = None,
+    exclude_battles: frozenset[str] = frozenset(),
 ) -> VoteFilter:
     """The ``storage.counts.VoteFilter`` of the loaders' keyword arguments (ISO strings accepted)."""
     from storage.counts import VoteFilter
@@ -331,7 +334,26 @@ def _vote_filter(
         until=_as_datetime(until, "until"),
         category=category,
         exclude_category=exclude_category,
+        exclude_battles=frozenset(exclude_battles),
     )
+
+
+def load_first_turns_db(
+    url: str, *, images: str | Path | None = None, **filters: Unpack[VoteFilterKeywords]
+) -> list[FirstTurn]:
+    """The first turn of every battle the filters count, in vote order (``storage.dedup.first_turns``),
+    for ``analysis.dedup``. With ``images`` (the arena's image store) the images whose pHash is not
+    stored yet are hashed from it first, once (``storage.dedup.backfill_phashes``)."""
+    from storage.dedup import backfill_phashes, first_turns
+
+    flt = _vote_filter(**filters)
+    with db_sessions(url) as sessions:
+        if images is not None:
+            from storage.images import ImageStore
+
+            backfill_phashes(sessions, ImageStore(images))
+        with sessions() as session:
+            return first_turns(session, flt)
 
 
 def load_pair_counts_db(url: str, **filters: Unpack[VoteFilterKeywords]) -> Aggregated:
@@ -525,20 +547,20 @@ def save_result(url: str, kind: str, subject: str, params: dict[str, Any], resul
         )
 
 
-def image_loader(store_dir: str | Path) -> Callable[[str], PILImage | None]:
-    """Open images of the arena's image store (``storage.images.ImageStore``) by sha256 hash: a PIL
-    image, or None when the store does not hold it."""
-    from PIL import Image
+def latest_result(url: str, kind: str) -> dict[str, Any] | None:
+    """The newest figures of this kind kept by ``save_result`` (``storage.judging.latest_analysis_result``)."""
+    from storage.judging import latest_analysis_result
 
+    with db_sessions(url) as sessions, sessions() as db:
+        return latest_analysis_result(db, kind)
+
+
+def image_loader(store: str | Path) -> Callable[[str], PILImage | None]:
+    """Open images of the arena's image store (``storage.images.ImageStore``: a directory or an fsspec
+    URL such as ``s3://bucket/images``) by sha256 hash: a PIL image, or None when the store lacks it."""
     from storage.images import ImageStore
 
-    store = ImageStore(Path(store_dir))
-
-    def load(sha256: str) -> PILImage | None:
-        path = store.find(sha256)
-        return Image.open(path) if path is not None else None
-
-    return load
+    return ImageStore(store).open
 
 
 __all__ = [
@@ -550,8 +572,10 @@ __all__ = [
     "image_loader",
     "load_battles_db",
     "load_battles_file",
+    "load_first_turns_db",
     "load_pair_counts_db",
     "load_judge_verdicts_db",
     "load_voter_votes_db",
+    "latest_result",
     "save_result",
 ]

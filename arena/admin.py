@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from analysis.dedup import DuplicateGroup
 from arena.admin_records import (
     AnswerDetail,
     AuditRow,
@@ -481,6 +482,21 @@ class AdminService:
                 )
                 for r in rows
             ]
+
+    def duplicate_groups(self, top: int = 20, max_distance: int | None = None) -> list[DuplicateGroup]:
+        """The ``top`` largest groups of duplicate first turns among the votes the public leaderboard
+        counts (``analysis.dedup``, pHashes within ``max_distance`` bits, default 6); pictures whose
+        pHash is not stored yet are hashed from the image store first, once."""
+        from analysis.dedup import DEFAULT_MAX_DISTANCE, describe_groups, duplicate_groups, prompt_records
+        from storage.counts import VoteFilter
+        from storage.dedup import backfill_phashes, first_turns
+
+        if self.images is not None:
+            backfill_phashes(self.sessions, self.images)
+        with self.sessions() as db:
+            records = prompt_records(first_turns(db, VoteFilter()))
+        k = DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+        return describe_groups(records, duplicate_groups(records, k)[:top])
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Integer, Select, and_, cast, extract, func, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    extract,
+    func,
+    select,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -42,6 +54,8 @@ class VoteFilter:
     category: str | None = None
     #: leave out battles carrying this tag (e.g. "identity-question")
     exclude_category: str | None = None
+    #: leave out these battles (``analysis ratings --dedup``: copies beyond a duplicate group's cap)
+    exclude_battles: frozenset[str] = frozenset()
 
 
 def utc_bound(moment: datetime | None, name: str) -> datetime | None:
@@ -88,6 +102,12 @@ def vote_conditions(flt: VoteFilter, *, include_invalid: bool = False) -> list[C
             BattleTag.battle_id == Battle.id, BattleTag.tag == flt.exclude_category
         )
         conditions.append(~excluded.exists())
+    if flt.exclude_battles:
+        # ids rendered inline (literal_execute): tens of thousands stay under the drivers' parameter limits
+        ids: BindParameter[list[str]] = bindparam(
+            None, sorted(flt.exclude_battles), expanding=True, literal_execute=True
+        )
+        conditions.append(Battle.id.not_in(ids))
     return conditions
 
 

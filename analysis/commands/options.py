@@ -76,10 +76,52 @@ def add_output_options(
     p.add_argument("--out", metavar="PATH", help="write the output here instead of stdout")
 
 
+def add_dedup_distance_option(p: argparse.ArgumentParser) -> None:
+    """``--dedup-distance K`` (pHash bits two duplicate pictures may differ in) and ``--images PATH``
+    (the image store the missing pHashes are computed from)."""
+    from analysis.dedup import DEFAULT_MAX_DISTANCE, HASH_BITS
+
+    p.add_argument(
+        "--dedup-distance",
+        type=non_negative_int,
+        default=DEFAULT_MAX_DISTANCE,
+        metavar="K",
+        help=f"near-duplicate pictures: pHashes within K of {HASH_BITS} bits (0 = identical hashes only; "
+        "default: %(default)s)",
+    )
+    p.add_argument(
+        "--images",
+        metavar="PATH",
+        default="arena_data/images",
+        help="with --db: the arena's image store (a directory or fsspec URL), read once per picture to "
+        "store its pHash when missing; a missing directory is skipped (default: %(default)s)",
+    )
+
+
+def add_dedup_options(p: argparse.ArgumentParser) -> None:
+    """``--dedup``, ``--dedup-cap N`` and the ``add_dedup_distance_option`` options."""
+    p.add_argument(
+        "--dedup",
+        action="store_true",
+        help="cap each group of duplicate first turns (same normalised text, same or near-identical "
+        "pictures) at --dedup-cap battles, keeping the earliest votes",
+    )
+    p.add_argument(
+        "--dedup-cap",
+        type=positive_int,
+        metavar="N",
+        help="with --dedup: battles kept per group (default: the 99.99th percentile of the group "
+        "sizes, rounded down, at least 1, as Chatbot Arena)",
+    )
+    add_dedup_distance_option(p)
+
+
 __all__ = [
     "CliError",
     "add_anchor_option",
     "add_bootstrap_options",
+    "add_dedup_distance_option",
+    "add_dedup_options",
     "add_output_options",
     "iso_date",
     "non_negative_int",

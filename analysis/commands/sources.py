@@ -7,12 +7,15 @@ Every database read goes through ``analysis.io``; problems surface as one-line `
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import pandas as pd
 
-from analysis.commands.options import CliError, iso_date
+from analysis.commands.options import CliError, add_dedup_options, iso_date
 
 _T = TypeVar("_T")
 
@@ -53,6 +56,7 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --db: also votes from voters flagged as anomalous",
     )
+    add_dedup_options(p)
 
 
 def self_battles(args: argparse.Namespace) -> Literal["error", "drop"]:
@@ -69,8 +73,9 @@ def load_battles(
     from analysis.io import load_battles_db, load_battles_file
 
     if args.battles is not None:
+        dedup = bool(getattr(args, "dedup", False))
         try:
-            df = load_battles_file(args.battles, fields=fields)
+            df = load_battles_file(args.battles, fields=None if dedup else fields)
         except FileNotFoundError:
             raise CliError(f"battles file not found: {args.battles}") from None
         except IsADirectoryError:
@@ -90,13 +95,17 @@ def load_battles(
             keep &= df["category"].astype(str) == args.category
         if args.exclude_category is not None and "category" in df.columns:
             keep &= df["category"].astype(str) != args.exclude_category
-        return df.loc[keep.to_numpy()].reset_index(drop=True)
+        df = df.loc[keep.to_numpy()].reset_index(drop=True)
+        if dedup:
+            df = _dedup_file_battles(df, args)
+        return df
     return from_db(args.db, load_battles_db, **db_filters(args), answers=answers)
 
 
 def db_filters(args: argparse.Namespace) -> dict[str, Any]:
-    """The vote filters of ``add_source_options`` as keywords of the ``analysis.io`` database loaders."""
-    return {
+    """The vote filters of ``add_source_options`` as keywords of the ``analysis.io`` database loaders;
+    with ``--dedup``, also the battles the cap leaves out (``dedup_exclusions``)."""
+    filters: dict[str, Any] = {
         "anony_only": not args.include_named,
         "since": args.since,
         "until": args.until,
@@ -104,6 +113,52 @@ def db_filters(args: argparse.Namespace) -> dict[str, Any]:
         "exclude_category": args.exclude_category,
         "include_flagged": args.include_flagged,
     }
+    if getattr(args, "dedup", False):
+        filters["exclude_battles"] = dedup_exclusions(args, filters)
+    return filters
+
+
+def image_store(args: argparse.Namespace) -> str | None:
+    """``--images`` when there is something to read there (a URL, or a directory that exists)."""
+    location = str(args.images)
+    return location if "://" in location or Path(location).is_dir() else None
+
+
+def dedup_exclusions(args: argparse.Namespace, filters: dict[str, Any]) -> frozenset[str]:
+    """The battles ``--dedup`` leaves out of the votes ``filters`` count: the first turns of those
+    votes are grouped (pHashes missing from the database are computed from ``--images`` first) and
+    every group is capped at ``--dedup-cap``; what was done is reported on stderr."""
+    from analysis.dedup import dedup_plan, prompt_records
+    from analysis.io import load_first_turns_db
+
+    turns = from_db(args.db, load_first_turns_db, images=image_store(args), **filters)
+    plan = dedup_plan(prompt_records(turns), cap=args.dedup_cap, max_distance=args.dedup_distance)
+    _report_dedup(plan.cap, plan.groups_capped, len(plan.excluded), args.dedup_cap is None)
+    return plan.excluded
+
+
+def _dedup_file_battles(df: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    """``--dedup`` on a battle file: records grouped by their first user message and first-turn image
+    hashes (exact hashes: a file carries no pictures to compare), earliest ``tstamp`` kept."""
+    from analysis.dedup import dedup_plan, frame_prompt_records
+
+    order = df["tstamp"].rank(method="first", na_option="bottom").to_numpy().argsort()
+    records = frame_prompt_records(df)
+    ordered = [records[i] for i in order]
+    plan = dedup_plan(ordered, cap=args.dedup_cap, max_distance=args.dedup_distance)
+    _report_dedup(plan.cap, plan.groups_capped, len(plan.excluded), args.dedup_cap is None)
+    keep = np.ones(len(df), dtype=bool)
+    keep[[int(pos) for pos in plan.excluded]] = False
+    return df.loc[keep].reset_index(drop=True)
+
+
+def _report_dedup(cap: int, groups: int, left_out: int, percentile: bool) -> None:
+    how = " (99.99th percentile of group sizes)" if percentile else ""
+    print(
+        f"dedup: at most {cap} battles per duplicate group{how}; {groups} groups capped, "
+        f"{left_out} battles left out",
+        file=sys.stderr,
+    )
 
 
 def from_db(url: str, loader: Callable[..., _T], **kwargs: Any) -> _T:
@@ -147,6 +202,8 @@ def judge_frames(
 __all__ = [
     "add_source_options",
     "db_filters",
+    "dedup_exclusions",
+    "image_store",
     "from_db",
     "judge_frames",
     "load_battles",

@@ -2,10 +2,11 @@
 
 Tabs: Leaderboards (every snapshot view, plots, Recompute), Models (settings, votes, speed, errors;
 change a model; the audit log), Battles & voters (problem battles, flagged voters, open a battle,
-exclude/include it, ban/unban a session), Judges (stored agreement and comparison figures) and Data
-(export downloads). Every tab is a thin layer over :class:`arena.admin.AdminService` and
-:class:`arena.snapshots.SnapshotService`; data is read when the page loads (and on Refresh), never
-when the app is built. The page is only reachable after sign-in, so it may show model names.
+exclude/include it, ban/unban a session), Judges (stored agreement and comparison figures), Duplicates
+(the largest groups of duplicate prompts) and Data (export downloads). Every tab is a thin layer
+over :class:`arena.admin.AdminService` and :class:`arena.snapshots.SnapshotService`; data is read
+when the page loads (and on Refresh), never when the app is built. The page is only reachable after
+sign-in, so it may show model names.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from arena.admin import AdminService, JudgeResultRow
 from arena.ui.admin_battles import build_battles_tab
+from arena.ui.admin_duplicates import build_duplicates_tab
 from arena.ui.admin_leaderboards import build_leaderboards_tab
 from arena.ui.admin_models import build_models_tab, when
 from arena.ui.errors import guard_callbacks
@@ -103,6 +105,8 @@ def build_admin_app(services: Services) -> gr.Blocks:
                 battle_loader = build_battles_tab(services.admin)
             with gr.Tab("⚖️ Judges", id="judges", elem_id="admin-tab-judges") as judges:
                 judge_loader = _build_judges_tab(services.admin)
+            with gr.Tab("🔁 Duplicates", id="duplicates", elem_id="admin-tab-duplicates") as duplicates:
+                duplicate_loader = build_duplicates_tab(services.admin)
             with gr.Tab("📦 Data", id="data", elem_id="admin-tab-data"):
                 gr.HTML(export_links(), elem_id="admin-export-links")
         private: dict[str, Any] = {"api_visibility": "private", "show_progress": "minimal"}
@@ -112,6 +116,7 @@ def build_admin_app(services: Services) -> gr.Blocks:
             (models, model_loader),
             (battles, battle_loader),
             (judges, judge_loader),
+            (duplicates, duplicate_loader),
         ):
             tab.select(loader.load, loader.inputs, loader.outputs, **private)
     guard_callbacks(app)
