@@ -37,6 +37,7 @@ from arena.ui.direct import build_direct_tab
 from arena.ui.errors import guard_callbacks
 from arena.ui.leaderboard import build_leaderboard_tab
 from arena.ui.loading import combined
+from arena.ui.voter import share_acceptance, voter_state
 from models.base import ModelBackend
 from models.health import HealthMonitor
 from models.registry import BackendContext, create_backend
@@ -218,28 +219,32 @@ def build_app(services: Services) -> gr.Blocks:
     """The Gradio app: Battle, Side-by-side, Direct chat and Leaderboard tabs over the given services."""
     with gr.Blocks(title="VLM Arena", analytics_enabled=False) as app:
         gr.Markdown("# 🏟️ VLM Arena", elem_id="arena-title")
+        voter = voter_state(services.tokens)  # one voter for all tabs: the terms are accepted once
+        concurrency = services.settings.concurrency
         with gr.Tabs():
             with gr.Tab("⚔️ Battle", id="battle", elem_id="tab-battle"):
-                battle_loader = build_battle_tab(
-                    services.battle,
-                    services.tokens,
-                    demo=services.demo,
-                    concurrency=services.settings.concurrency,
+                battle = build_battle_tab(
+                    services.battle, services.tokens, voter, demo=services.demo, concurrency=concurrency
                 )
             with gr.Tab("👀 Side-by-side", id="side-by-side", elem_id="tab-side-by-side") as sbs_tab:
-                sbs_loader = build_side_by_side_tab(
-                    services.battle, services.tokens, sbs_tab, concurrency=services.settings.concurrency
+                sbs = build_side_by_side_tab(
+                    services.battle, services.tokens, voter, sbs_tab, concurrency=concurrency
                 )
             with gr.Tab("💬 Direct chat", id="direct", elem_id="tab-direct") as direct_tab:
-                build_direct_tab(
-                    DirectChatService(services.battle), direct_tab, concurrency=services.settings.concurrency
+                direct = build_direct_tab(
+                    DirectChatService(services.battle),
+                    services.tokens,
+                    voter,
+                    direct_tab,
+                    concurrency=concurrency,
                 )
             with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
                 build_leaderboard_tab(services.snapshots, tab)
         app.load(None, None, None, js=KEYBOARD_JS)  # keys 1-4 vote
-        # A reload takes the voter's battles up again: one request for both tabs.
-        resume = combined([battle_loader, sbs_loader])
+        # A reload takes the voter and their battles up again: one request for all tabs.
+        resume = combined([battle[0], sbs[0], direct[0]])
         app.load(resume.load, resume.inputs, resume.outputs, api_visibility="private", show_progress="hidden")
+        share_acceptance([battle[1], sbs[1], direct[1]])
     guard_callbacks(app)
     app.queue(default_concurrency_limit=services.settings.concurrency)
     return app

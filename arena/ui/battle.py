@@ -21,11 +21,12 @@ from arena.battle_session import BattleSession
 from arena.errors import ArenaError
 from arena.examples import examples, pick
 from arena.model_settings import choosable_models
-from arena.resume import BattleTokens, current_state, resume
+from arena.resume import BattleTokens, Resumed, current_state, resume
 from arena.service import MAX_VOTE_REASON_CHARS, NEUTRAL_FAILURE, BattleService
 from arena.ui.battle_view import resumed_view, shown_names
 from arena.ui.loading import TabLoader
 from arena.ui.messages import chat_message
+from arena.ui.voter import TermsGate, new_voter, voter_from, voter_token
 from storage.vocabulary import ANONY, NAMED, TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
 #: The vote buttons: element id, label, and the winner a click records.
@@ -72,13 +73,6 @@ def _vote_buttons(enabled: bool) -> list[Any]:
     return [gr.update(interactive=enabled) for _ in VOTES]
 
 
-def _voter(service: BattleService, request: gr.Request | None) -> BattleSession:
-    """A new voter session for this browser tab (the IP address is kept only as a salted hash)."""
-    agent = request.headers.get("user-agent") if request else None
-    ip = request.client.host if request and request.client else None
-    return service.new_session(agent, ip)
-
-
 #: The tag of a battle started from a bundled example (``ratings --exclude-category example``).
 EXAMPLE_TAG = "example"
 
@@ -115,37 +109,45 @@ def model_choices(service: BattleService) -> list[tuple[str, str]]:
 
 
 def build_battle_tab(
-    service: BattleService, tokens: BattleTokens, *, demo: bool, concurrency: int
-) -> TabLoader:
+    service: BattleService, tokens: BattleTokens, voter: gr.BrowserState, *, demo: bool, concurrency: int
+) -> tuple[TabLoader, TermsGate]:
     """Lay out the Battle tab (anonymous battles) inside the current Blocks context; returns how the
-    tab takes up the voter's battle when the page (re)loads (run it from the app's load event)."""
-    return _build_tab(service, tokens, named=False, demo=demo, concurrency=concurrency)[0]
+    tab takes up the voter's battle when the page (re)loads (run it from the app's load event), and its
+    terms-of-use gate. ``voter`` is the page's voter token (:mod:`arena.ui.voter`)."""
+    loader, gate, _ = _build_tab(service, tokens, voter, named=False, demo=demo, concurrency=concurrency)
+    return loader, gate
 
 
 def build_side_by_side_tab(
-    service: BattleService, tokens: BattleTokens, tab: gr.Tab, *, concurrency: int
-) -> TabLoader:
+    service: BattleService, tokens: BattleTokens, voter: gr.BrowserState, tab: gr.Tab, *, concurrency: int
+) -> tuple[TabLoader, TermsGate]:
     """Lay out the Side-by-side tab (named battles between chosen models) inside ``tab``; returns its
-    page-load hook, as :func:`build_battle_tab`.
+    page-load hook and terms gate, as :func:`build_battle_tab`.
 
     The model lists reach the browser only when the tab is opened (or a named battle is resumed), so
     nothing in the page names a model before an anonymous vote.
     """
-    loader, dropdowns = _build_tab(service, tokens, named=True, demo=False, concurrency=concurrency)
+    loader, gate, dropdowns = _build_tab(service, tokens, voter, named=True, demo=False, concurrency=concurrency)
 
     def on_open() -> tuple[Any, ...]:
         choices = model_choices(service)
         return tuple(gr.update(choices=choices) for _ in dropdowns)
 
     tab.select(on_open, None, list(dropdowns), api_visibility="private", show_progress="hidden")
-    return loader
+    return loader, gate
 
 
 def _build_tab(
-    service: BattleService, tokens: BattleTokens, *, named: bool, demo: bool, concurrency: int
-) -> tuple[TabLoader, tuple[gr.Dropdown, ...]]:
-    """One battle tab in either mode, behind the terms of use; returns its page-load hook and the
-    model dropdowns (named)."""
+    service: BattleService,
+    tokens: BattleTokens,
+    voter: gr.BrowserState,
+    *,
+    named: bool,
+    demo: bool,
+    concurrency: int,
+) -> tuple[TabLoader, TermsGate, tuple[gr.Dropdown, ...]]:
+    """One battle tab in either mode, behind the terms of use; returns its page-load hook, its terms
+    gate and the model dropdowns (named)."""
     # Per-browser state, server side only; dropped after two idle hours so memory stays bounded.
     state = gr.State(None, time_to_live=2 * 3600)
     # What the browser keeps across reloads: only the signed battle token (no model names).
@@ -155,30 +157,43 @@ def _build_tab(
     gr.Markdown(SBS_INTRO if named else INTRO)
     if demo:
         gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
-    with gr.Column(visible=terms is not None, elem_id=element_id("terms-panel", named)) as terms_panel:
+    # With terms, neither the terms nor the battle shows until the page load has read the voter token:
+    # a returning voter never sees the terms flash by, a new one sees them ~0.1 s after the page.
+    with gr.Column(visible=False, elem_id=element_id("terms-panel", named)) as terms_panel:
         gr.Markdown(terms.text if terms else "", elem_id=element_id("terms-text", named))
         accept = gr.Button(
             "✅ I accept these terms", variant="primary", elem_id=element_id("terms-accept", named)
         )
     with gr.Column(visible=terms is None, elem_id=element_id("battle-area", named)) as battle_area:
-        area = _battle_area(service, tokens, state, token, concurrency, named=named)
+        area = _battle_area(service, tokens, state, token, voter, concurrency, named=named)
 
-    def on_accept(current: BattleSession | None, saved: Any, request: gr.Request) -> tuple[Any, ...]:
-        current = current_state(service, tokens, current, saved, mode) or _voter(service, request)
+    def on_accept(
+        current: BattleSession | None, saved: Any, saved_voter: Any, request: gr.Request
+    ) -> tuple[Any, ...]:
+        current = (
+            current_state(service, tokens, current, saved, mode)
+            or voter_from(service, tokens, saved_voter)
+            or new_voter(service, request)
+        )
         service.accept_terms(current)
-        return current, tokens.issue(current, mode), gr.update(visible=False), gr.update(visible=True)
+        issued = tokens.issue(current, mode), voter_token(tokens, current)
+        return current, *issued, gr.update(visible=False), gr.update(visible=True)
 
-    accept.click(
+    accepted = accept.click(
         on_accept,
-        [state, token],
-        [state, token, terms_panel, battle_area],
+        [state, token, voter],
+        [state, token, voter, terms_panel, battle_area],
         api_visibility="private",
         show_progress="hidden",
     )
 
-    def on_load(saved: Any) -> tuple[Any, ...]:
-        """Take up the voter's battle from the browser's token (a reload, a restart, another process)."""
+    def on_load(saved: Any, saved_voter: Any) -> tuple[Any, ...]:
+        """Take up the voter's battle from the browser's token (a reload, a restart, another process),
+        or else at least the voter (and whether they accepted the terms) from the page's voter token."""
         resumed = resume(service, tokens, saved, mode)
+        if resumed is None:
+            known = voter_from(service, tokens, saved_voter)
+            resumed = None if known is None else Resumed(known, [])
         view = resumed_view(service, resumed, named=named)
         current = view["state"]
         accepted = terms is None or (current is not None and current.terms_version == terms.version)
@@ -208,7 +223,8 @@ def _build_tab(
         state, token, terms_panel, battle_area, area.chat_a, area.chat_b, area.name_a, area.name_b,
         *area.vote_buttons, area.send, area.regenerate, area.status, *area.dropdowns,
     ]  # fmt: skip
-    return TabLoader(on_load, [token], outputs), area.dropdowns
+    gate = TermsGate(accepted, terms_panel, battle_area)
+    return TabLoader(on_load, [token, voter], outputs), gate, area.dropdowns
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,7 @@ def _battle_area(
     tokens: BattleTokens,
     state: gr.State,
     token: gr.BrowserState,
+    voter: gr.BrowserState,
     concurrency: int,
     *,
     named: bool,
@@ -321,7 +338,7 @@ def _battle_area(
     def unchanged(current: BattleSession | None, message: str) -> tuple[Any, ...]:
         """The outputs of a refused send or regenerate: only the state and the status change."""
         keep = gr.update()
-        return (current, keep, keep, keep, keep, keep, keep, *_vote_buttons(False), keep, keep, message, keep)
+        return (current, keep, keep, keep, keep, keep, keep, *_vote_buttons(False), keep, keep, message, keep, keep)
 
     async def answers(
         current: BattleSession,
@@ -334,6 +351,7 @@ def _battle_area(
         lock = gr.update(interactive=False)
         shown = shown_names(service, current) if current.mode == "named" else ("", "")
         issued: Any = tokens.issue(current, mode)
+        issued_voter: Any = voter_token(tokens, current)
         async for update in service.stream(current):
             answer_a = {"role": "assistant", "content": update.text_a or "…"}
             answer_b = {"role": "assistant", "content": update.text_b or "…"}
@@ -357,8 +375,9 @@ def _battle_area(
                 gr.update(interactive=ok) if update.done else lock,
                 note,
                 issued,
+                issued_voter,
             )
-            issued = gr.update()
+            issued = issued_voter = gr.update()
 
     async def on_send(
         files: list[str] | None,
@@ -370,9 +389,13 @@ def _battle_area(
         model_a: str | None,
         model_b: str | None,
         saved: Any,
+        saved_voter: Any,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
-        current = await asyncio.to_thread(resolved, current, saved) or _voter(service, request)
+        current = await asyncio.to_thread(resolved, current, saved) or await asyncio.to_thread(
+            voter_from, service, tokens, saved_voter
+        )
+        current = current or new_voter(service, request)
         paths = [str(f) for f in files or []]
         try:
             if named and not (model_a and model_b):
@@ -412,12 +435,12 @@ def _battle_area(
             yield outputs
 
     stream_outputs = [
-        state, chat_a, chat_b, prompt, images, name_a, name_b, *vote_buttons, send, regenerate, status, token
+        state, chat_a, chat_b, prompt, images, name_a, name_b, *vote_buttons, send, regenerate, status, token, voter
     ]  # fmt: skip
     for trigger in (send.click, prompt.submit):
         event = trigger(
             on_send,
-            [images, prompt, state, chat_a, chat_b, example_key, *chosen, token],
+            [images, prompt, state, chat_a, chat_b, example_key, *chosen, token, voter],
             stream_outputs,
             concurrency_limit=concurrency,
             concurrency_id="battle",

@@ -17,7 +17,10 @@ import gradio as gr
 from arena.battle_session import BattleSession
 from arena.direct import DIRECT_FAILURE, MAX_FEEDBACK_COMMENT_CHARS, DirectChatService
 from arena.errors import ArenaError
+from arena.resume import BattleTokens
+from arena.ui.loading import TabLoader
 from arena.ui.messages import chat_message
+from arena.ui.voter import TermsGate, new_voter, voter_from, voter_token
 
 #: The Chatbot's feedback options: "Like" and "Dislike" render as thumbs, any other under a flag menu.
 FLAG_OPTION = "Flag"
@@ -41,40 +44,58 @@ def _answer_number(history: list[dict[str, Any]] | None, index: int | tuple[int,
     return sum(1 for message in (history or [])[:position] if message.get("role") == "assistant")
 
 
-def _person(service: DirectChatService, request: gr.Request | None) -> BattleSession:
-    """A new session for this browser tab (the IP address is kept only as a salted hash)."""
-    agent = request.headers.get("user-agent") if request else None
-    ip = request.client.host if request and request.client else None
-    return service.new_session(agent, ip)
+def _person(
+    service: DirectChatService, tokens: BattleTokens, saved_voter: Any, request: gr.Request | None
+) -> BattleSession:
+    """The page's voter (from its voter token: the same person as in the battle tabs), else a new one."""
+    return voter_from(service.battle, tokens, saved_voter) or new_voter(service.battle, request)
 
 
 def _model_choices(service: DirectChatService) -> list[tuple[str, str]]:
     return list(service.models().items())
 
 
-def build_direct_tab(service: DirectChatService, tab: gr.Tab, *, concurrency: int = 1) -> None:
-    """Lay out the Direct chat tab inside the current Blocks context and wire its events.
+def build_direct_tab(
+    service: DirectChatService,
+    tokens: BattleTokens,
+    voter: gr.BrowserState,
+    tab: gr.Tab,
+    *,
+    concurrency: int = 1,
+) -> tuple[TabLoader, TermsGate]:
+    """Lay out the Direct chat tab inside the current Blocks context and wire its events; returns its
+    page-load hook (hides the terms for a voter who accepted them) and its terms gate.
 
     The model list is read each time ``tab`` is selected (models an operator disables, or that fail
-    their health checks, leave it), never sent with the page.
+    their health checks, leave it), never sent with the page. ``voter`` is the page's voter token.
     """
     state = gr.State(None, time_to_live=2 * 3600)  # server side only; dropped after two idle hours
     terms = service.battle.guards.terms
     gr.Markdown(INTRO)
-    with gr.Column(visible=terms is not None, elem_id="direct-terms-panel") as terms_panel:
+    # Shown by the page load once it knows whether this browser's voter accepted the terms.
+    with gr.Column(visible=False, elem_id="direct-terms-panel") as terms_panel:
         gr.Markdown(terms.text if terms else "", elem_id="direct-terms-text")
         accept = gr.Button("✅ I accept these terms", variant="primary", elem_id="direct-terms-accept")
     with gr.Column(visible=terms is None, elem_id="direct-area") as area:
-        model = _chat_area(service, state, concurrency)
+        model = _chat_area(service, tokens, state, voter, concurrency)
 
-    def on_accept(current: BattleSession | None, request: gr.Request) -> tuple[Any, ...]:
-        current = current or _person(service, request)
+    def on_accept(current: BattleSession | None, saved_voter: Any, request: gr.Request) -> tuple[Any, ...]:
+        current = current or _person(service, tokens, saved_voter, request)
         service.accept_terms(current)
-        return current, gr.update(visible=False), gr.update(visible=True)
+        return current, voter_token(tokens, current), gr.update(visible=False), gr.update(visible=True)
 
-    accept.click(
-        on_accept, [state], [state, terms_panel, area], api_visibility="private", show_progress="hidden"
+    accepted = accept.click(
+        on_accept,
+        [state, voter],
+        [state, voter, terms_panel, area],
+        api_visibility="private",
+        show_progress="hidden",
     )
+
+    def on_load(current: BattleSession | None, saved_voter: Any) -> tuple[Any, ...]:
+        current = current or voter_from(service.battle, tokens, saved_voter)
+        shown = terms is None or (current is not None and current.terms_version == terms.version)
+        return current, gr.update(visible=not shown), gr.update(visible=shown)
 
     def on_select(current: BattleSession | None, chosen: str | None) -> Any:
         if current is not None and current.battle_id is not None:
@@ -84,9 +105,17 @@ def build_direct_tab(service: DirectChatService, tab: gr.Tab, *, concurrency: in
         return gr.update(choices=choices, value=chosen if chosen in names else next(iter(names), None))
 
     tab.select(on_select, [state, model], [model], api_visibility="private", show_progress="hidden")
+    loader = TabLoader(on_load, [state, voter], [state, terms_panel, area])
+    return loader, TermsGate(accepted, terms_panel, area)
 
 
-def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) -> gr.Dropdown:
+def _chat_area(
+    service: DirectChatService,
+    tokens: BattleTokens,
+    state: gr.State,
+    voter: gr.BrowserState,
+    concurrency: int,
+) -> gr.Dropdown:
     """The model picker, chat window with feedback per answer, uploads and prompt, with their events."""
     # No names in the page before the tab is opened: the anonymous Battle tab shares the page, and a
     # model list there would tell a voter which models are in the arena. Filled on tab select.
@@ -132,9 +161,11 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
         chosen: str | None,
         current: BattleSession | None,
         history: list[dict[str, Any]] | None,
+        saved_voter: Any,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
-        current = current or _person(service, request)
+        if current is None:
+            current = await asyncio.to_thread(_person, service, tokens, saved_voter, request)
         paths = [str(f) for f in files or []]
         try:
             if not chosen:
@@ -146,10 +177,11 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
         except ArenaError as exc:
             gr.Warning(str(exc))
             keep = gr.update()
-            yield current, history, keep, keep, keep, keep, f"⚠️ {exc}"
+            yield current, history, keep, keep, keep, keep, f"⚠️ {exc}", keep
             return
         history = [*(history or []), chat_message("user", text.strip(), paths)]
         locked = gr.update(interactive=False)
+        issued: Any = voter_token(tokens, current)  # the other tabs act as the same person
         async for update in service.stream(current):
             shown = update.text or "…"
             note = ""
@@ -168,10 +200,12 @@ def _chat_area(service: DirectChatService, state: gr.State, concurrency: int) ->
                 gr.update(interactive=not update.failed) if update.done else locked,
                 locked,  # the model of a running chat stays; New chat frees the picker
                 note,
+                issued,
             )
+            issued = gr.update()
 
-    send_inputs = [images, prompt, model, state, chat]
-    send_outputs = [state, chat, prompt, images, send, model, status]
+    send_inputs = [images, prompt, model, state, chat, voter]
+    send_outputs = [state, chat, prompt, images, send, model, status, voter]
     for trigger in (send.click, prompt.submit):
         trigger(
             on_send,

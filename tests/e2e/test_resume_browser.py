@@ -127,6 +127,34 @@ def test_a_fresh_browser_starts_afresh(arena: ArenaServer, browser) -> None:
     page.wait_for_timeout(1000)
     assert "colour" not in page.inner_text("#battle-answer-a")
     assert page.is_disabled("#vote-a")
+    # The terms are accepted once for the whole page: the other tabs open at once, and after a reload.
+    for tab, prompt in (
+        ("#tab-side-by-side-button", "#sbs-prompt"),
+        ("#tab-direct-button", "#direct-prompt"),
+    ):
+        page.click(tab)
+        page.wait_for_selector(f"{prompt} textarea", state="visible", timeout=30_000)
+    page.reload()
+    page.click("#tab-direct-button")
+    page.wait_for_selector("#direct-prompt textarea", state="visible", timeout=60_000)
+    assert not page.is_visible("#direct-terms-accept")
+    # ...and every tab is the same voter: a direct chat and a battle share one voter session.
+    page.fill("#direct-prompt textarea", "Hello there.")
+    page.click("#direct-send")
+    page.wait_for_function(
+        "() => (document.querySelector('#direct-status')?.innerText || '').includes('Rate the answer')",
+        timeout=60_000,
+    )
+    page.click("#tab-battle-button")
+    page.fill("#battle-prompt textarea", "And hello to you two.")
+    page.click("#battle-send")
+    page.wait_for_function("() => !document.querySelector('#vote-a').disabled", timeout=60_000)
+    modes = query(
+        arena,
+        "SELECT mode, session_id FROM battles WHERE session_id IN "
+        "(SELECT session_id FROM battles WHERE mode = 'direct')",
+    )
+    assert sorted(mode for mode, _ in modes) == ["anony", "direct"] and len({s for _, s in modes}) == 1
 
 
 SLOW_ROSTER = """
