@@ -13,6 +13,14 @@ if [[ ! -x /usr/bin/chromium ]]; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
 fi
+# nginx for tests/e2e/test_nginx_two_processes.py (two arena processes behind deploy/nginx/arena.conf).
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  fi
+fi
 
 # torch first, pinned, so pip takes the CPU wheel instead of a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0

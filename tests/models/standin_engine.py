@@ -4,8 +4,11 @@
 
 It takes the engines' flags (``--served-model-name`` wins over ``--model`` / ``--model-path``), ignores
 the others, prints one JSON line (where it listens, its arguments, its ``CUDA_VISIBLE_DEVICES``) and
-serves until SIGINT or SIGTERM. ``tests/models/test_serve.py`` runs ``python -m models serve`` with it
-as ``--engine-command``. Run as a script, it imports the server module from its own directory.
+serves until SIGINT or SIGTERM. The pacing flags (``--first-token-delay-s``, ``--chunk-delay-s``,
+``--chunk-size``, ``--reply``) set the server's :class:`Behaviour` (the load benchmark answers like a
+real engine: ~300 ms to the first token, then ~30 tokens/s). ``tests/models/test_serve.py`` runs
+``python -m models serve`` with it as ``--engine-command``. Run as a script, it imports the server
+module from its own directory.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from openai_server import FakeOpenAIServer  # type: ignore[import-not-found]  # this script's directory
+from openai_server import Behaviour, FakeOpenAIServer  # type: ignore[import-not-found]  # this script's directory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,11 +33,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
     parser.add_argument("--model", "--model-path", dest="model", default="fake-vlm", help="model id served")
     parser.add_argument("--served-model-name", default=None, help="model id served (wins over --model)")
+    defaults = Behaviour()
+    parser.add_argument(
+        "--first-token-delay-s",
+        type=float,
+        default=defaults.first_token_delay_s,
+        help="seconds between the response headers and the first content chunk",
+    )
+    parser.add_argument(
+        "--chunk-delay-s", type=float, default=defaults.chunk_delay_s, help="seconds between content chunks"
+    )
+    parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size, help="words per content chunk")
+    parser.add_argument("--reply", default=defaults.reply, help="the answer every chat request streams")
     args, ignored = parser.parse_known_args(argv)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    server = FakeOpenAIServer(model=args.served_model_name or args.model)
+    behaviour = Behaviour(
+        reply=args.reply,
+        chunk_size=args.chunk_size,
+        chunk_delay_s=args.chunk_delay_s,
+        first_token_delay_s=args.first_token_delay_s,
+    )
+    server = FakeOpenAIServer(behaviour, model=args.served_model_name or args.model)
     server.host, server.port = args.host, args.port
     with server:
         started = {
