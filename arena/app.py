@@ -135,7 +135,7 @@ def build_services(settings: ArenaSettings, backends: dict[str, ModelBackend] | 
     roster = load_roster(settings.config)
     guards = build_guards(settings, roster)  # a bad moderation or terms setting fails before models load
     upgrade(settings.db)
-    engine = make_engine(settings.db)
+    engine = make_engine(settings.db, connect_wait_s=settings.db_connect_wait_s)
     sessions = session_factory(engine)
     enabled = seed_roster(sessions, roster.models, datetime.now(UTC))  # the database's settings win
     if backends is None:
@@ -243,7 +243,14 @@ def build_app(services: Services) -> gr.Blocks:
         app.load(None, None, None, js=KEYBOARD_JS)  # keys 1-4 vote
         # A reload takes the voter and their battles up again: one request for all tabs.
         resume = combined([battle[0], sbs[0], direct[0]])
-        app.load(resume.load, resume.inputs, resume.outputs, api_visibility="private", show_progress="hidden")
+        app.load(
+            resume.load,
+            resume.inputs,
+            resume.outputs,
+            api_visibility="private",
+            show_progress="hidden",
+            queue=False,  # a direct request: no queue round trip before the page shows its first control
+        )
         share_acceptance([battle[1], sbs[1], direct[1]])
     guard_callbacks(app)
     app.queue(default_concurrency_limit=services.settings.concurrency)

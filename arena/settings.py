@@ -57,6 +57,11 @@ class ArenaSettings(BaseSettings):
     battle_token_ttl_h: float = Field(
         24.0, gt=0, description="hours a browser's battle token stays valid (a reload within it resumes)"
     )
+    db_connect_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a new database connection waits for a PostgreSQL server that refuses it (a restart)",
+    )
     leaderboard_refresh_s: float = Field(
         60.0, gt=0, description="seconds between checks for new votes that refresh the leaderboard snapshots"
     )

@@ -91,8 +91,11 @@ def _sqlite_begin_for_savepoints_and_locks(
         dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, **kwargs: object) -> Engine:
+def make_engine(url: str, *, connect_wait_s: float = 0.0, **kwargs: object) -> Engine:
     """An engine for ``url`` with the settings the arena relies on (pragmas, pre-ping).
+
+    ``connect_wait_s`` (PostgreSQL): how long a new connection waits for a server that refuses it,
+    e.g. while it restarts (the web app waits; command-line tools fail at once on a wrong URL).
 
     Engines are safe to share between threads: file SQLite gets SQLAlchemy's QueuePool with
     ``check_same_thread=False`` (one sqlite3 connection per thread at a time), PostgreSQL the usual
@@ -109,7 +112,27 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         event.listen(engine, "before_cursor_execute", _sqlite_begin_for_savepoints_and_locks)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if connect_wait_s > 0:
+        _wait_for_server(engine, connect_wait_s)
+    return engine
+
+
+def _wait_for_server(engine: Engine, wait_s: float) -> None:
+    """Make new connections wait up to ``wait_s`` for a server that refuses them (a restart) instead
+    of failing at once. With pre-ping, a pooled connection the restart killed is replaced by such a
+    new one, so a request arriving during a short restart waits for it rather than failing."""
+
+    @event.listens_for(engine, "do_connect")
+    def connect_patiently(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.25)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
