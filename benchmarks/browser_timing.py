@@ -43,7 +43,7 @@ BARE_APP = '''
 import asyncio, sys
 import gradio as gr
 
-WORDS, DELAY, PORT = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+WORDS, DELAY, PORT, WORD = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
 
 async def send(prompt, history_a, history_b):
@@ -51,7 +51,7 @@ async def send(prompt, history_a, history_b):
     text = ""
     for index in range(WORDS):
         await asyncio.sleep(DELAY)
-        text += ("" if index == 0 else " ") + "%s"
+        text += ("" if index == 0 else " ") + WORD
         answer = {"role": "assistant", "content": text}
         yield [*history_a, user, answer], [*history_b, user, answer]
 
@@ -73,7 +73,7 @@ with gr.Blocks() as app:
     button.click(send, [prompt, chat_a, chat_b], [chat_a, chat_b])
     vote_a.click(vote, None, [name_a, name_b])
 app.queue().launch(server_port=PORT, server_name="127.0.0.1", show_error=True)
-''' % ANSWER_WORD
+'''
 
 #: Click ``selector`` and resolve with the milliseconds until ``done()`` (page-side JS) holds.
 TIME_CLICK = """
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     arena = start_arena(tmp, "--config", str(tmp / "roster.yaml"), env=env)
     bare_port = free_port()
     bare = subprocess.Popen(
-        [sys.executable, str(tmp / "bare.py"), str(args.words), str(args.delay_s), str(bare_port)],
+        [sys.executable, str(tmp / "bare.py"), str(args.words), str(args.delay_s), str(bare_port), ANSWER_WORD],
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
