@@ -213,20 +213,25 @@ class Voter:
 
     page: PageClient
     token: str | None = None
+    #: the page's voter token (one voter for all tabs), which the browser keeps beside the battle's
+    voter: str | None = None
 
     def accept_terms(self) -> EventResult:
-        result = self.page.call("terms-accept", [None, self.token])
+        result = self.page.call("terms-accept", [None, self.token, self.voter])
         assert result.success, result.text()
-        self.token = result.outputs[1] if result.outputs else self.token
+        if result.outputs:
+            self.token, self.voter = result.outputs[1], result.outputs[2]
         return result
 
     def send(self, prompt: str, files: list[dict[str, Any]] | None = None) -> EventResult:
-        """Battle tab Send: images, prompt, state, both chats, example key, chosen pair, token."""
-        data = [files or [], prompt, None, [], [], None, None, None, self.token]
+        """Battle tab Send: images, prompt, state, both chats, example key, chosen pair, the battle
+        token and the voter token."""
+        data = [files or [], prompt, None, [], [], None, None, None, self.token, self.voter]
         result = self.page.call("battle-send", data)
         for outputs in [*result.streamed, result.outputs or []]:
-            if outputs and isinstance(outputs[-1], str) and outputs[-1].startswith("v1."):
-                self.token = outputs[-1]  # the battle's token, handed over with the first update
+            # The battle's token and the voter's, handed over with the first update.
+            if len(outputs) >= 2 and isinstance(outputs[-2], str) and outputs[-2].startswith("v1."):
+                self.token, self.voter = outputs[-2], outputs[-1]
         return result
 
     def vote(self, button: str = "vote-a") -> EventResult:

@@ -199,9 +199,9 @@ def test_vote_reason_is_stored_as_text_and_inert_on_the_admin_page(arena: Arena,
 
 def test_feedback_comment_is_stored_as_text_and_inert(arena: Arena, page) -> None:
     client = arena.page()
-    assert client.call("direct-terms-accept", [None]).success
+    assert client.call("direct-terms-accept", [None, None]).success
     client.call("tab-direct", [None, None], trigger="select")
-    sent = client.call("direct-send", [[], "hi <b>there</b>", "alpha", None, []])
+    sent = client.call("direct-send", [[], "hi <b>there</b>", "alpha", None, [], None])
     assert sent.success, sent.text()
     history = sent.outputs[1]
     rated = client.call(

@@ -62,8 +62,8 @@ WRONG_TYPES = {
     "vote-data-not-a-list": ("vote-a", "not a list"),
     "vote-too-many-inputs": ("vote-a", [None, None, None, None, None]),
     "vote-too-few-inputs": ("vote-a", []),
-    "send-files-not-filedata": ("battle-send", [["/etc/passwd"], "hi", None, [], [], None, None, None, None]),
-    "send-history-garbage": ("battle-send", [[], "hi", None, "x", 7, None, None, None, None]),
+    "send-files-not-filedata": ("battle-send", [["/etc/passwd"], "hi", None, [], [], None, None, None, None, None]),
+    "send-history-garbage": ("battle-send", [[], "hi", None, "x", 7, None, None, None, None, None]),
 }
 
 
@@ -71,7 +71,7 @@ WRONG_TYPES = {
 def test_wrong_types_are_refused(arena: Arena, case: str) -> None:
     elem_id, data = WRONG_TYPES[case]
     with arena.unchanged(), arena.page() as page:
-        page.call("terms-accept", [None, None])
+        page.call("terms-accept", [None, None, None])
         response = page.join(page.body(elem_id, data))  # type: ignore[arg-type]
         if response.status_code == 200:
             result = page.follow(response.json()["event_id"])
@@ -87,7 +87,7 @@ def test_values_of_the_wrong_type_are_coerced_harmlessly(arena: Arena) -> None:
     voter = arena.voter()
     assert voter.token
     own_session = token_claims(voter.token)["s"]
-    data = [[], {"$gt": ""}, None, [], [], None, None, None, [1, 2]]
+    data = [[], {"$gt": ""}, None, [], [], None, None, None, [1, 2], None]
     result = voter.page.call("battle-send", data)
     assert result.success, result.text()
     rows = arena.query("SELECT t.prompt, b.session_id FROM turns t JOIN battles b ON b.id = t.battle_id")
@@ -152,7 +152,7 @@ def test_huge_payloads_in_other_inputs_are_refused(arena: Arena) -> None:
         reason = voter.page.call("vote-reason-send", ["r" * (5 * 1024 * 1024), None, voter.token])
         assert refused(reason)
         big = voter.page.call(
-            "battle-send", [[], "follow-up", None, history, history, None, None, None, voter.token]
+            "battle-send", [[], "follow-up", None, history, history, None, None, None, voter.token, voter.voter]
         )
         # A forged history changes only what this page shows itself; the stored battle is the
         # server's: the turn is stored from the server's state, never from the history sent.
@@ -163,11 +163,11 @@ def test_huge_payloads_in_other_inputs_are_refused(arena: Arena) -> None:
 
 def test_models_the_page_never_offered_are_refused(arena: Arena) -> None:
     with arena.unchanged(), arena.page() as page:
-        page.call("sbs-terms-accept", [None, None])
-        sbs = page.call("sbs-send", [[], "hi", None, [], [], None, "kilo", "../../etc/passwd", None])
+        page.call("sbs-terms-accept", [None, None, None])
+        sbs = page.call("sbs-send", [[], "hi", None, [], [], None, "kilo", "../../etc/passwd", None, None])
         assert refused(sbs), sbs.text()
-        page.call("direct-terms-accept", [None])
-        direct = page.call("direct-send", [[], "hi", "not-a-model", None, []])
+        page.call("direct-terms-accept", [None, None])
+        direct = page.call("direct-send", [[], "hi", "not-a-model", None, [], None])
         assert refused(direct), direct.text()
     arena.assert_serving()
 
