@@ -64,17 +64,16 @@ def load_voter(db: Session, session_id: str) -> StoredVoter | None:
 def battle_progress(db: Session, battle_id: str) -> tuple[str, int, int] | None:
     """How far a battle has got, cheaply: (state, turns, superseded answers); None if it does not exist.
     A process compares this with what it holds to tell whether another process moved the battle on."""
-    row = db.execute(select(Battle.state).where(Battle.id == battle_id)).first()
-    if row is None:
-        return None
-    turns = db.scalar(select(func.count()).select_from(Turn).where(Turn.battle_id == battle_id)) or 0
-    superseded = db.scalar(
+    turns = select(func.count()).select_from(Turn).where(Turn.battle_id == Battle.id).scalar_subquery()
+    superseded = (
         select(func.count())
         .select_from(Response)
         .join(Turn, Turn.id == Response.turn_id)
-        .where(Turn.battle_id == battle_id, Response.superseded.is_(True))
+        .where(Turn.battle_id == Battle.id, Response.superseded.is_(True))
+        .scalar_subquery()
     )
-    return row[0], int(turns), int(superseded or 0)
+    row = db.execute(select(Battle.state, turns, superseded).where(Battle.id == battle_id)).first()
+    return None if row is None else (row[0], int(row[1] or 0), int(row[2] or 0))
 
 
 def load_battle(db: Session, battle_id: str) -> StoredBattle | None:
