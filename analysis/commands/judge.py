@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.commands.options import CliError, iso_date, non_negative_int, positive_int
+from analysis.commands.options import CliError, add_model_run_options, non_negative_int, positive_int
 
 DESCRIPTION = """\
 Ask judge models from a roster (any backend; a vision judge also gets the battle's
@@ -67,23 +67,7 @@ def add_arguments(j: argparse.ArgumentParser) -> None:
         metavar="C",
         help="requests at once per judge, and for the describer (default: 8)",
     )
-    j.add_argument(
-        "--images",
-        metavar="DIR",
-        default="arena_data/images",
-        help="the arena's image store (default: %(default)s)",
-    )
-    j.add_argument(
-        "--cache-dir", metavar="DIR", help="where demo models are built (default: ~/.cache/vlm-arena)"
-    )
-    j.add_argument("--include-named", action="store_true", help="also judge named (non-anonymous) battles")
-    j.add_argument("--voted-only", action="store_true", help="only battles with a human vote")
-    j.add_argument(
-        "--since", type=iso_date, metavar="DATE", help="battles started on or after (ISO date/time, UTC)"
-    )
-    j.add_argument(
-        "--until", type=iso_date, metavar="DATE", help="battles started before (ISO date/time, UTC)"
-    )
+    add_model_run_options(j, "judge")
     j.add_argument("--category", metavar="TAG", help="only battles with this category tag")
     j.add_argument("--progress", action="store_true", help="show progress bars on stderr")
 

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analysis.commands.options import CliError, iso_date, non_negative_int, positive_int
+from analysis.commands.options import CliError, add_model_run_options, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -30,21 +30,7 @@ def add_worker_options(p: argparse.ArgumentParser, *, model_help: str) -> None:
     p.add_argument(
         "--concurrency", type=positive_int, default=8, metavar="N", help="requests at once (default: 8)"
     )
-    p.add_argument(
-        "--images",
-        metavar="DIR",
-        default="arena_data/images",
-        help="the arena's image store (default: %(default)s)",
-    )
-    p.add_argument(
-        "--cache-dir", metavar="DIR", help="where demo models are built (default: ~/.cache/vlm-arena)"
-    )
-    p.add_argument("--include-named", action="store_true", help="also label named (non-anonymous) battles")
-    p.add_argument("--voted-only", action="store_true", help="only battles with a human vote")
-    p.add_argument(
-        "--since", type=iso_date, metavar="DATE", help="battles started on or after (ISO date, UTC)"
-    )
-    p.add_argument("--until", type=iso_date, metavar="DATE", help="battles started before (ISO date, UTC)")
+    add_model_run_options(p, "label")
     p.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
 
 

@@ -116,7 +116,31 @@ def add_dedup_options(p: argparse.ArgumentParser) -> None:
     add_dedup_distance_option(p)
 
 
+def add_model_run_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """The options shared by the commands that run a roster model over stored battles (``judge``,
+    ``categorize``, ``image-need``): the image store, the demo-model cache, and which battles.
+    ``verb`` names what the command does to a battle, for the help text."""
+    p.add_argument(
+        "--images",
+        metavar="STORE",
+        default="arena_data/images",
+        help="the arena's image store: a directory or an fsspec URL (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="where demo models are built (default: ~/.cache/vlm-arena)"
+    )
+    p.add_argument("--include-named", action="store_true", help=f"also {verb} named (non-anonymous) battles")
+    p.add_argument("--voted-only", action="store_true", help="only battles with a human vote")
+    p.add_argument(
+        "--since", type=iso_date, metavar="DATE", help="battles started on or after (ISO date/time, UTC)"
+    )
+    p.add_argument(
+        "--until", type=iso_date, metavar="DATE", help="battles started before (ISO date/time, UTC)"
+    )
+
+
 __all__ = [
+    "add_model_run_options",
     "CliError",
     "add_anchor_option",
     "add_bootstrap_options",
