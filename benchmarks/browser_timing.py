@@ -10,12 +10,19 @@ benchmark measures how far above that floor the arena is. It starts
 and drives both with headless Chromium, alternating runs, measuring in the page (``performance.now``
 around the click, a MutationObserver for the change):
 
-- **page ready**: navigation start → the first control a person uses is visible (the arena's
-  ``terms-accept`` or ``battle-send``; the bare app's Send);
+- **page ready**: navigation start → the first control a person uses is visible, in a new browser
+  (cold cache; the arena's ``terms-accept``, the bare app's Send), recorded by a MutationObserver
+  installed before any page script;
 - **Send → first token**: click on Send → the first answer word visible in pane A;
-- **reveal**: click on the vote → the model name visible.
+- **reveal**: click on the vote → the model name visible;
+- **page ready again**: the same browser opens the page once more (warm cache; the arena's voter has
+  accepted the terms, so its first control is ``battle-send``).
 
-    python benchmarks/browser_timing.py [--runs 10] [--words 20] [--delay-s 0.02] [--out result.json]
+Each page load waits ``--settle-s`` first, so neither app is measured while the other's last run is
+still being cleaned up on the same two cores.
+
+    python benchmarks/browser_timing.py [--runs 10] [--words 20] [--delay-s 0.02] [--settle-s 1]
+                                        [--out result.json]
 """
 
 from __future__ import annotations
@@ -105,10 +112,35 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120.
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
+#: Installed before any page script: records ``performance.now()`` when an element matching the page's
+#: ready selector first has a size on screen. Measured in the page, because Playwright's own wait polls
+#: with a growing back-off (up to 0.5 s between looks), which would charge a later-ready page for the
+#: poll's granularity rather than for its own time.
+READY_MARK = """
+(() => {
+  const watch = () => {
+    const selector = window.__readySelector;
+    if (!selector || window.__readyAt !== undefined) return;
+    for (const el of document.querySelectorAll(selector)) {
+      const box = el.getBoundingClientRect();
+      if (box.width > 0 && box.height > 0) { window.__readyAt = performance.now(); return; }
+    }
+  };
+  new MutationObserver(watch).observe(document, {subtree: true, childList: true, attributes: true});
+})();
+"""
+
+
+def _new_page(browser, selector: str):
+    context = browser.new_context()
+    context.add_init_script(f"window.__readySelector = {json.dumps(selector)};" + READY_MARK)
+    return context.new_page()
+
+
 def _page_ready(page, url: str, selector: str) -> float:
     page.goto(url)
     page.wait_for_selector(selector, state="visible", timeout=60_000)
-    return float(page.evaluate("() => performance.now()"))
+    return float(page.evaluate("() => window.__readyAt ?? performance.now()"))
 
 
 def _has_word(pane: str) -> str:
@@ -116,7 +148,7 @@ def _has_word(pane: str) -> str:
 
 
 def run_arena(browser, url: str) -> dict[str, float]:
-    page = browser.new_context().new_page()
+    page = _new_page(browser, "#terms-accept, #battle-send")
     ready = _page_ready(page, url, "#terms-accept, #battle-send")
     if page.is_visible("#terms-accept"):
         page.click("#terms-accept")
@@ -128,12 +160,13 @@ def run_arena(browser, url: str) -> dict[str, float]:
         TIME_CLICK,
         ["#vote-a", "() => (document.querySelector('#battle-name-a')?.innerText || '').includes('Model A:')"],
     )
+    again = _page_ready(page.context.new_page(), url, "#battle-send")
     page.context.close()
-    return {"page_ready_ms": ready, "first_token_ms": first, "reveal_ms": reveal}
+    return {"page_ready_ms": ready, "first_token_ms": first, "reveal_ms": reveal, "returning_ready_ms": again}
 
 
 def run_bare(browser, url: str) -> dict[str, float]:
-    page = browser.new_context().new_page()
+    page = _new_page(browser, "#bare-send")
     ready = _page_ready(page, url, "#bare-send")
     page.fill("#bare-prompt textarea", "Describe the picture.")
     first = page.evaluate(TIME_CLICK, ["#bare-send", _has_word("#bare-answer-a")])
@@ -142,8 +175,9 @@ def run_bare(browser, url: str) -> dict[str, float]:
         TIME_CLICK,
         ["#bare-vote", "() => (document.querySelector('#bare-name-a')?.innerText || '').includes('Model A:')"],
     )
+    again = _page_ready(page.context.new_page(), url, "#bare-send")
     page.context.close()
-    return {"page_ready_ms": ready, "first_token_ms": first, "reveal_ms": reveal}
+    return {"page_ready_ms": ready, "first_token_ms": first, "reveal_ms": reveal, "returning_ready_ms": again}
 
 
 def summary(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -156,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="page loads per app (alternating)")
     parser.add_argument("--words", type=int, default=20, help="words per streamed answer")
     parser.add_argument("--delay-s", type=float, default=0.02, help="pause before each word")
+    parser.add_argument("--settle-s", type=float, default=1.0, help="pause before each page load")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -188,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             run_arena(browser, arena.url), run_bare(browser, bare_url)  # warm both up
             for _ in range(args.runs):
+                time.sleep(args.settle_s)  # let the last run's work (its server's and the browser's) end
                 results["arena"].append(run_arena(browser, arena.url))
+                time.sleep(args.settle_s)
                 results["bare"].append(run_bare(browser, bare_url))
             browser.close()
     finally:
@@ -198,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     table = {name: summary(runs) for name, runs in results.items()}
     load = os.getloadavg()[0]
     print(f"median of {args.runs} runs each, alternating; load average {load:.1f}")
-    print(f"{'app':8} {'page ready':>12} {'send→first token':>18} {'reveal':>8}")
+    print(f"{'app':8} {'page ready':>12} {'send→first token':>18} {'reveal':>8} {'page ready again':>18}")
     for name, row in table.items():
         print(
             f"{name:8} {row['page_ready_ms']:>10.0f}ms {row['first_token_ms']:>16.0f}ms {row['reveal_ms']:>6.0f}ms"
+            f" {row['returning_ready_ms']:>16.0f}ms"
         )
     gap = {key: round(table["arena"][key] - table["bare"][key], 1) for key in table["arena"]}
     print(f"arena − bare: {gap}")
