@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from arena.app import Services, build_app
 from arena.auth import COOKIE_PATH, SESSION_COOKIE, AdminAuth, LoginLimiter
 from arena.ui.admin import build_admin_app
+from arena.ui.voter import TERMS_HEAD
 from storage.transfer.export import EXPORT_FORMATS, export_battles, iter_export_records, json_export_chunks
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,8 @@ def build_server(
     }
     admin_blocks, public_blocks = admin or build_admin_app(services), public or build_app(services)
     gr.mount_gradio_app(app, admin_blocks, ADMIN_PREFIX, auth_dependency=admin_user, **common)
-    gr.mount_gradio_app(app, public_blocks, "/", **common)
+    # The terms hint (arena.ui.voter): the right first control from the page's first paint.
+    gr.mount_gradio_app(app, public_blocks, "/", head=TERMS_HEAD, **common)
     for blocks in (admin_blocks, public_blocks):
         # Gradio checks that a file named in a request was uploaded by a user only once the Blocks
         # "has launched", which mount_gradio_app never marks: without this, a crafted request makes

@@ -26,7 +26,14 @@ from arena.service import MAX_VOTE_REASON_CHARS, NEUTRAL_FAILURE, BattleService
 from arena.ui.battle_view import resumed_view, shown_names
 from arena.ui.loading import TabLoader
 from arena.ui.messages import chat_message
-from arena.ui.voter import TermsGate, new_voter, voter_from, voter_token
+from arena.ui.voter import (
+    TermsGate,
+    new_voter,
+    terms_area_options,
+    terms_panel_options,
+    voter_from,
+    voter_token,
+)
 from storage.vocabulary import ANONY, NAMED, TIE, TIE_BOTHBAD, WIN_A, WIN_B
 
 #: The vote buttons: element id, label, and the winner a click records.
@@ -157,14 +164,14 @@ def _build_tab(
     gr.Markdown(SBS_INTRO if named else INTRO)
     if demo:
         gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
-    # With terms, neither the terms nor the battle shows until the page load has read the voter token:
-    # a returning voter never sees the terms flash by, a new one sees them ~0.1 s after the page.
-    with gr.Column(visible=False, elem_id=element_id("terms-panel", named)) as terms_panel:
+    # Both are in the page; the browser's hint shows one until the page load settles it (voter.py).
+    gated = terms is not None
+    with gr.Column(elem_id=element_id("terms-panel", named), **terms_panel_options(gated)) as terms_panel:
         gr.Markdown(terms.text if terms else "", elem_id=element_id("terms-text", named))
         accept = gr.Button(
             "✅ I accept these terms", variant="primary", elem_id=element_id("terms-accept", named)
         )
-    with gr.Column(visible=terms is None, elem_id=element_id("battle-area", named)) as battle_area:
+    with gr.Column(elem_id=element_id("battle-area", named), **terms_area_options(gated)) as battle_area:
         area = _battle_area(service, tokens, state, token, voter, concurrency, named=named)
 
     def on_accept(

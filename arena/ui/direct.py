@@ -20,7 +20,14 @@ from arena.errors import ArenaError
 from arena.resume import BattleTokens
 from arena.ui.loading import TabLoader
 from arena.ui.messages import chat_message
-from arena.ui.voter import TermsGate, new_voter, voter_from, voter_token
+from arena.ui.voter import (
+    TermsGate,
+    new_voter,
+    terms_area_options,
+    terms_panel_options,
+    voter_from,
+    voter_token,
+)
 
 #: The Chatbot's feedback options: "Like" and "Dislike" render as thumbs, any other under a flag menu.
 FLAG_OPTION = "Flag"
@@ -72,11 +79,12 @@ def build_direct_tab(
     state = gr.State(None, time_to_live=2 * 3600)  # server side only; dropped after two idle hours
     terms = service.battle.guards.terms
     gr.Markdown(INTRO)
-    # Shown by the page load once it knows whether this browser's voter accepted the terms.
-    with gr.Column(visible=False, elem_id="direct-terms-panel") as terms_panel:
+    # Both are in the page; the browser's hint shows one until the page load settles it (voter.py).
+    gated = terms is not None
+    with gr.Column(elem_id="direct-terms-panel", **terms_panel_options(gated)) as terms_panel:
         gr.Markdown(terms.text if terms else "", elem_id="direct-terms-text")
         accept = gr.Button("✅ I accept these terms", variant="primary", elem_id="direct-terms-accept")
-    with gr.Column(visible=terms is None, elem_id="direct-area") as area:
+    with gr.Column(elem_id="direct-area", **terms_area_options(gated)) as area:
         model = _chat_area(service, tokens, state, voter, concurrency)
 
     def on_accept(current: BattleSession | None, saved_voter: Any, request: gr.Request) -> tuple[Any, ...]:

@@ -9,6 +9,7 @@ hands it out. Accepting the terms in one tab opens all of them (:func:`share_acc
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,32 @@ from storage.vocabulary import ANONY
 
 #: Where the browser keeps the voter token.
 VOTER_KEY = "vlm-arena-voter"
+
+# The first control a person sees is the right one from the page's first paint, without waiting for
+# the page-load request. A tab's terms panel and the area it gates are both in the page's configuration;
+# a <head> script, which Gradio runs before it builds the page, drops one of them from the first paint
+# by the browser's own hint: whether it holds a voter token (written only once its voter accepted the
+# terms). A new browser then loads neither the battle's chat windows nor its upload box before it shows
+# the terms; a returning one never sees the terms flash by. The page-load answer settles it from the
+# server's record (a changed terms version, an expired token). The hint decides nothing the server
+# checks: a battle or chat without accepted terms is refused by the service.
+TERMS_PANEL_CLASS, TERMS_AREA_CLASS = "vlm-terms-panel", "vlm-terms-area"
+#: The page's <head> addition (see above); it leaves the page as it is if anything in it fails.
+TERMS_HEAD = f"""<script>(() => {{ try {{
+  const hide = localStorage.getItem({json.dumps(VOTER_KEY)}) ? "{TERMS_PANEL_CLASS}" : "{TERMS_AREA_CLASS}";
+  for (const c of window.gradio_config?.components || [])
+    if ((c.props?.elem_classes || []).includes(hide)) c.props.visible = false;
+}} catch (e) {{}} }})();</script>"""
+
+
+def terms_panel_options(gated: bool) -> dict[str, Any]:
+    """The options of a tab's terms panel: in the page (behind the hint) only if there are terms."""
+    return {"visible": gated, "elem_classes": [TERMS_PANEL_CLASS] if gated else None}
+
+
+def terms_area_options(gated: bool) -> dict[str, Any]:
+    """The options of the area a terms panel gates: always in the page, behind the hint if gated."""
+    return {"visible": True, "elem_classes": [TERMS_AREA_CLASS] if gated else None}
 
 
 def voter_state(tokens: BattleTokens) -> gr.BrowserState:
