@@ -36,7 +36,7 @@ from arena.ui.battle import KEYBOARD_JS, build_battle_tab, build_side_by_side_ta
 from arena.ui.direct import build_direct_tab
 from arena.ui.errors import guard_callbacks
 from arena.ui.leaderboard import build_leaderboard_tab
-from arena.ui.loading import combined
+from arena.ui.loading import LazyTabs, combined
 from arena.ui.voter import share_acceptance, voter_state
 from models.base import ModelBackend
 from models.health import HealthMonitor
@@ -221,16 +221,17 @@ def build_app(services: Services) -> gr.Blocks:
         gr.Markdown("# 🏟️ VLM Arena", elem_id="arena-title")
         voter = voter_state(services.tokens)  # one voter for all tabs: the terms are accepted once
         concurrency = services.settings.concurrency
+        lazy = LazyTabs()  # kinds only the other tabs have wait for the tab's first opening
         with gr.Tabs():
             with gr.Tab("⚔️ Battle", id="battle", elem_id="tab-battle"):
                 battle = build_battle_tab(
                     services.battle, services.tokens, voter, demo=services.demo, concurrency=concurrency
                 )
-            with gr.Tab("👀 Side-by-side", id="side-by-side", elem_id="tab-side-by-side") as sbs_tab:
+            with lazy.tab("👀 Side-by-side", id="side-by-side", elem_id="tab-side-by-side") as sbs_tab:
                 sbs = build_side_by_side_tab(
                     services.battle, services.tokens, voter, sbs_tab, concurrency=concurrency
                 )
-            with gr.Tab("💬 Direct chat", id="direct", elem_id="tab-direct") as direct_tab:
+            with lazy.tab("💬 Direct chat", id="direct", elem_id="tab-direct") as direct_tab:
                 direct = build_direct_tab(
                     DirectChatService(services.battle),
                     services.tokens,
@@ -238,7 +239,7 @@ def build_app(services: Services) -> gr.Blocks:
                     direct_tab,
                     concurrency=concurrency,
                 )
-            with gr.Tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
+            with lazy.tab("🏆 Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as tab:
                 build_leaderboard_tab(services.snapshots, tab)
         app.load(None, None, None, js=KEYBOARD_JS)  # keys 1-4 vote
         # A reload takes the voter and their battles up again: one request for all tabs.
@@ -252,6 +253,7 @@ def build_app(services: Services) -> gr.Blocks:
             queue=False,  # a direct request: no queue round trip before the page shows its first control
         )
         share_acceptance([battle[1], sbs[1], direct[1]])
+        lazy.finish(app)
     guard_callbacks(app)
     app.queue(default_concurrency_limit=services.settings.concurrency)
     return app
