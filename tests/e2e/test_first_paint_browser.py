@@ -57,15 +57,22 @@ def _shown(page, selector: str) -> bool:
     return bool(page.is_visible(selector))
 
 
-def test_the_first_control_shows_before_the_page_load_answers(arena: ArenaServer, browser) -> None:
-    context = browser.new_context()
+def _first_paint(context, url: str, shown: str, absent: str):
+    """Open ``url`` with its page-load request held: ``shown`` shows and ``absent`` is not even in the
+    page; then let the request answer. Returns the page."""
     page = context.new_page()
     held = HeldRequests(page)
-    page.goto(arena.url)
-    page.wait_for_selector("#terms-accept", state="visible", timeout=60_000)
+    page.goto(url)
+    page.wait_for_selector(shown, state="visible", timeout=60_000)
     assert held.held, "the page-load request is being held"
-    assert page.query_selector("#battle-send") is None, "a new browser's first paint is the terms alone"
+    assert page.query_selector(absent) is None, f"{absent} is in the first paint"
     held.release(page)
+    return page
+
+
+def test_the_first_control_shows_before_the_page_load_answers(arena: ArenaServer, browser) -> None:
+    context = browser.new_context()
+    page = _first_paint(context, arena.url, shown="#terms-accept", absent="#battle-send")
     assert _shown(page, "#terms-accept") and not _shown(page, "#battle-send")
     page.unroute(DIRECT_EVENTS)
     page.click("#terms-accept")
@@ -81,13 +88,7 @@ def test_the_first_control_shows_before_the_page_load_answers(arena: ArenaServer
         " if (t && t.getBoundingClientRect().height > 0) window.__termsSeen = true;"
         "}).observe(document, {subtree: true, childList: true, attributes: true});"
     )
-    page = context.new_page()
-    held = HeldRequests(page)
-    page.goto(arena.url)
-    page.wait_for_selector("#battle-send", state="visible", timeout=60_000)
-    assert held.held, "the page-load request is still being held"
-    assert page.query_selector("#terms-accept") is None, "a returning voter's first paint has no terms"
-    held.release(page)
+    page = _first_paint(context, arena.url, shown="#battle-send", absent="#terms-accept")
     assert _shown(page, "#battle-send")
     assert page.evaluate("() => window.__termsSeen") is False, "the terms flashed for a returning voter"
     context.close()
