@@ -31,6 +31,7 @@ from arena.ui.voter import (
     new_voter,
     terms_area_options,
     terms_panel_options,
+    terms_visibility,
     voter_from,
     voter_token,
 )
@@ -194,7 +195,7 @@ def _build_tab(
         show_progress="hidden",
     )
 
-    def on_load(saved: Any, saved_voter: Any) -> tuple[Any, ...]:
+    def on_load(request: gr.Request | None, saved: Any, saved_voter: Any) -> tuple[Any, ...]:
         """Take up the voter's battle from the browser's token (a reload, a restart, another process),
         or else at least the voter (and whether they accepted the terms) from the page's voter token."""
         resumed = resume(service, tokens, saved, mode)
@@ -213,8 +214,7 @@ def _build_tab(
         return (
             current,
             tokens.issue(current, mode) if current is not None else gr.update(),
-            gr.update(visible=not accepted),
-            gr.update(visible=accepted),
+            *terms_visibility(accepted, request),
             view["chat_a"],
             view["chat_b"],
             view["name_a"],
@@ -231,7 +231,7 @@ def _build_tab(
         *area.vote_buttons, area.send, area.regenerate, area.status, *area.dropdowns,
     ]  # fmt: skip
     gate = TermsGate(accepted, terms_panel, battle_area)
-    return TabLoader(on_load, [token, voter], outputs), gate, area.dropdowns
+    return TabLoader(on_load, [token, voter], outputs, wants_request=True), gate, area.dropdowns
 
 
 @dataclass(frozen=True)

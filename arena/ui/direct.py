@@ -25,6 +25,7 @@ from arena.ui.voter import (
     new_voter,
     terms_area_options,
     terms_panel_options,
+    terms_visibility,
     voter_from,
     voter_token,
 )
@@ -100,10 +101,10 @@ def build_direct_tab(
         show_progress="hidden",
     )
 
-    def on_load(current: BattleSession | None, saved_voter: Any) -> tuple[Any, ...]:
+    def on_load(request: gr.Request | None, current: BattleSession | None, saved_voter: Any) -> tuple[Any, ...]:
         current = current or voter_from(service.battle, tokens, saved_voter)
         shown = terms is None or (current is not None and current.terms_version == terms.version)
-        return current, gr.update(visible=not shown), gr.update(visible=shown)
+        return current, *terms_visibility(shown, request)
 
     def on_select(current: BattleSession | None, chosen: str | None) -> Any:
         if current is not None and current.battle_id is not None:
@@ -113,7 +114,7 @@ def build_direct_tab(
         return gr.update(choices=choices, value=chosen if chosen in names else next(iter(names), None))
 
     tab.select(on_select, [state, model], [model], api_visibility="private", show_progress="hidden")
-    loader = TabLoader(on_load, [state, voter], [state, terms_panel, area])
+    loader = TabLoader(on_load, [state, voter], [state, terms_panel, area], wants_request=True)
     return loader, TermsGate(accepted, terms_panel, area)
 
 

@@ -17,24 +17,26 @@ class TabLoader:
     load: Callable[..., Any]
     inputs: list[Any]
     outputs: list[Any]
+    #: ``load`` takes the page's ``gr.Request`` before its inputs (:func:`combined` passes it on).
+    wants_request: bool = False
 
 
 def combined(loaders: list[TabLoader]) -> TabLoader:
     """One loader doing the work of several: one page-load event (one request) instead of one each."""
 
-    def load(*values: Any) -> tuple[Any, ...]:
+    def load(request: gr.Request, *values: Any) -> tuple[Any, ...]:
         results: list[Any] = []
         start = 0
         for loader in loaders:
             args = values[start : start + len(loader.inputs)]
             start += len(loader.inputs)
-            out = loader.load(*args)
+            out = loader.load(request, *args) if loader.wants_request else loader.load(*args)
             results.extend(out if len(loader.outputs) > 1 else [out])
         return tuple(results)
 
     inputs = [component for loader in loaders for component in loader.inputs]
     outputs = [component for loader in loaders for component in loader.outputs]
-    return TabLoader(load, inputs, outputs)
+    return TabLoader(load, inputs, outputs, wants_request=True)
 
 
 

@@ -32,12 +32,31 @@ VOTER_KEY = "vlm-arena-voter"
 # server's record (a changed terms version, an expired token). The hint decides nothing the server
 # checks: a battle or chat without accepted terms is refused by the service.
 TERMS_PANEL_CLASS, TERMS_AREA_CLASS = "vlm-terms-panel", "vlm-terms-area"
+#: The script also tells the server what the first paint showed ("voter": the areas, "new": the terms),
+#: so that the page-load answer changes only what the hint got wrong (:func:`terms_visibility`).
+HINT_COOKIE = "vlm-arena-first-paint"
 #: The page's <head> addition (see above); it leaves the page as it is if anything in it fails.
 TERMS_HEAD = f"""<script>(() => {{ try {{
-  const hide = localStorage.getItem({json.dumps(VOTER_KEY)}) ? "{TERMS_PANEL_CLASS}" : "{TERMS_AREA_CLASS}";
+  const voter = !!localStorage.getItem({json.dumps(VOTER_KEY)});
+  const hide = voter ? "{TERMS_PANEL_CLASS}" : "{TERMS_AREA_CLASS}";
   for (const c of window.gradio_config?.components || [])
     if ((c.props?.elem_classes || []).includes(hide)) c.props.visible = false;
+  document.cookie = "{HINT_COOKIE}=" + (voter ? "voter" : "new") + "; path=/; SameSite=Strict";
 }} catch (e) {{}} }})();</script>"""
+
+
+def terms_visibility(accepted: bool, request: gr.Request | None) -> tuple[Any, Any]:
+    """The page-load answer's updates of a terms panel and the area it gates.
+
+    Where the first paint already shows what the server's record says, nothing is sent: a new voter who
+    accepted the terms before this answer arrived must not be sent back to them. Where the hint was
+    wrong (a changed terms version, an expired or unreadable token) or is unknown, the record wins.
+    """
+    hint = request.cookies.get(HINT_COOKIE) if request is not None else None
+    painted_area = {"voter": True, "new": False}.get(hint or "")
+    if painted_area is accepted:
+        return gr.update(), gr.update()
+    return gr.update(visible=not accepted), gr.update(visible=accepted)
 
 
 def terms_panel_options(gated: bool) -> dict[str, Any]:

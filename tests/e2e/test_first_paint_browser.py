@@ -97,15 +97,18 @@ def test_the_first_control_shows_before_the_page_load_answers(arena: ArenaServer
 def test_a_new_voter_who_accepts_before_the_page_load_answers_gets_the_battle(
     arena: ArenaServer, browser
 ) -> None:
-    """If the page-load request never answers (it is held here), accepting still opens the battle."""
+    """Accepting while the page-load request is still on its way (held here) opens the battle, and its
+    late answer, read before the acceptance, does not send the voter back to the terms."""
     context = browser.new_context()
     page = context.new_page()
     held = HeldRequests(page)
     page.goto(arena.url)
     page.click("#terms-accept", timeout=60_000)  # a queued event: not held
-    assert held.held, "the page-load request never answered"
+    assert held.held, "the page-load request has not answered yet"
     page.wait_for_selector("#battle-send", state="visible", timeout=30_000)
     assert not _shown(page, "#terms-accept")
+    held.release(page)
+    assert _shown(page, "#battle-send") and not _shown(page, "#terms-accept")
     context.close()
 
 
