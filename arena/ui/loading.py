@@ -39,7 +39,6 @@ def combined(loaders: list[TabLoader]) -> TabLoader:
     return TabLoader(load, inputs, outputs, wants_request=True)
 
 
-
 def _descendants(block: gr.blocks.Block) -> Iterator[gr.blocks.Block]:
     for child in getattr(block, "children", []):
         yield child
